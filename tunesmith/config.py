@@ -1,0 +1,162 @@
+"""Typed, validated recipe configs: YAML files, ``--set key=value`` overrides on top.
+
+Every field has one description (it feeds ``--help``-style docs and, later, UI forms). Unknown
+keys are rejected, and all problems are reported together, each with the file, line and field.
+The resolved config is saved with every run (``runs/<id>/config.yaml``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tunesmith.errors import ConfigError
+from tunesmith.models.registry import DEFAULT_MODEL
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    train: str = Field(description="Training data file (chat, prompt/completion or instruction JSONL).")
+    validation: str | None = Field(None, description="Validation file. When absent, `validation_fraction` of `train` is held out.")
+    validation_fraction: float = Field(0.1, ge=0.0, lt=0.5, description="Share of `train` held out for validation when no `validation` file is given (0 disables).")
+    format: Literal["auto", "chat", "prompt_completion", "instruction"] = Field("auto", description="Data format; `auto` detects it from the records.")
+    max_length: int = Field(1024, ge=16, le=131072, description="Longest sequence in tokens; longer examples are truncated (and counted).")
+    min_examples: int = Field(10, ge=1, description="Fewest valid training examples accepted.")
+
+
+class LoraSettings(_Strict):
+    r: int = Field(16, ge=1, le=1024, description="LoRA rank.")
+    alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
+    target_modules: str | list[str] = Field("all-linear", description="Modules to adapt: `all-linear` or a list of module names.")
+
+
+class TrainingSettings(_Strict):
+    epochs: float = Field(1.0, gt=0, description="Passes over the training data.")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides `epochs`).")
+    batch_size: int = Field(8, ge=1, description="Examples per device per step.")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Steps whose gradients are summed before one optimizer update.")
+    learning_rate: float = Field(2e-4, gt=0, lt=1, description="Peak learning rate.")
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field("cosine", description="Learning-rate schedule after warmup.")
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of steps spent warming up the learning rate.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    eval_steps: int = Field(50, ge=1, description="Evaluate on the validation split every N optimizer steps.")
+    save_steps: int | None = Field(None, ge=1, description="Write a checkpoint every N steps (default: `eval_steps`).")
+    save_total_limit: int = Field(2, ge=2, description="Checkpoints kept (at least 2, so a damaged one never leaves none).")
+    early_stopping_patience: int | None = Field(None, ge=1, description="Stop after this many evaluations without a better validation loss.")
+    logging_steps: int = Field(5, ge=1, description="Log the training loss every N steps.")
+    seed: int = Field(0, description="Random seed (data order, initialisation, dropout).")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="`auto`: bf16 autocast where the hardware runs it natively (CUDA bf16, CPU AVX-512-BF16/AMX), else fp32.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory (slower).")
+    threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: all cores).")
+
+    @model_validator(mode="after")
+    def _save_aligned_with_eval(self) -> "TrainingSettings":
+        if self.early_stopping_patience and self.save_steps and self.save_steps % self.eval_steps:
+            raise ValueError("with early stopping, `save_steps` must be a multiple of `eval_steps`")
+        return self
+
+
+class SFTConfig(_Strict):
+    """Supervised fine-tuning of a causal LM on conversations; loss on assistant tokens only."""
+
+    recipe: Literal["sft"] = Field("sft", description="The training recipe.")
+    model: str = Field(DEFAULT_MODEL, description="Base model: a built-in or pulled name, or a local Hugging Face model directory.")
+    method: Literal["lora", "full"] = Field("lora", description="`lora` trains a low-rank adapter; `full` trains every weight.")
+    chat_template: str | None = Field(None, description="Jinja chat template to use instead of the model's (models without one get ChatML).")
+    run_name: str | None = Field(None, description="Name part of the run id (default: the config file name).")
+    data: DataConfig
+    lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA settings (method: lora).")
+    training: TrainingSettings = Field(default_factory=TrainingSettings, description="Optimisation settings.")
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None, base: dict | None = None) -> SFTConfig:
+    """Read a YAML recipe, apply ``key=value`` overrides, validate; raise ConfigError with every problem."""
+    raw: dict[str, Any] = dict(base or {})
+    lines: dict[tuple, int] = {}
+    source = str(path) if path else "<overrides>"
+    if path:
+        raw, lines = _read_yaml(Path(path))
+        _resolve_relative_paths(raw, Path(path).parent)
+    for override in overrides or []:
+        _apply_override(raw, override)
+    try:
+        return SFTConfig.model_validate(raw)
+    except ValidationError as e:
+        problems = [_describe(err, source, lines) for err in e.errors()]
+        raise ConfigError(f"invalid config {source}:", problems) from None
+
+
+def save_config(config: SFTConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+
+
+def _read_yaml(path: Path) -> tuple[dict, dict[tuple, int]]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        node = yaml.compose(text)
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
+    return raw, _key_lines(node)
+
+
+def _key_lines(node, prefix: tuple = ()) -> dict[tuple, int]:
+    """Map each key path, e.g. ('training', 'learning_rate'), to its 1-based line in the YAML."""
+    lines: dict[tuple, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            path = prefix + (key.value,)
+            lines[path] = key.start_mark.line + 1
+            lines.update(_key_lines(value, path))
+    return lines
+
+
+def _resolve_relative_paths(raw: dict, base_dir: Path) -> None:
+    """Data paths in a config file are relative to that file, so recipes can travel with their data."""
+    data = raw.get("data")
+    if isinstance(data, dict):
+        for key in ("train", "validation"):
+            value = data.get(key)
+            if isinstance(value, str) and not Path(value).is_absolute():
+                data[key] = str((base_dir / value).resolve())
+
+
+def _apply_override(raw: dict, override: str) -> None:
+    if "=" not in override:
+        raise ConfigError(f"override {override!r} must look like key=value (e.g. training.epochs=2)")
+    key, value = override.split("=", 1)
+    target = raw
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        target = target.setdefault(part, {})
+        if not isinstance(target, dict):
+            raise ConfigError(f"override {override!r}: {part} is not a section")
+    target[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+
+
+def _describe(error: dict, source: str, lines: dict[tuple, int]) -> str:
+    loc = tuple(str(p) for p in error["loc"])
+    line = None
+    for depth in range(len(loc), 0, -1):  # the deepest key that exists in the file
+        if loc[:depth] in lines:
+            line = lines[loc[:depth]]
+            break
+    where = f"{source}:{line}" if line else source
+    field = ".".join(loc) or "(top level)"
+    message = error["msg"]
+    if error["type"] == "extra_forbidden":
+        message = "unknown key (not a setting of this recipe)"
+    return f"{where}: {field}: {message}"

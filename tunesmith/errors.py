@@ -1,0 +1,46 @@
+"""Domain errors. Only the edges (CLI, HTTP) translate these into exit codes or statuses.
+
+Every message says what failed, where, and how to fix it.
+"""
+from __future__ import annotations
+
+
+class TunesmithError(Exception):
+    """Base class of every error tunesmith raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(TunesmithError):
+    """A config file or override is invalid. ``problems`` lists every problem found, not just the first."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        self.problems = problems or []
+        detail = "".join(f"\n  - {p}" for p in self.problems)
+        super().__init__(message + detail)
+
+
+class DataError(TunesmithError):
+    """A data file failed validation. ``report`` holds every issue with its line and field."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, report=None):
+        self.report = report
+        super().__init__(message)
+
+
+class ModelNotFound(TunesmithError):
+    exit_code = 4
+
+
+class RunNotFound(TunesmithError):
+    exit_code = 4
+
+
+class TemplateError(TunesmithError):
+    """A chat template cannot be used for assistant-only loss (it does not render prefixes stably)."""
+
+    exit_code = 2

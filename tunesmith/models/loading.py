@@ -1,0 +1,31 @@
+"""Loading tokenizers and causal LMs from a resolved ``ModelRef``: local files only, safetensors only."""
+from __future__ import annotations
+
+from tunesmith.models.store import ModelRef
+
+
+def load_tokenizer(ref: ModelRef):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(ref.path, local_files_only=ref.local)
+    if not tokenizer.is_fast:
+        raise ValueError(f"{ref.name}: a fast tokenizer (tokenizer.json) is needed for offsets")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(ref: ModelRef, dtype=None):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    # use_safetensors=True: never unpickle weights; trust_remote_code stays off.
+    return AutoModelForCausalLM.from_pretrained(
+        ref.path, local_files_only=ref.local, dtype=dtype or torch.float32, use_safetensors=True)
+
+
+def count_parameters(model) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, total

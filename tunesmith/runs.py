@@ -1,0 +1,99 @@
+"""A run directory: what one training run leaves behind, and how to find it again.
+
+    runs/<id>/
+      config.yaml        the resolved config
+      run.json           status, base model, data hashes, timestamps
+      metrics.jsonl      one JSON object per log / evaluation
+      checkpoints/       checkpoint-<step>/ (+ a completeness marker, see train/checkpoints.py)
+      adapter/ | model/  the final LoRA adapter or full model (safetensors)
+      summary.json       final figures
+      eval/              evaluation reports (report.json, report.md)
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tunesmith.errors import RunNotFound
+from tunesmith.workspace import Workspace, is_safe_name
+
+
+@dataclass(frozen=True)
+class Run:
+    dir: Path
+
+    @property
+    def id(self) -> str:
+        return self.dir.name
+
+    config_path = property(lambda self: self.dir / "config.yaml")
+    info_path = property(lambda self: self.dir / "run.json")
+    metrics_path = property(lambda self: self.dir / "metrics.jsonl")
+    checkpoints_dir = property(lambda self: self.dir / "checkpoints")
+    summary_path = property(lambda self: self.dir / "summary.json")
+    eval_dir = property(lambda self: self.dir / "eval")
+
+    @property
+    def final_dir(self) -> Path:
+        """Where the trained weights are: ``adapter/`` for LoRA, ``model/`` for full fine-tuning."""
+        adapter = self.dir / "adapter"
+        return adapter if adapter.exists() or self.info().get("method", "lora") != "full" else self.dir / "model"
+
+    def info(self) -> dict[str, Any]:
+        return json.loads(self.info_path.read_text()) if self.info_path.exists() else {}
+
+    def update_info(self, **fields: Any) -> None:
+        info = self.info() | fields
+        write_json_atomic(self.info_path, info)
+
+
+def new_run(workspace: Workspace, name: str) -> Run:
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")[:48] or "run"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = workspace.run_dir(f"{stamp}-{slug}")
+    suffix = 1
+    while run_dir.exists():
+        suffix += 1
+        run_dir = workspace.run_dir(f"{stamp}-{slug}-{suffix}")
+    run_dir.mkdir(parents=True)
+    return Run(run_dir)
+
+
+def find_run(ref: str, workspace: Workspace) -> Run:
+    """A run by directory path, id, or unique id prefix/suffix (e.g. the name part)."""
+    path = Path(ref).expanduser()
+    if (path / "run.json").exists():
+        return Run(path.resolve())
+    if is_safe_name(ref) and workspace.runs_dir.is_dir():
+        exact = workspace.run_dir(ref)
+        if (exact / "run.json").exists():
+            return Run(exact)
+        matches = sorted(d for d in workspace.runs_dir.iterdir()
+                         if (d / "run.json").exists() and (d.name.startswith(ref) or d.name.endswith(ref)))
+        if matches:
+            return Run(matches[-1])  # the newest run with that name
+    raise RunNotFound(f"no run {ref!r}: give a run directory or an id from {workspace.runs_dir}")
+
+
+def is_run_ref(ref: str, workspace: Workspace) -> bool:
+    try:
+        find_run(ref, workspace)
+        return True
+    except RunNotFound:
+        return False
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON so that a reader never sees half a file: temp file, fsync, rename."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
