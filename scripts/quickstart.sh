@@ -28,5 +28,6 @@ tunesmith train examples/quickstart.yaml \
 step "5/5 evaluate the fine-tuned model against its base model on the held-out test split"
 tunesmith eval quickstart --data "$work/data.test.jsonl" --samples 2
 
-printf '\nquickstart finished in %s s. Try it: tunesmith chat quickstart --system "$(head -1 %s | python3 -c "import json,sys; print(json.load(sys.stdin)[\"messages\"][0][\"content\"])")"\n' \
-  "$(( $(date +%s) - start ))" "$data"
+system=$(python -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["messages"][0]["content"])' "$data")
+printf '\nquickstart finished in %s s. Try the fine-tuned model:\n  tunesmith generate quickstart --system %q --prompt %q\n' \
+  "$(( $(date +%s) - start ))" "$system" "I lost my card yesterday, what do I do?"

@@ -28,7 +28,7 @@ def test_few_lora_steps_lower_the_loss_and_the_adapter_round_trips(real_workspac
     train = write_jsonl(tmp_path / "train.jsonl", records[:32])
     held_out = write_jsonl(tmp_path / "test.jsonl", records[400:416])
     config = load_config(None, [f"data.train={train}", f"data.validation={held_out}", "training.max_steps=8",
-                                "training.batch_size=4", "training.learning_rate=1e-3", "training.eval_steps=8",
+                                "training.batch_size=4", "training.learning_rate=1e-3", "training.eval_steps=8", "training.logging_steps=1",
                                 "run_name=integration"])
     result = tunesmith.train(config, workspace=real_workspace)
     assert result.summary["last_train_loss"] < result.summary["first_train_loss"] / 2

@@ -78,8 +78,8 @@ def _add_token_stats(card: DatasetCard, report: ValidationReport, model: str, ma
                      workspace: Workspace) -> None:
     from tunesmith.models.inspect import parameter_count
     from tunesmith.models.loading import load_tokenizer
-    from tunesmith.train.hardware import estimate_train_seconds
-    from tunesmith.train.tokenize import encode_chat, ensure_chat_template
+    from tunesmith.training.hardware import estimate_train_seconds
+    from tunesmith.training.tokenize import encode_chat, ensure_chat_template
 
     try:
         ref = resolve_model(model, workspace)
@@ -129,7 +129,7 @@ def split_data(path: str | Path, ratios: str | tuple[float, ...] = (0.8, 0.1, 0.
 def train(config: SFTConfig | str | Path, overrides: list[str] | None = None,
           workspace: Workspace | None = None, console=None):
     """Train a new run from a config object or a YAML recipe (with ``key=value`` overrides)."""
-    from tunesmith.train.sft import run_sft
+    from tunesmith.training.sft import run_sft
 
     name = "sft"
     if not isinstance(config, SFTConfig):
@@ -140,7 +140,7 @@ def train(config: SFTConfig | str | Path, overrides: list[str] | None = None,
 
 def resume(run: str, workspace: Workspace | None = None, console=None):
     """Continue a run from its last complete checkpoint, at the same global step."""
-    from tunesmith.train.sft import run_sft
+    from tunesmith.training.sft import run_sft
 
     ws = _ws(workspace)
     found = find_run(run, ws)

@@ -13,8 +13,8 @@ from tunesmith.errors import TunesmithError
 from tunesmith.models.loading import load_causal_lm, load_tokenizer
 from tunesmith.models.store import ModelRef, resolve_model
 from tunesmith.runs import Run, find_run, is_run_ref
-from tunesmith.train.dataset import PadCollator, supports_loss_positions
-from tunesmith.train.tokenize import ensure_chat_template, prompt_ids, stop_token_ids
+from tunesmith.training.dataset import PadCollator, supports_loss_positions
+from tunesmith.training.tokenize import ensure_chat_template, prompt_ids, stop_token_ids
 from tunesmith.workspace import Workspace
 
 

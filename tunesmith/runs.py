@@ -4,7 +4,7 @@
       config.yaml        the resolved config
       run.json           status, base model, data hashes, timestamps
       metrics.jsonl      one JSON object per log / evaluation
-      checkpoints/       checkpoint-<step>/ (+ a completeness marker, see train/checkpoints.py)
+      checkpoints/       checkpoint-<step>/ (+ a completeness marker, see training/checkpoints.py)
       adapter/ | model/  the final LoRA adapter or full model (safetensors)
       summary.json       final figures
       eval/              evaluation reports (report.json, report.md)

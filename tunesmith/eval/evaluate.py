@@ -21,7 +21,7 @@ from tunesmith.data.validate import validate_file
 from tunesmith.errors import DataError
 from tunesmith.eval import metrics
 from tunesmith.runs import Run
-from tunesmith.train.dataset import encode_records
+from tunesmith.training.dataset import encode_records
 from tunesmith.workspace import Workspace
 
 

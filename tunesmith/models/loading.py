@@ -4,8 +4,21 @@ from __future__ import annotations
 from tunesmith.models.store import ModelRef
 
 
+def quiet_transformers() -> None:
+    """Per-tensor loading bars and deprecation warnings from the libraries are noise on our terminal."""
+    import warnings
+
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft)\.")
+
+
 def load_tokenizer(ref: ModelRef):
     from transformers import AutoTokenizer
+
+    quiet_transformers()
 
     tokenizer = AutoTokenizer.from_pretrained(ref.path, local_files_only=ref.local)
     if not tokenizer.is_fast:

@@ -2,7 +2,7 @@
 
 Read top to bottom: prepare data → load model → build the Trainer → train (or resume) → save.
 Built on transformers' Trainer and peft; what we add is assistant-only labels for any chat
-template (train/tokenize.py), checkpoints that are complete or ignored (train/checkpoints.py),
+template (training/tokenize.py), checkpoints that are complete or ignored (training/checkpoints.py),
 and the run directory (runs.py).
 """
 from __future__ import annotations
@@ -21,14 +21,14 @@ from tunesmith.config import SFTConfig, save_config
 from tunesmith.data.split import split_indices
 from tunesmith.data.validate import ValidationReport, validate_file
 from tunesmith.errors import DataError, TunesmithError
-from tunesmith.models.loading import count_parameters, load_causal_lm, load_tokenizer
+from tunesmith.models.loading import count_parameters, load_causal_lm, load_tokenizer, quiet_transformers
 from tunesmith.models.store import resolve_model
 from tunesmith.runs import Run, new_run, write_json_atomic
-from tunesmith.train.checkpoints import CompletenessMarker, last_complete_checkpoint
-from tunesmith.train.callbacks import MetricsLog, ProgressDisplay
-from tunesmith.train.dataset import EncodedSet, PadCollator, encode_records, supports_loss_positions
-from tunesmith.train.hardware import resolve_precision
-from tunesmith.train.tokenize import ensure_chat_template
+from tunesmith.training.checkpoints import CompletenessMarker, last_complete_checkpoint
+from tunesmith.training.callbacks import MetricsLog, ProgressDisplay
+from tunesmith.training.dataset import EncodedSet, PadCollator, encode_records, supports_loss_positions
+from tunesmith.training.hardware import resolve_precision
+from tunesmith.training.tokenize import ensure_chat_template
 from tunesmith.workspace import Workspace
 
 
@@ -264,6 +264,5 @@ def _cuda() -> bool:
 
 
 def _quiet_libraries() -> None:
-    import transformers
-    transformers.logging.set_verbosity_error()
+    quiet_transformers()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -6,7 +6,7 @@ from typing import Any
 
 from tunesmith.data.formats import Format, to_messages
 from tunesmith.data.validate import ValidationReport
-from tunesmith.train.tokenize import IGNORE, encode_chat
+from tunesmith.training.tokenize import IGNORE, encode_chat
 
 
 @dataclass

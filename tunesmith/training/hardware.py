@@ -41,9 +41,10 @@ def matmul_gflops(size: int = 768, repeats: int = 5) -> float:
     return 2 * size**3 / best / 1e9
 
 
-# Share of the measured fp32 matmul throughput that SFT training reaches on CPU; calibrated
-# from the quickstart run on a 2-core machine (see estimate_train_seconds). Rough: ±50 %.
-CPU_TRAIN_EFFICIENCY = 0.5
+# Share of the measured fp32 matmul throughput that SFT training reaches on CPU. Calibrated on
+# the quickstart (2-core AVX2 EPYC, matmul_gflops() = 90): LoRA on SmolLM2-135M trained 103
+# input tokens/s = 55 GFLOP/s of 4P FLOPs per token, i.e. 0.6. Rough: +-50 % on other data/models.
+CPU_TRAIN_EFFICIENCY = 0.6
 
 
 def estimate_train_seconds(tokens: int, parameters: int, method: str, gflops: float | None = None) -> float:

@@ -2,7 +2,7 @@
 import pytest
 
 from tunesmith.errors import TemplateError
-from tunesmith.train.tokenize import IGNORE, encode_chat, ensure_chat_template, prompt_ids
+from tunesmith.training.tokenize import IGNORE, encode_chat, ensure_chat_template, prompt_ids
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,1 @@
+"""Data formats, validation, splitting and dataset cards (pure Python, no torch)."""

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, side-by-side runs against the base model, reports."""

@@ -1,0 +1,1 @@
+"""Built-in models: registry, pull, resolution and loading."""

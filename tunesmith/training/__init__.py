@@ -1,0 +1,1 @@
+"""Training recipes and their building blocks."""
