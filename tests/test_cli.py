@@ -68,3 +68,14 @@ def test_models_list_json(workspace, cli):
     code, out, _ = cli("models", "list", "--json")
     assert code == 0
     assert {m["name"] for m in json.loads(out)} >= {"smollm2-135m-instruct", "gemma3-270m"}
+
+
+def test_generate_and_chat_stream_from_a_model_directory(tiny_model_dir, workspace, cli, monkeypatch):
+    import io
+
+    code, out, err = cli("generate", tiny_model_dir, "--prompt", "hello", "--max-new-tokens", "5")
+    assert code == 0, err
+    monkeypatch.setattr(sys, "stdin", io.StringIO("hello\n/reset\nagain\n/exit\n"))
+    code, out, err = cli("chat", tiny_model_dir, "--max-new-tokens", "3")
+    assert code == 0, err
+    assert out.count("model> ") == 2 and "chatting with" in err

@@ -14,7 +14,7 @@ from tunesmith.models.loading import load_causal_lm, load_tokenizer
 from tunesmith.models.store import ModelRef, resolve_model
 from tunesmith.runs import Run, find_run, is_run_ref
 from tunesmith.training.dataset import PadCollator, supports_loss_positions
-from tunesmith.training.tokenize import ensure_chat_template, prompt_ids, stop_token_ids
+from tunesmith.training.tokenize import ensure_chat_template, prompt_ids, stop_strings, stop_token_ids, strip_stop_strings
 from tunesmith.workspace import Workspace
 
 
@@ -82,7 +82,7 @@ def generate(loaded: Loaded, conversations: list[list[dict[str, str]]], max_new_
     encoded = [prompt_ids(tokenizer, c) for c in conversations]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     replies: list[str] = [""] * len(encoded)
-    stops = stop_token_ids(tokenizer)
+    texts = stop_strings(tokenizer)
     for start in range(0, len(order), batch_size):
         batch = order[start:start + batch_size]
         width = max(len(encoded[i]) for i in batch)
@@ -90,10 +90,10 @@ def generate(loaded: Loaded, conversations: list[list[dict[str, str]]], max_new_
         mask = torch.tensor([[0] * (width - len(encoded[i])) + [1] * len(encoded[i]) for i in batch])
         with torch.inference_mode():
             out = loaded.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                        eos_token_id=stops, pad_token_id=tokenizer.pad_token_id,
-                                        **_sampling(temperature))
+                                        **_stopping(tokenizer), **_sampling(temperature))
         for row, i in enumerate(batch):
-            replies[i] = tokenizer.decode(out[row, width:], skip_special_tokens=True).strip()
+            text = tokenizer.decode(out[row, width:], skip_special_tokens=True)
+            replies[i] = strip_stop_strings(text, texts).strip()
     return replies
 
 
@@ -107,11 +107,26 @@ def stream(loaded: Loaded, conversation: list[dict[str, str]], max_new_tokens: i
     ids = torch.tensor([prompt_ids(tokenizer, conversation)])
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     kwargs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                  eos_token_id=stop_token_ids(tokenizer), pad_token_id=tokenizer.pad_token_id,
-                  streamer=streamer, **_sampling(temperature))
+                  streamer=streamer, **_stopping(tokenizer), **_sampling(temperature))
     worker = threading.Thread(target=lambda: _generate_quietly(loaded.model, kwargs), daemon=True)
     worker.start()
-    yield from streamer
+    texts, held = stop_strings(tokenizer), ""
+    for piece in streamer:
+        if not texts:
+            yield piece
+            continue
+        # Hold back text that could be the start of a stop string; stop at a complete one.
+        held += piece
+        cut = strip_stop_strings(held, texts)
+        if cut != held:
+            yield cut
+            break
+        safe = len(held) - max(len(t) for t in texts)
+        if safe > 0:
+            yield held[:safe]
+            held = held[safe:]
+    else:
+        yield held
     worker.join()
 
 
@@ -120,6 +135,12 @@ def _generate_quietly(model, kwargs) -> None:
 
     with torch.inference_mode():
         model.generate(**kwargs)
+
+
+def _stopping(tokenizer) -> dict[str, Any]:
+    stops = {"eos_token_id": stop_token_ids(tokenizer), "pad_token_id": tokenizer.pad_token_id}
+    texts = stop_strings(tokenizer)
+    return {**stops, "stop_strings": texts, "tokenizer": tokenizer} if texts else stops
 
 
 def _sampling(temperature: float) -> dict[str, Any]:

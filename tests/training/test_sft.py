@@ -91,3 +91,13 @@ def test_validation_file_and_weight_zero(tiny_model_dir, tmp_path, workspace):
     result = tunesmith.train(tiny_config(tiny_model_dir, train, f"data.validation={val}", "training.max_steps=3"),
                              workspace=workspace)
     assert result.summary["validation_examples"] == 6 and result.summary["train_examples"] == 30
+
+
+def test_same_seed_same_run_whatever_ran_before(tiny_model_dir, chat_file, workspace):
+    import torch
+
+    first = tunesmith.train(tiny_config(tiny_model_dir, chat_file, "training.max_steps=3"), workspace=workspace)
+    torch.rand(1000)  # anything earlier in the process that draws random numbers
+    second = tunesmith.train(tiny_config(tiny_model_dir, chat_file, "training.max_steps=3"), workspace=workspace)
+    assert first.summary["last_eval_loss"] == second.summary["last_eval_loss"]
+    assert first.summary["last_train_loss"] == second.summary["last_train_loss"]

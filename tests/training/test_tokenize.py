@@ -59,3 +59,23 @@ def test_unstable_template_is_refused_with_advice(tokenizer):
     unstable.chat_template = "{{ messages|length }}{% for m in messages %}{{ m['content'] }}{% endfor %}"
     with pytest.raises(TemplateError, match="chat_template"):
         encode_chat(unstable, [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], 100)
+
+
+class _NoChatmlTokens:
+    """A tokenizer whose vocabulary lacks ChatML's markers (like Gemma 3 base)."""
+
+    chat_template = "{{ '<|im_start|>' }}...{{ '<|im_end|>' }}"
+    unk_token_id = 3
+    eos_token_id = 1
+
+    def convert_tokens_to_ids(self, token):
+        return self.unk_token_id
+
+
+def test_chatml_without_its_tokens_stops_on_the_string(tokenizer):
+    from tunesmith.training.tokenize import stop_strings, stop_token_ids, strip_stop_strings
+
+    assert stop_strings(_NoChatmlTokens()) == ["<|im_end|>"]
+    assert stop_token_ids(_NoChatmlTokens()) == [1]
+    assert stop_strings(tokenizer) == []  # the tiny tokenizer has <|im_end|> as a token
+    assert strip_stop_strings("card_arrival<|im_end|>\n<|im_start|>user", ["<|im_end|>"]) == "card_arrival"

@@ -70,6 +70,10 @@ def run_sft(config: SFTConfig, workspace: Workspace, run: Run | None = None,
     console.print(f"run [bold]{run.id}[/]  ({run.dir})")
 
     precision = resolve_precision(config.training.precision)
+    # Seed before the adapter is initialised: the Trainer seeds only in its constructor, after
+    # get_peft_model has drawn the LoRA weights from whatever RNG state the process was in.
+    from transformers import set_seed
+    set_seed(config.training.seed)
     model = build_model(config, model_ref)
     trainable, total = count_parameters(model)
     console.print(f"{config.method}: {trainable:,} trainable of {total:,} parameters; precision {precision}; "

@@ -99,6 +99,22 @@ def prompt_ids(tokenizer, messages: list[dict[str, Any]]) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
+def stop_strings(tokenizer) -> list[str]:
+    """End-of-turn markers that are plain text in this vocabulary (ChatML on a model without its
+    tokens, e.g. Gemma 3 base): generation must stop on the string, not on a token."""
+    if tokenizer.chat_template and CHATML_STOP in tokenizer.chat_template:
+        im_end = tokenizer.convert_tokens_to_ids(CHATML_STOP)
+        if not isinstance(im_end, int) or im_end == tokenizer.unk_token_id:
+            return [CHATML_STOP]
+    return []
+
+
+def strip_stop_strings(text: str, stops: list[str]) -> str:
+    for stop in stops:
+        text = text.split(stop, 1)[0]
+    return text
+
+
 def stop_token_ids(tokenizer) -> list[int]:
     """Token ids that end an assistant turn: eos, and ChatML's end marker when it is one token."""
     ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
