@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.errors import RunNotFound
+from tunesmith.files import write_json_atomic
 from tunesmith.workspace import Workspace, is_safe_name
 
 
@@ -86,14 +86,3 @@ def is_run_ref(ref: str, workspace: Workspace) -> bool:
         return True
     except RunNotFound:
         return False
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON so that a reader never sees half a file: temp file, fsync, rename."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tunesmith import engine
-from tunesmith.data.formats import split_prompt_and_reference, to_messages
+from tunesmith.data.formats import SFT_FORMATS, split_prompt_and_reference, to_messages
 from tunesmith.data.validate import validate_file
 from tunesmith.errors import DataError
 from tunesmith.eval import metrics
@@ -39,6 +39,9 @@ def evaluate_run(run: Run, data: str | Path, workspace: Workspace, max_examples:
     report = validate_file(data, min_examples=1)
     if not report.ok:
         raise DataError(report.summary(), report)
+    if report.format not in SFT_FORMATS:
+        raise DataError(f"{data}: {report.format.value} records cannot evaluate a chat model; "
+                        "give chat, prompt/completion or instruction records")
     if max_examples:
         report.records = report.records[:max_examples]
     loaded = engine.load_run(run, workspace)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from tunesmith.errors import TunesmithError
+from tunesmith.files import sha256_file
 from tunesmith.models.registry import ModelSpec, SourceKind
 from tunesmith.workspace import Workspace
 
@@ -149,11 +150,3 @@ def _write_manifest(out: Path, spec: ModelSpec, source_sha256: str) -> None:
         "pulled_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()

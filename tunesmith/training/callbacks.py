@@ -87,6 +87,10 @@ class ProgressDisplay(TrainerCallback):
                                f"elapsed {elapsed:.0f}s  ETA {eta:.0f}s", highlight=False)
 
     def on_train_end(self, args, state, control, **kwargs):
+        self.close()
+
+    def close(self) -> None:
+        """Stop the live display (also when training ends by an exception, which skips on_train_end)."""
         if self.progress is not None:
             self.progress.stop()
             self.progress = None

@@ -7,7 +7,6 @@ and the run directory (runs.py).
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import time
@@ -23,7 +22,8 @@ from tunesmith.data.validate import ValidationReport, validate_file
 from tunesmith.errors import DataError, TunesmithError
 from tunesmith.models.loading import count_parameters, load_causal_lm, load_tokenizer, quiet_transformers
 from tunesmith.models.store import resolve_model
-from tunesmith.runs import Run, new_run, write_json_atomic
+from tunesmith.files import sha256_file, write_json_atomic
+from tunesmith.runs import Run, new_run
 from tunesmith.training.checkpoints import CompletenessMarker, last_complete_checkpoint
 from tunesmith.training.callbacks import MetricsLog, ProgressDisplay
 from tunesmith.training.dataset import EncodedSet, PadCollator, encode_records, supports_loss_positions
@@ -83,8 +83,13 @@ def run_sft(config: SFTConfig, workspace: Workspace, run: Run | None = None,
     started = time.time()
     try:
         output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    except BaseException:
-        run.update_info(status="failed" if run.info().get("status") == "running" else run.info().get("status"))
+    except KeyboardInterrupt:
+        _close_display(trainer)
+        run.update_info(status="interrupted")
+        raise TunesmithError(f"interrupted; continue with: tunesmith train --resume {run.id}") from None
+    except Exception:
+        _close_display(trainer)
+        run.update_info(status="failed")
         raise
     final_dir = save_final(trainer, tokenizer, run, config.method)
     summary = summarize(run, config, trainer, output, train_set, eval_set, time.time() - started, final_dir, precision)
@@ -97,11 +102,11 @@ def prepare_data(config: SFTConfig, tokenizer, console: Console) -> tuple[Encode
     """Validate (every problem at once; nothing reaches the trainer otherwise), split and tokenize."""
     fmt = None if config.data.format == "auto" else config.data.format
     train_report = _validated(config.data.train, fmt, config.data.min_examples)
-    hashes = {"train": _file_sha256(config.data.train)}
+    hashes = {"train": sha256_file(config.data.train)}
     max_length = config.data.max_length
     if config.data.validation:
         eval_report = _validated(config.data.validation, fmt, 1)
-        hashes["validation"] = _file_sha256(config.data.validation)
+        hashes["validation"] = sha256_file(config.data.validation)
         train_set = encode_records(train_report, tokenizer, max_length)
         eval_set = encode_records(eval_report, tokenizer, max_length)
     elif config.data.validation_fraction > 0:
@@ -238,6 +243,13 @@ def summarize(run: Run, config: SFTConfig, trainer, output, train_set: EncodedSe
     }
 
 
+def _close_display(trainer) -> None:
+    # An exception skips on_train_end: stop the live bar so the error prints below it.
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, ProgressDisplay):
+            callback.close()
+
+
 def _checkpointing_args(enabled: bool) -> dict[str, Any]:
     # Only passed when on: transformers 5.23 warns about the old argument name even when False.
     return {"gradient_checkpointing": True, "gradient_checkpointing_kwargs": {"use_reentrant": False}} if enabled else {}
@@ -252,14 +264,6 @@ def _check_same_data(run: Run, hashes: dict[str, str], console: Console) -> None
     if before and before != hashes:
         raise TunesmithError(f"the data files of {run.id} changed since it started; resuming would train on "
                              "different data. Start a new run instead.")
-
-
-def _file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _cuda() -> bool:
