@@ -29,5 +29,5 @@ step "5/5 evaluate the fine-tuned model against its base model on the held-out t
 tunesmith eval quickstart --data "$work/data.test.jsonl" --samples 2
 
 system=$(python -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["messages"][0]["content"])' "$data")
-printf '\nquickstart finished in %s s. Try the fine-tuned model:\n  tunesmith generate quickstart --system %q --prompt %q\n' \
+printf '\nquickstart finished in %s s. Try the fine-tuned model:\n  tunesmith generate quickstart --system "%s" --prompt "%s"\n' \
   "$(( $(date +%s) - start ))" "$system" "I lost my card yesterday, what do I do?"

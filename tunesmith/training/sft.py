@@ -52,22 +52,11 @@ def run_sft(config: SFTConfig, workspace: Workspace, run: Run | None = None,
     model_ref = resolve_model(config.model, workspace)
     tokenizer = load_tokenizer(model_ref)
     if ensure_chat_template(tokenizer, config.chat_template):
-        console.print(f"[yellow]{model_ref.name} has no chat template; using ChatML[/]")
+        console.print(f"{model_ref.name} has no chat template; using ChatML", style="yellow", markup=False)
     train_set, eval_set, hashes = prepare_data(config, tokenizer, console)
 
-    resume_from = None
-    if run is None:
-        run = new_run(workspace, config.run_name or name)
-        save_config(config, run.config_path)
-        run.update_info(id=run.id, recipe="sft", method=config.method, base_model=model_ref.name,
-                        base_model_path=model_ref.path, data=hashes, status="running", created_at=time.time())
-    else:
-        resume_from = last_complete_checkpoint(run.checkpoints_dir, log=lambda m: console.print(f"[yellow]{m}[/]"))
-        _check_same_data(run, hashes, console)
-        run.update_info(status="running", resumed_at=time.time(),
-                        resumed_from_step=_step_of(resume_from))
-        console.print(f"resuming {run.id} from {resume_from.name if resume_from else 'the start (no complete checkpoint)'}")
-    console.print(f"run [bold]{run.id}[/]  ({run.dir})")
+    run, resume_from = _open_run(config, workspace, run, model_ref.name, model_ref.path, hashes, name, console)
+    console.print(f"run {run.id}  ({run.dir})", markup=False, highlight=False)
 
     precision = resolve_precision(config.training.precision)
     # Seed before the adapter is initialised: the Trainer seeds only in its constructor, after
@@ -243,6 +232,24 @@ def summarize(run: Run, config: SFTConfig, trainer, output, train_set: EncodedSe
     }
 
 
+def _open_run(config: SFTConfig, workspace: Workspace, run: Run | None, base_name: str, base_path: str,
+              hashes: dict[str, str], name: str, console: Console) -> tuple[Run, Path | None]:
+    """A new run directory, or the existing run and the checkpoint to resume it from."""
+    if run is None:
+        run = new_run(workspace, config.run_name or name)
+        save_config(config, run.config_path)
+        run.update_info(id=run.id, recipe="sft", method=config.method, base_model=base_name,
+                        base_model_path=base_path, data=hashes, status="running", created_at=time.time())
+        return run, None
+    _check_same_data(run, hashes)
+    resume_from = last_complete_checkpoint(run.checkpoints_dir,
+                                           log=lambda m: console.print(m, style="yellow", markup=False))
+    run.update_info(status="running", resumed_at=time.time(), resumed_from_step=_step_of(resume_from))
+    console.print(f"resuming {run.id} from {resume_from.name if resume_from else 'the start (no complete checkpoint)'}",
+                  markup=False, highlight=False)
+    return run, resume_from
+
+
 def _close_display(trainer) -> None:
     # An exception skips on_train_end: stop the live bar so the error prints below it.
     for callback in trainer.callback_handler.callbacks:
@@ -259,7 +266,7 @@ def _step_of(checkpoint: Path | None) -> int:
     return int(checkpoint.name.split("-")[1]) if checkpoint else 0
 
 
-def _check_same_data(run: Run, hashes: dict[str, str], console: Console) -> None:
+def _check_same_data(run: Run, hashes: dict[str, str]) -> None:
     before = run.info().get("data", {})
     if before and before != hashes:
         raise TunesmithError(f"the data files of {run.id} changed since it started; resuming would train on "
