@@ -23,6 +23,7 @@ class Row:
     line: int
     value: Any = None
     error: tuple[str, str] | None = None
+    raw: str | None = None  # the line as text, kept for rows that did not parse
 
 
 def is_csv(path: Path) -> bool:
@@ -34,8 +35,8 @@ def read_rows(path: Path) -> Iterator[Row]:
     yield from (_read_csv(path) if is_csv(path) else _read_jsonl(path))
 
 
-def _decoded_lines(path: Path) -> Iterator[tuple[int, str | None, str | None]]:
-    """(line number, text, decode error) for each line; the text is None when it is not UTF-8."""
+def _decoded_lines(path: Path) -> Iterator[tuple[int, str, str | None]]:
+    """(line number, text, decode error) for each line; undecodable bytes are replaced in the text."""
     with open(path, "rb") as f:
         for number, raw in enumerate(f, start=1):
             if number == 1 and raw.startswith(BOM):
@@ -44,20 +45,20 @@ def _decoded_lines(path: Path) -> Iterator[tuple[int, str | None, str | None]]:
             try:
                 yield number, raw.decode("utf-8"), None
             except UnicodeDecodeError as e:
-                yield number, None, f"invalid UTF-8 at byte {e.start}"
+                yield number, raw.decode("utf-8", errors="replace"), f"invalid UTF-8 at byte {e.start}"
 
 
 def _read_jsonl(path: Path) -> Iterator[Row]:
     for number, text, decode_error in _decoded_lines(path):
         if decode_error:
-            yield Row(number, error=("invalid_utf8", decode_error))
+            yield Row(number, error=("invalid_utf8", decode_error), raw=text)
             continue
         if not text.strip():
             continue
         try:
             yield Row(number, value=json.loads(text))
         except json.JSONDecodeError as e:
-            yield Row(number, error=("invalid_json", f"invalid JSON: {e.msg} (column {e.colno})"))
+            yield Row(number, error=("invalid_json", f"invalid JSON: {e.msg} (column {e.colno})"), raw=text)
 
 
 def _read_csv(path: Path) -> Iterator[Row]:
@@ -66,7 +67,7 @@ def _read_csv(path: Path) -> Iterator[Row]:
     lines: list[str] = []
     for number, text, decode_error in _decoded_lines(path):
         if decode_error:
-            yield Row(number, error=("invalid_utf8", decode_error))
+            yield Row(number, error=("invalid_utf8", decode_error), raw=text)
             lines.append("")
         else:
             lines.append(text)
@@ -83,7 +84,8 @@ def _read_csv(path: Path) -> Iterator[Row]:
             header = [c.strip() for c in cells]
             continue
         if len(cells) != len(header):
-            yield Row(line, error=("wrong_column_count", f"expected {len(header)} columns ({', '.join(header)}), found {len(cells)}"))
+            yield Row(line, error=("wrong_column_count", f"expected {len(header)} columns ({', '.join(header)}), found {len(cells)}"),
+                      raw=",".join(cells))
             continue
         yield Row(line, value=dict(zip(header, cells)))
 

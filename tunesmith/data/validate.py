@@ -77,7 +77,7 @@ def validate_file(
         report.issues.append(Issue(None, None, "file_not_found", f"no such file: {path}"))
         return report
     rows = list(read_rows(path))
-    fmt = Format(fmt) if fmt else _detect(rows, path)
+    fmt = Format(fmt) if fmt else detect_file_format(rows, path)
     report = ValidationReport(str(path), fmt)
     if fmt is None:
         report.issues += [Issue(r.line, None, *r.error) for r in rows if r.error]
@@ -95,7 +95,8 @@ def validate_file(
     return report
 
 
-def _detect(rows: list[Row], path: Path) -> Format | None:
+def detect_file_format(rows: list[Row], path: Path) -> Format | None:
+    """The format most of the first records have (a CSV file with no rows is classification)."""
     votes = Counter(detect_format(r.value) for r in rows[:200] if isinstance(r.value, dict))
     votes.pop(None, None)
     if votes:

@@ -1,0 +1,300 @@
+"""``tunesmith data clean``: normalise, set aside invalid records, deduplicate, scrub personal
+data, filter by length and quality — and never lose a record.
+
+Streaming, in two passes so memory stays flat however large the file:
+1. every line is read once: normalised, validated, scrubbed, filtered and checked against the
+   exact-duplicate fingerprints; survivors are spooled to a temporary file, and only an 8-byte
+   fingerprint and a 64-value MinHash signature per record stay in memory;
+2. near-duplicate groups and label conflicts are resolved over those arrays, then the spool is
+   read back and each record goes to the output or to the rejects file.
+
+Every removed or changed record is written to ``<out>.rejects.jsonl`` with its original line,
+the step and the reason; input records = kept + removed, and the summary says so.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+import numpy as np
+
+from tunesmith.data.dedup import MinHasher, UnionFind, candidate_pairs, exact_key, fold, is_near_duplicate
+from tunesmith.data.formats import Format
+from tunesmith.data.io import read_rows
+from tunesmith.data.normalize import ROLE_ALIASES, dedup_text, fix_roles, map_texts, normalize_text, text_slots
+from tunesmith.data.pii import find_pii, redact
+from tunesmith.data.validate import detect_file_format, validate_record
+
+STEPS = ("invalid", "quality", "length", "personal_data", "exact_duplicate", "near_duplicate", "label_conflict")
+
+
+@dataclass
+class CleanOptions:
+    """What ``clean`` does; every step is on by default."""
+
+    format: str | None = None
+    fix_roles: bool = False
+    dedup_exact: bool = True
+    dedup_near: bool = True
+    label_conflicts: bool = True
+    pii: str = "redact"                    # redact | drop | report | off
+    min_tokens: int = 2
+    max_tokens: int | None = None
+    max_char_run: int = 30                 # a single character repeated more often than this
+    min_text_ratio: float = 0.5            # share of letters, digits and spaces in the content
+    count_tokens: Callable[[str], int] | None = None  # the model's tokenizer; default: words
+
+
+@dataclass
+class CleanSummary:
+    input_records: int = 0
+    kept: int = 0
+    removed: int = 0
+    modified: int = 0
+    removed_by_step: Counter = field(default_factory=Counter)
+    removed_by_reason: Counter = field(default_factory=Counter)
+    personal_data: Counter = field(default_factory=Counter)
+    format: str | None = None
+    outputs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def balanced(self) -> bool:
+        return self.input_records == self.kept + self.removed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"input_records": self.input_records, "kept": self.kept, "removed": self.removed,
+                "modified": self.modified, "balanced": self.balanced, "format": self.format,
+                "removed_by_step": dict(self.removed_by_step), "removed_by_reason": dict(self.removed_by_reason),
+                "personal_data": dict(self.personal_data), "outputs": self.outputs}
+
+
+class _Rejects:
+    """The rejects file: one JSON object per removed or changed record."""
+
+    def __init__(self, handle: TextIO, summary: CleanSummary):
+        self.handle, self.summary = handle, summary
+
+    def removed(self, line: int, step: str, reason: str, record: Any, **extra: Any) -> None:
+        self.summary.removed += 1
+        self.summary.removed_by_step[step] += 1
+        self.summary.removed_by_reason[f"{step}: {reason.split(':')[0]}"] += 1
+        self._write({"line": line, "action": "removed", "step": step, "reason": reason, **extra, "record": record})
+
+    def modified(self, line: int, steps: list[str], original: Any) -> None:
+        self.summary.modified += 1
+        self._write({"line": line, "action": "modified", "step": ",".join(steps), "reason": "; ".join(steps),
+                     "record": original})
+
+    def _write(self, entry: dict) -> None:
+        self.handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
+
+
+def clean_file(source: str | Path, out: str | Path, options: CleanOptions | None = None,
+               progress: Callable[[int], None] | None = None) -> CleanSummary:
+    options = options or CleanOptions()
+    source, out = Path(source), Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fmt = Format(options.format) if options.format else detect_file_format(_peek(source), source)
+    summary = CleanSummary(format=fmt.value if fmt else None)
+    rejects_path = out.with_name(out.name + ".rejects.jsonl") if out.suffix != ".jsonl" else out.with_suffix(".rejects.jsonl")
+    with open(rejects_path, "w", encoding="utf-8") as rejects_file, \
+            tempfile.TemporaryFile("w+", encoding="utf-8", dir=out.parent) as spool:
+        rejects = _Rejects(rejects_file, summary)
+        state = _first_pass(source, fmt, options, rejects, spool, summary, progress)
+        drop = _resolve_groups(state, spool, fmt, options)
+        _second_pass(spool, state, drop, out, rejects, summary)
+    summary.outputs = {"output": str(out), "rejects": str(rejects_path)}
+    return summary
+
+
+def _peek(path: Path, limit: int = 200):
+    rows = []
+    for row in read_rows(path):
+        rows.append(row)
+        if len(rows) >= limit:
+            break
+    return rows
+
+
+@dataclass
+class _State:
+    lines: list[int] = field(default_factory=list)        # original line of each spooled record
+    offsets: list[int] = field(default_factory=list)      # where it starts in the spool
+    signatures: list[np.ndarray] = field(default_factory=list)
+    conflict_keys: dict[bytes, set] = field(default_factory=dict)
+    text_keys: list[bytes] = field(default_factory=list)
+
+
+def _first_pass(source: Path, fmt: Format | None, options: CleanOptions, rejects: _Rejects, spool: TextIO,
+                summary: CleanSummary, progress) -> _State:
+    state = _State()
+    seen: dict[bytes, int] = {}
+    hasher = MinHasher()
+    for row in read_rows(source):
+        summary.input_records += 1
+        if progress and summary.input_records % 10000 == 0:
+            progress(summary.input_records)
+        if row.error:
+            rejects.removed(row.line, "invalid", f"{row.error[0]}: {row.error[1]}", row.raw)
+            continue
+        original = json.dumps(row.value, ensure_ascii=False)
+        record = row.value
+        outcome = _clean_record(record, fmt, options, row.line, rejects, summary)
+        if outcome is None:
+            continue
+        changes = outcome
+        content = dedup_text(record, fmt)
+        key = exact_key(content + ("\x00" + str(record.get("label")) if fmt is Format.CLASSIFICATION else ""))
+        if options.dedup_exact and key in seen:
+            rejects.removed(row.line, "exact_duplicate", "same content as an earlier record", record,
+                            duplicate_of=seen[key])
+            continue
+        seen[key] = row.line
+        if changes:
+            rejects.modified(row.line, changes, json.loads(original))
+        state.lines.append(row.line)
+        state.offsets.append(spool.tell())
+        spool.write(json.dumps(record, ensure_ascii=False) + "\n")
+        if options.dedup_near:
+            state.signatures.append(hasher.signature(fold(content)))
+        if fmt is Format.CLASSIFICATION and options.label_conflicts:
+            text_key = exact_key(fold(content))
+            state.text_keys.append(text_key)
+            state.conflict_keys.setdefault(text_key, set()).add(str(record["label"]))
+    return state
+
+
+def _clean_record(record: Any, fmt: Format | None, options: CleanOptions, line: int, rejects: _Rejects,
+                  summary: CleanSummary) -> list[str] | None:
+    """Normalise, validate, scrub and filter one record in place: the changes made, or None if removed."""
+    if fmt is None:
+        rejects.removed(line, "invalid", "unknown_format: cannot tell the data format", record)
+        return None
+    changes = []
+    if isinstance(record, dict):
+        if map_texts(record, fmt, normalize_text):
+            changes.append("normalised")
+        if fmt is Format.CHAT and options.fix_roles and (mapped := fix_roles(record)):
+            changes.append("roles " + ", ".join(mapped))
+    problems = validate_record(record, fmt, line)
+    if problems:
+        reason = "; ".join(f"{p.field + ': ' if p.field else ''}{p.message}" for p in problems)
+        if any(p.code == "unknown_role" for p in problems) and _has_alias(record):
+            reason += " (a known alias: map it with --fix-roles)"
+        rejects.removed(line, "invalid", f"{problems[0].code}: {reason}", record)
+        return None
+    if (quality := _quality_problem(record, fmt, options)):
+        rejects.removed(line, "quality", quality, record)
+        return None
+    if (length := _length_problem(record, fmt, options)):
+        rejects.removed(line, "length", length, record)
+        return None
+    if options.pii != "off":
+        found = Counter(kind for c, k, _ in text_slots(record, fmt) for _, _, kind in find_pii(c[k]))
+        summary.personal_data.update(found)
+        if found and options.pii == "drop":
+            rejects.removed(line, "personal_data", "contains " + ", ".join(sorted(found)), record)
+            return None
+        if found and options.pii == "redact":
+            map_texts(record, fmt, lambda text: redact(text)[0])
+            changes.append("redacted " + ", ".join(f"{n} {kind}" for kind, n in sorted(found.items())))
+    return changes
+
+
+def _has_alias(record: Any) -> bool:
+    return any(isinstance(m, dict) and str(m.get("role", "")).lower() in ROLE_ALIASES
+               for m in record.get("messages") or [])
+
+
+def _quality_problem(record: dict, fmt: Format, options: CleanOptions) -> str | None:
+    for container, key, _ in text_slots(record, fmt):
+        text = container[key]
+        run = _longest_run(text)
+        if run > options.max_char_run:
+            return f"repeated_characters: a character repeated {run} times in {key}"
+        useful = sum(ch.isalnum() or ch.isspace() for ch in text)
+        if text and useful / len(text) < options.min_text_ratio:
+            return f"mostly_non_text: only {useful / len(text):.0%} letters, digits and spaces in {key}"
+    return None
+
+
+def _longest_run(text: str) -> int:
+    best = run = 0
+    previous = None
+    for ch in text:
+        run = run + 1 if ch == previous and not ch.isspace() else 1
+        previous = ch
+        best = max(best, run)
+    return best
+
+
+def _length_problem(record: dict, fmt: Format, options: CleanOptions) -> str | None:
+    text = "\n".join(c[k] for c, k, _ in text_slots(record, fmt))
+    tokens = options.count_tokens(text) if options.count_tokens else len(text.split())
+    if tokens < options.min_tokens:
+        return f"too_short: {tokens} tokens, fewer than {options.min_tokens}"
+    if options.max_tokens and tokens > options.max_tokens:
+        return f"too_long: {tokens} tokens, more than {options.max_tokens}"
+    return None
+
+
+def _resolve_groups(state: _State, spool: TextIO, fmt: Format | None, options: CleanOptions) -> dict[int, tuple]:
+    """Spool index → (step, reason, extra) for records removed by near-duplicate or conflict checks."""
+    drop: dict[int, tuple] = {}
+    # Conflicts first: both sides of a conflict are set aside, whatever else they duplicate.
+    for index, text_key in enumerate(state.text_keys):
+        labels = state.conflict_keys[text_key]
+        if len(labels) > 1:
+            drop[index] = ("label_conflict", f"the same text has conflicting labels: {', '.join(sorted(labels))}", {})
+    if options.dedup_near and len(state.signatures) > 1:
+        groups = near_duplicate_groups(np.stack(state.signatures), lambda i: _folded_at(spool, state.offsets[i], fmt))
+        for index, root in enumerate(groups):
+            if root != index and index not in drop:
+                drop[index] = ("near_duplicate", "near-duplicate of an earlier record",
+                               {"duplicate_of": state.lines[root]})
+    return drop
+
+
+def near_duplicate_groups(signatures: np.ndarray, folded: Callable[[int], str]) -> list[int]:
+    """For each record, the earliest record of its near-duplicate group (itself when unique)."""
+    groups = UnionFind(len(signatures))
+    cache: dict[int, str] = {}
+    for i, j in sorted(candidate_pairs(signatures)):
+        if groups.find(i) == groups.find(j):
+            continue
+        a = cache.setdefault(i, folded(i)) if len(cache) < 100_000 else folded(i)
+        b = cache.setdefault(j, folded(j)) if len(cache) < 100_000 else folded(j)
+        if is_near_duplicate(a, b):
+            groups.union(i, j)
+    return [groups.find(i) for i in range(len(signatures))]
+
+
+def _folded_at(spool: TextIO, offset: int, fmt: Format) -> str:
+    spool.seek(offset)
+    return fold(dedup_text(json.loads(spool.readline()), fmt))
+
+
+def _second_pass(spool: TextIO, state: _State, drop: dict[int, tuple], out: Path, rejects: _Rejects,
+                 summary: CleanSummary) -> None:
+    spool.seek(0)
+    as_csv = out.suffix.lower() == ".csv"
+    with open(out, "w", encoding="utf-8", newline="" if as_csv else None) as output:
+        writer = csv.DictWriter(output, fieldnames=["text", "label"], extrasaction="ignore") if as_csv else None
+        if writer:
+            writer.writeheader()
+        for index, text in enumerate(spool):
+            if index in drop:
+                step, reason, extra = drop[index]
+                rejects.removed(state.lines[index], step, reason, json.loads(text), **extra)
+                continue
+            if writer:
+                writer.writerow(json.loads(text))
+            else:
+                output.write(text)
+            summary.kept += 1
+
