@@ -4,6 +4,7 @@ The public Python API (see tunesmith/api.py); the ``tunesmith`` command is a thi
 """
 from tunesmith.api import (
     check_data,
+    clean,
     evaluate,
     generate,
     get_run,
@@ -23,7 +24,7 @@ from tunesmith.workspace import Workspace
 
 __version__ = "0.1.0"
 __all__ = [
-    "check_data", "evaluate", "generate", "get_run", "list_models", "list_runs", "load", "pull_model",
+    "check_data", "clean", "evaluate", "generate", "get_run", "list_models", "list_runs", "load", "pull_model",
     "resume", "split_data", "stream_reply", "train", "validate_data", "SFTConfig", "load_config",
     "ConfigError", "DataError", "ModelNotFound", "RunNotFound", "TunesmithError", "Workspace",
 ]

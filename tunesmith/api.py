@@ -124,6 +124,27 @@ def split_data(path: str | Path, ratios: str | tuple[float, ...] = (0.8, 0.1, 0.
     return written
 
 
+def clean(path: str | Path, out: str | Path, config: str | Path | None = None, progress=None,
+          workspace: Workspace | None = None, **options: Any) -> dict[str, Any]:
+    """Clean a data file (see tunesmith/data/clean.py); ``options`` override the YAML ``config``.
+    Writes ``out``, ``<out>.rejects.jsonl`` and the card; returns the card."""
+    from tunesmith.config import load_clean_config
+    from tunesmith.data.clean import clean_file
+    from tunesmith.data.clean_report import write_card
+
+    settings = load_clean_config(config, options)
+    count_tokens = _token_counter(settings.model, _ws(workspace)) if settings.model else None
+    summary = clean_file(path, out, settings, count_tokens, progress)
+    return write_card(summary, Path(out), count_tokens)
+
+
+def _token_counter(model: str, workspace: Workspace) -> Callable[[str], int]:
+    from tunesmith.models.loading import load_tokenizer
+
+    tokenizer = load_tokenizer(resolve_model(model, workspace))
+    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
 # ── training ────────────────────────────────────────────────────────────────────────────────
 
 def train(config: SFTConfig | str | Path, overrides: list[str] | None = None,

@@ -65,6 +65,28 @@ def data_check(file: Path = typer.Argument(..., help="JSONL or CSV data file."),
     raise typer.Exit(0 if report.ok else DataError.exit_code)
 
 
+@data_app.command("clean")
+def data_clean(file: Path = typer.Argument(..., help="Data file to clean (any supported format)."),
+               output: Path = typer.Option(..., "--output", "-o", help="Cleaned file to write (rejects and card go beside it)."),
+               config: Optional[Path] = typer.Option(None, "--config", help="YAML with clean settings (see CleanConfig); flags override it."),
+               fix_roles: Optional[bool] = typer.Option(None, "--fix-roles/--no-fix-roles", help="Map role aliases (human, gpt, bot...) instead of rejecting."),
+               pii: Optional[str] = typer.Option(None, help="Personal data: redact | drop | report | off."),
+               model: Optional[str] = typer.Option(None, help="Count tokens with this model's tokenizer (default: words)."),
+               min_tokens: Optional[int] = typer.Option(None, "--min-tokens", help="Remove records shorter than this."),
+               max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Remove records longer than this."),
+               near_dedup: Optional[bool] = typer.Option(None, "--near-dedup/--no-near-dedup", help="Near-duplicate removal."),
+               fmt: Optional[str] = typer.Option(None, "--format", help="Data format (default: detect)."),
+               as_json: bool = typer.Option(False, "--json", help="Machine-readable summary.")):
+    """Normalise, deduplicate, scrub personal data and filter a file; nothing is lost (see the rejects file)."""
+    with render.counting_progress(err, "cleaning") as progress:
+        card = api.clean(file, output, config, progress=progress, fix_roles=fix_roles, pii=pii, model=model,
+                         min_tokens=min_tokens, max_tokens=max_tokens, dedup_near=near_dedup, format=fmt)
+    if as_json:
+        out.print_json(data=card)
+    else:
+        out.print(render.clean_table(card))
+
+
 @data_app.command("split")
 def data_split(file: Path = typer.Argument(..., help="Data file to split."),
                ratios: str = typer.Option("0.8,0.1,0.1", help="train,validation,test shares (or train,test)."),

@@ -63,6 +63,32 @@ class TrainingSettings(_Strict):
         return self
 
 
+class CleanConfig(_Strict):
+    """What `tunesmith data clean` does. Every step is on by default."""
+
+    format: Literal["chat", "prompt_completion", "instruction", "classification", "preference"] | None = Field(None, description="Data format (default: detect).")
+    fix_roles: bool = Field(False, description="Map role aliases (human, gpt, bot, ...) to user/assistant instead of rejecting the record.")
+    dedup_exact: bool = Field(True, description="Remove exact duplicates of normalised content (first occurrence kept).")
+    dedup_near: bool = Field(True, description="Remove near-duplicates: case, whitespace, punctuation changes, one-word edits (first kept).")
+    label_conflicts: bool = Field(True, description="Set aside classification records whose text has conflicting labels.")
+    pii: Literal["redact", "drop", "report", "off"] = Field("redact", description="Personal data: replace with typed placeholders, drop the record, only count it, or skip the check.")
+    model: str | None = Field(None, description="Count tokens with this model's tokenizer (default: count words).")
+    min_tokens: int = Field(2, ge=0, description="Records with fewer tokens in all their content are removed as too short.")
+    max_tokens: int | None = Field(None, ge=1, description="Records with more tokens are removed as too long (default: no limit).")
+    max_char_run: int = Field(30, ge=2, description="Longest run of one repeated character allowed.")
+    min_text_ratio: float = Field(0.5, ge=0, le=1, description="Least share of letters, digits and spaces in each text field.")
+
+
+def load_clean_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> CleanConfig:
+    raw, lines = _read_yaml(Path(path)) if path else ({}, {})
+    raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return CleanConfig.model_validate(raw)
+    except ValidationError as e:
+        source = str(path) if path else "<options>"
+        raise ConfigError(f"invalid clean config {source}:", [_describe(err, source, lines) for err in e.errors()]) from None
+
+
 class SFTConfig(_Strict):
     """Supervised fine-tuning of a causal LM on conversations; loss on assistant tokens only."""
 

@@ -1,6 +1,7 @@
 """Rich renderings of API results for the terminal (used by the CLI only)."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,35 @@ def card_panel(card: DatasetCard) -> Panel:
         parts.append(labels)
     parts += [f"[yellow]note:[/] {n}" for n in card.notes]
     return Panel(Group(*parts), title=f"[green]valid[/] {card.path}")
+
+
+def clean_table(card: dict[str, Any]) -> Table:
+    table = Table(title=f"cleaned: {card['input_records']:,} in = {card['kept']:,} kept + {card['removed']:,} removed"
+                        f"{'' if card['balanced'] else '  (NOT BALANCED)'}")
+    table.add_column("")
+    table.add_column("records", justify="right")
+    for reason, count in sorted(card["removed_by_reason"].items(), key=lambda x: -x[1]):
+        table.add_row(f"removed: {reason}", f"{count:,}")
+    table.add_row("modified and kept", f"{card['modified']:,}")
+    for kind, count in sorted(card["personal_data"].items()):
+        table.add_row(f"personal data: {kind}", f"{count:,}")
+    outputs = card["outputs"]
+    table.caption = f"kept: {outputs['output']}\nrejects: {outputs['rejects']}\ncard: {outputs.get('card', '-')}"
+    return table
+
+
+@contextmanager
+def counting_progress(console: Console, label: str):
+    """A spinner with a record count on a terminal (silent otherwise); yields the update callback."""
+    if not console.is_terminal:
+        yield None
+        return
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn(f"{label} {{task.completed:,}} records"), TimeElapsedColumn(),
+                  console=console, transient=True) as progress:
+        task = progress.add_task(label, total=None)
+        yield lambda n: progress.update(task, completed=n)
 
 
 def split_table(written: dict[str, Path]) -> Table:

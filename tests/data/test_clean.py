@@ -2,7 +2,8 @@
 no clean record is touched, and input = kept + removed."""
 import json
 
-from tunesmith.data.clean import CleanOptions, clean_file
+from tunesmith.config import CleanConfig as CleanOptions
+from tunesmith.data.clean import clean_file
 
 TOPICS = [
     "How long does international shipping to Canada usually take",
@@ -68,12 +69,12 @@ def test_every_planted_defect_is_caught_and_no_clean_record_is_touched(tmp_path)
     summary = clean_file(path, out, CleanOptions(max_tokens=200))
     rejects = [json.loads(line) for line in (tmp_path / "clean.rejects.jsonl").read_text().splitlines()]
     removed = {r["line"]: r["step"] for r in rejects if r["action"] == "removed"}
-    modified = {r["line"]: r["step"] for r in rejects if r["action"] == "modified"}
+    modified = {r["line"]: r["reason"] for r in rejects if r["action"] == "modified"}
 
     expected_removed = {line: step for line, step in key.items() if step != "personal_data"}
     assert removed == expected_removed
     pii_lines = {line for line, step in key.items() if step == "personal_data"}
-    assert set(modified) == pii_lines and all("redacted" in modified[line] for line in pii_lines)
+    assert set(modified) == pii_lines and all(modified[line].startswith("redacted 1 ") for line in pii_lines)
     assert dict(summary.personal_data) == {"email": 1, "phone": 1, "card": 1, "iban": 1, "ip": 1, "national_id": 1}
 
     kept = [json.loads(line) for line in out.read_text().splitlines()]
@@ -115,8 +116,12 @@ def test_classification_conflicts_are_set_aside(tmp_path):
 
 def test_records_sharing_a_template_but_two_words_apart_are_kept(tmp_path):
     items = ["debit card", "savings account", "car loan", "pension plan", "home mortgage", "travel insurance"]
-    records = [chat(f"How do I close my {item} online without visiting a branch") for item in items]
-    records.append(chat("How do I close my debit card online without visiting a shop"))  # one word: near-dup
+    def record(item, place="branch"):
+        return chat(f"How do I close my {item} online without visiting a {place}",
+                    f"Open the app, choose your {item} and press Close {item}.")
+
+    records = [record(item) for item in items]
+    records.append(record("debit card", place="shop"))  # one word from the first: a near-duplicate
     path = tmp_path / "t.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     summary = clean_file(path, tmp_path / "t.out.jsonl")

@@ -23,6 +23,7 @@ from typing import Any, Callable, TextIO
 
 import numpy as np
 
+from tunesmith.config import CleanConfig
 from tunesmith.data.dedup import MinHasher, UnionFind, candidate_pairs, exact_key, fold, is_near_duplicate
 from tunesmith.data.formats import Format
 from tunesmith.data.io import read_rows
@@ -31,23 +32,6 @@ from tunesmith.data.pii import find_pii, redact
 from tunesmith.data.validate import detect_file_format, validate_record
 
 STEPS = ("invalid", "quality", "length", "personal_data", "exact_duplicate", "near_duplicate", "label_conflict")
-
-
-@dataclass
-class CleanOptions:
-    """What ``clean`` does; every step is on by default."""
-
-    format: str | None = None
-    fix_roles: bool = False
-    dedup_exact: bool = True
-    dedup_near: bool = True
-    label_conflicts: bool = True
-    pii: str = "redact"                    # redact | drop | report | off
-    min_tokens: int = 2
-    max_tokens: int | None = None
-    max_char_run: int = 30                 # a single character repeated more often than this
-    min_text_ratio: float = 0.5            # share of letters, digits and spaces in the content
-    count_tokens: Callable[[str], int] | None = None  # the model's tokenizer; default: words
 
 
 @dataclass
@@ -85,18 +69,21 @@ class _Rejects:
         self.summary.removed_by_reason[f"{step}: {reason.split(':')[0]}"] += 1
         self._write({"line": line, "action": "removed", "step": step, "reason": reason, **extra, "record": record})
 
-    def modified(self, line: int, steps: list[str], original: Any) -> None:
+    def modified(self, line: int, changes: list[tuple[str, str]], original: Any) -> None:
+        """``changes``: (step, what was done) pairs; ``original`` is the record as it was read."""
         self.summary.modified += 1
-        self._write({"line": line, "action": "modified", "step": ",".join(steps), "reason": "; ".join(steps),
-                     "record": original})
+        self._write({"line": line, "action": "modified", "step": ",".join(step for step, _ in changes),
+                     "reason": "; ".join(reason for _, reason in changes), "record": original})
 
     def _write(self, entry: dict) -> None:
         self.handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
 
 
-def clean_file(source: str | Path, out: str | Path, options: CleanOptions | None = None,
+def clean_file(source: str | Path, out: str | Path, options: CleanConfig | None = None,
+               count_tokens: Callable[[str], int] | None = None,
                progress: Callable[[int], None] | None = None) -> CleanSummary:
-    options = options or CleanOptions()
+    """Clean ``source`` into ``out``; ``count_tokens`` measures length (default: words)."""
+    options = options or CleanConfig()
     source, out = Path(source), Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fmt = Format(options.format) if options.format else detect_file_format(_peek(source), source)
@@ -105,7 +92,7 @@ def clean_file(source: str | Path, out: str | Path, options: CleanOptions | None
     with open(rejects_path, "w", encoding="utf-8") as rejects_file, \
             tempfile.TemporaryFile("w+", encoding="utf-8", dir=out.parent) as spool:
         rejects = _Rejects(rejects_file, summary)
-        state = _first_pass(source, fmt, options, rejects, spool, summary, progress)
+        state = _first_pass(source, fmt, options, count_tokens, rejects, spool, summary, progress)
         drop = _resolve_groups(state, spool, fmt, options)
         _second_pass(spool, state, drop, out, rejects, summary)
     summary.outputs = {"output": str(out), "rejects": str(rejects_path)}
@@ -130,7 +117,7 @@ class _State:
     text_keys: list[bytes] = field(default_factory=list)
 
 
-def _first_pass(source: Path, fmt: Format | None, options: CleanOptions, rejects: _Rejects, spool: TextIO,
+def _first_pass(source: Path, fmt: Format | None, options: CleanConfig, count_tokens, rejects: _Rejects, spool: TextIO,
                 summary: CleanSummary, progress) -> _State:
     state = _State()
     seen: dict[bytes, int] = {}
@@ -144,7 +131,7 @@ def _first_pass(source: Path, fmt: Format | None, options: CleanOptions, rejects
             continue
         original = json.dumps(row.value, ensure_ascii=False)
         record = row.value
-        outcome = _clean_record(record, fmt, options, row.line, rejects, summary)
+        outcome = _clean_record(record, fmt, options, count_tokens, row.line, rejects, summary)
         if outcome is None:
             continue
         changes = outcome
@@ -169,18 +156,19 @@ def _first_pass(source: Path, fmt: Format | None, options: CleanOptions, rejects
     return state
 
 
-def _clean_record(record: Any, fmt: Format | None, options: CleanOptions, line: int, rejects: _Rejects,
+def _clean_record(record: Any, fmt: Format | None, options: CleanConfig, count_tokens, line: int, rejects: _Rejects,
                   summary: CleanSummary) -> list[str] | None:
-    """Normalise, validate, scrub and filter one record in place: the changes made, or None if removed."""
+    """Normalise, validate, scrub and filter one record in place: the (step, change) pairs made, or
+    None when the record was removed."""
     if fmt is None:
         rejects.removed(line, "invalid", "unknown_format: cannot tell the data format", record)
         return None
     changes = []
     if isinstance(record, dict):
         if map_texts(record, fmt, normalize_text):
-            changes.append("normalised")
+            changes.append(("normalise", "Unicode NFC, line endings, surrounding whitespace"))
         if fmt is Format.CHAT and options.fix_roles and (mapped := fix_roles(record)):
-            changes.append("roles " + ", ".join(mapped))
+            changes.append(("fix_roles", "roles " + ", ".join(mapped)))
     problems = validate_record(record, fmt, line)
     if problems:
         reason = "; ".join(f"{p.field + ': ' if p.field else ''}{p.message}" for p in problems)
@@ -191,7 +179,7 @@ def _clean_record(record: Any, fmt: Format | None, options: CleanOptions, line: 
     if (quality := _quality_problem(record, fmt, options)):
         rejects.removed(line, "quality", quality, record)
         return None
-    if (length := _length_problem(record, fmt, options)):
+    if (length := _length_problem(record, fmt, options, count_tokens)):
         rejects.removed(line, "length", length, record)
         return None
     if options.pii != "off":
@@ -202,7 +190,7 @@ def _clean_record(record: Any, fmt: Format | None, options: CleanOptions, line: 
             return None
         if found and options.pii == "redact":
             map_texts(record, fmt, lambda text: redact(text)[0])
-            changes.append("redacted " + ", ".join(f"{n} {kind}" for kind, n in sorted(found.items())))
+            changes.append(("personal_data", "redacted " + ", ".join(f"{n} {kind}" for kind, n in sorted(found.items()))))
     return changes
 
 
@@ -211,7 +199,7 @@ def _has_alias(record: Any) -> bool:
                for m in record.get("messages") or [])
 
 
-def _quality_problem(record: dict, fmt: Format, options: CleanOptions) -> str | None:
+def _quality_problem(record: dict, fmt: Format, options: CleanConfig) -> str | None:
     for container, key, _ in text_slots(record, fmt):
         text = container[key]
         run = _longest_run(text)
@@ -233,9 +221,9 @@ def _longest_run(text: str) -> int:
     return best
 
 
-def _length_problem(record: dict, fmt: Format, options: CleanOptions) -> str | None:
+def _length_problem(record: dict, fmt: Format, options: CleanConfig, count_tokens) -> str | None:
     text = "\n".join(c[k] for c, k, _ in text_slots(record, fmt))
-    tokens = options.count_tokens(text) if options.count_tokens else len(text.split())
+    tokens = count_tokens(text) if count_tokens else len(text.split())
     if tokens < options.min_tokens:
         return f"too_short: {tokens} tokens, fewer than {options.min_tokens}"
     if options.max_tokens and tokens > options.max_tokens:
@@ -243,7 +231,7 @@ def _length_problem(record: dict, fmt: Format, options: CleanOptions) -> str | N
     return None
 
 
-def _resolve_groups(state: _State, spool: TextIO, fmt: Format | None, options: CleanOptions) -> dict[int, tuple]:
+def _resolve_groups(state: _State, spool: TextIO, fmt: Format | None, options: CleanConfig) -> dict[int, tuple]:
     """Spool index → (step, reason, extra) for records removed by near-duplicate or conflict checks."""
     drop: dict[int, tuple] = {}
     # Conflicts first: both sides of a conflict are set aside, whatever else they duplicate.
