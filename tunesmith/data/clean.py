@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from typing import Any, Callable, TextIO
 import numpy as np
 
 from tunesmith.config import CleanConfig
-from tunesmith.data.dedup import MinHasher, UnionFind, candidate_pairs, exact_key, fold, is_near_duplicate
+from tunesmith.data.dedup import NUM_PERM, MinHasher, UnionFind, candidate_pairs, exact_key, fold, is_near_duplicate
 from tunesmith.data.formats import Format
 from tunesmith.data.io import read_rows
 from tunesmith.data.normalize import ROLE_ALIASES, dedup_text, fix_roles, map_texts, normalize_text, text_slots
@@ -108,11 +109,31 @@ def _peek(path: Path, limit: int = 200):
     return rows
 
 
+class SignatureStore:
+    """MinHash signatures in one growing uint32 array (a list of small arrays costs 1.5x more)."""
+
+    def __init__(self, capacity: int = 65536):
+        self.data = np.empty((capacity, NUM_PERM), dtype=np.uint32)
+        self.size = 0
+
+    def append(self, signature: np.ndarray) -> None:
+        if self.size == len(self.data):
+            self.data = np.concatenate([self.data, np.empty_like(self.data)])
+        self.data[self.size] = signature
+        self.size += 1
+
+    def __len__(self) -> int:
+        return self.size
+
+    def array(self) -> np.ndarray:
+        return self.data[:self.size]
+
+
 @dataclass
 class _State:
     lines: list[int] = field(default_factory=list)        # original line of each spooled record
     offsets: list[int] = field(default_factory=list)      # where it starts in the spool
-    signatures: list[np.ndarray] = field(default_factory=list)
+    signatures: "SignatureStore" = field(default_factory=lambda: SignatureStore())
     conflict_keys: dict[bytes, set] = field(default_factory=dict)
     text_keys: list[bytes] = field(default_factory=list)
 
@@ -199,26 +220,19 @@ def _has_alias(record: Any) -> bool:
                for m in record.get("messages") or [])
 
 
+_NON_TEXT = re.compile(r"[^\w\s]|_")
+
+
 def _quality_problem(record: dict, fmt: Format, options: CleanConfig) -> str | None:
+    run = re.compile(r"(\S)\1{%d,}" % options.max_char_run)  # a character repeated too often (regex: C speed)
     for container, key, _ in text_slots(record, fmt):
         text = container[key]
-        run = _longest_run(text)
-        if run > options.max_char_run:
-            return f"repeated_characters: a character repeated {run} times in {key}"
-        useful = sum(ch.isalnum() or ch.isspace() for ch in text)
+        if (match := run.search(text)):
+            return f"repeated_characters: {match.group(1)!r} repeated {len(match.group(0))} times in {key}"
+        useful = len(text) - len(_NON_TEXT.findall(text))
         if text and useful / len(text) < options.min_text_ratio:
             return f"mostly_non_text: only {useful / len(text):.0%} letters, digits and spaces in {key}"
     return None
-
-
-def _longest_run(text: str) -> int:
-    best = run = 0
-    previous = None
-    for ch in text:
-        run = run + 1 if ch == previous and not ch.isspace() else 1
-        previous = ch
-        best = max(best, run)
-    return best
 
 
 def _length_problem(record: dict, fmt: Format, options: CleanConfig, count_tokens) -> str | None:
@@ -240,7 +254,7 @@ def _resolve_groups(state: _State, spool: TextIO, fmt: Format | None, options: C
         if len(labels) > 1:
             drop[index] = ("label_conflict", f"the same text has conflicting labels: {', '.join(sorted(labels))}", {})
     if options.dedup_near and len(state.signatures) > 1:
-        groups = near_duplicate_groups(np.stack(state.signatures), lambda i: _folded_at(spool, state.offsets[i], fmt))
+        groups = near_duplicate_groups(state.signatures.array(), lambda i: _folded_at(spool, state.offsets[i], fmt))
         for index, root in enumerate(groups):
             if root != index and index not in drop:
                 drop[index] = ("near_duplicate", "near-duplicate of an earlier record",

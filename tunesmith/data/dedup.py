@@ -1,7 +1,7 @@
 """Exact and near-duplicate detection that scales to millions of records in little memory.
 
 Near-duplicates are found in two stages:
-1. candidates: MinHash signatures of character 4-grams, banded LSH (16 bands × 4 rows, a
+1. candidates: MinHash signatures of word bigrams, banded LSH (16 bands × 4 rows, a
    collision threshold near Jaccard 0.5). Written with numpy rather than datasketch: its
    pure-Python MinHash costs ~0.5 ms a record (8+ minutes per million before anything else), and
    per-band dicts of a million keys each would not fit the 2 GB budget. Here a signature is one
@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+import zlib
 
 import numpy as np
 
@@ -48,14 +49,15 @@ class MinHasher:
         self.b = rng.integers(0, 1 << 32, NUM_PERM, dtype=np.uint64).astype(np.uint32)
 
     def signature(self, folded: str) -> np.ndarray:
-        """uint32[NUM_PERM] MinHash of the text's 4-byte shingles (UTF-8).
+        """uint32[NUM_PERM] MinHash of the text's word bigrams (the word itself for one-word texts).
 
-        Shingles come straight from a numpy view of the bytes, and the hash family is
-        x*a + b mod 2^32 (odd a) after a mixing step: ~25 µs for a 500-byte record, where
-        Python-level shingling and mod-prime arithmetic took 200 µs.
+        Word bigrams, not character n-grams: unrelated texts share few of them (character
+        4-grams such as " the" or "ing " are in almost every text and flood LSH with false
+        candidates), while a one-word edit in a ten-word text still keeps Jaccard ~0.64.
+        Hashing is vectorised: x*a + b mod 2^32 (odd a) over a mixed bigram hash.
         """
-        data = np.frombuffer(folded.encode("utf-8").ljust(4, b" "), dtype=np.uint8).astype(np.uint32)
-        x = data[:-3] | (data[1:-2] << 8) | (data[2:-1] << 16) | (data[3:] << 24)
+        words = np.fromiter((zlib.crc32(w.encode()) for w in folded.split() or [""]), dtype=np.uint32)
+        x = words[:-1] * np.uint32(0x9E3779B1) + words[1:] if len(words) > 1 else words
         x = np.unique(x)
         x ^= x >> np.uint32(15)
         x *= np.uint32(0x2C1B3C6D)
@@ -66,10 +68,9 @@ class MinHasher:
 def candidate_pairs(signatures: np.ndarray) -> set[tuple[int, int]]:
     """Index pairs (i < j) that share at least one LSH band."""
     pairs: set[tuple[int, int]] = set()
-    sig = signatures.astype(np.uint64)
     for band in range(BANDS):
-        rows = sig[:, band * ROWS:(band + 1) * ROWS]
-        key = np.zeros(len(sig), dtype=np.uint64)
+        rows = signatures[:, band * ROWS:(band + 1) * ROWS].astype(np.uint64)  # one band at a time: small
+        key = np.zeros(len(signatures), dtype=np.uint64)
         for col in range(ROWS):  # a multiplicative hash of the band's rows
             key = (key ^ rows[:, col]) * np.uint64(0x9E3779B97F4A7C15)
         order = np.argsort(key, kind="stable")
