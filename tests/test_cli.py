@@ -47,8 +47,10 @@ def test_data_split_writes_three_files(tmp_path, workspace, cli):
     path = write_jsonl(tmp_path / "d.jsonl", chat_records(20))
     code, _, err = cli("data", "split", path, "--ratios", "0.8,0.1,0.1", "-o", tmp_path / "out")
     assert code == 0, err
-    counts = {p.name: len(p.read_text().splitlines()) for p in (tmp_path / "out").iterdir()}
+    counts = {p.name: len(p.read_text().splitlines()) for p in (tmp_path / "out").glob("*.jsonl")}
     assert counts == {"d.train.jsonl": 16, "d.validation.jsonl": 2, "d.test.jsonl": 2}
+    card = json.loads((tmp_path / "out" / "d.split.json").read_text())
+    assert card["leakage"]["train-test"] == {"exact": 0, "near": 0}
 
 
 def test_train_with_bad_config_lists_problems(tmp_path, workspace, cli):

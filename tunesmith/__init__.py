@@ -9,6 +9,7 @@ from tunesmith.api import (
     generate,
     get_run,
     list_models,
+    leakage,
     list_runs,
     load,
     pull_model,
@@ -24,7 +25,7 @@ from tunesmith.workspace import Workspace
 
 __version__ = "0.1.0"
 __all__ = [
-    "check_data", "clean", "evaluate", "generate", "get_run", "list_models", "list_runs", "load", "pull_model",
+    "check_data", "clean", "evaluate", "generate", "get_run", "leakage", "list_models", "list_runs", "load", "pull_model",
     "resume", "split_data", "stream_reply", "train", "validate_data", "SFTConfig", "load_config",
     "ConfigError", "DataError", "ModelNotFound", "RunNotFound", "TunesmithError", "Workspace",
 ]

@@ -17,8 +17,7 @@ from typing import Any, Callable, Iterator
 from tunesmith.config import SFTConfig, load_config
 from tunesmith.data.card import DatasetCard, label_distribution, token_summary
 from tunesmith.data.formats import SFT_FORMATS, Format, to_messages
-from tunesmith.data.io import write_jsonl
-from tunesmith.data.split import SPLIT_NAMES, parse_ratios, split_indices
+from tunesmith.data.split import parse_ratios
 from tunesmith.data.validate import DEFAULT_MIN_EXAMPLES, ValidationReport, validate_file
 from tunesmith.errors import DataError, ModelNotFound, TunesmithError
 from tunesmith.models.registry import BUILTIN_MODELS, DEFAULT_MODEL
@@ -105,8 +104,11 @@ def _add_token_stats(card: DatasetCard, report: ValidationReport, model: str, ma
 
 def split_data(path: str | Path, ratios: str | tuple[float, ...] = (0.8, 0.1, 0.1), seed: int = 0,
                stratify: str | None = None, out_dir: str | Path | None = None,
-               fmt: str | None = None) -> dict[str, Path]:
-    """Split a valid file deterministically into train/validation(/test) JSONL files beside it (or in ``out_dir``)."""
+               fmt: str | None = None) -> dict[str, Any]:
+    """Split a valid file deterministically into train/validation(/test) JSONL files beside it (or in
+    ``out_dir``), near-duplicate groups kept whole; checks the splits for leakage and writes a split card."""
+    from tunesmith.data.split_card import write_split
+
     ratios = parse_ratios(ratios) if isinstance(ratios, str) else tuple(ratios)
     report = validate_file(path, fmt, min_examples=len(ratios))
     if not report.ok:
@@ -114,14 +116,14 @@ def split_data(path: str | Path, ratios: str | tuple[float, ...] = (0.8, 0.1, 0.
     values = [r.value for r in report.records]
     if stratify and not all(stratify in v for v in values):
         raise DataError(f"{path}: cannot stratify on {stratify!r}: not every record has that field")
-    source = Path(path)
-    out = Path(out_dir) if out_dir else source.parent
-    names = SPLIT_NAMES if len(ratios) == 3 else ("train", "test")
-    written = {}
-    for name, indices in zip(names, split_indices(values, ratios, seed, stratify)):
-        written[name] = out / f"{source.stem}.{name}.jsonl"
-        write_jsonl(written[name], (values[i] for i in indices))
-    return written
+    return write_split(Path(path), report, ratios, seed, stratify, Path(out_dir) if out_dir else Path(path).parent)
+
+
+def leakage(a: str | Path, b: str | Path, max_examples: int = 20) -> dict[str, Any]:
+    """Exact and near-duplicate overlap between two data files (e.g. train vs test)."""
+    from tunesmith.data.leakage import find_leakage
+
+    return find_leakage(a, b, max_examples).to_dict()
 
 
 def clean(path: str | Path, out: str | Path, config: str | Path | None = None, progress=None,

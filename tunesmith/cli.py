@@ -93,9 +93,23 @@ def data_split(file: Path = typer.Argument(..., help="Data file to split."),
                stratify: Optional[str] = typer.Option(None, help="Field to stratify on, e.g. label."),
                seed: int = typer.Option(0, help="Random seed; the same seed gives the same split."),
                output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Where to write (default: beside the file).")):
-    """Split a valid file deterministically into train/validation/test files."""
-    written = api.split_data(file, ratios, seed=seed, stratify=stratify, out_dir=output_dir)
-    out.print(render.split_table(written))
+    """Split a valid file deterministically into train/validation/test files (near-duplicates kept
+    together), check the splits for leakage, and write a split card."""
+    card = api.split_data(file, ratios, seed=seed, stratify=stratify, out_dir=output_dir)
+    out.print(render.split_table(card))
+
+
+@data_app.command("leakage")
+def data_leakage(a: Path = typer.Argument(..., help="First file, e.g. the training split."),
+                 b: Path = typer.Argument(..., help="Second file, e.g. the test split."),
+                 as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
+    """Exact and near-duplicate overlap between two files. Exits 1 when any is found."""
+    found = api.leakage(a, b)
+    if as_json:
+        out.print_json(data=found)
+    else:
+        out.print(render.leakage_table(found))
+    raise typer.Exit(1 if found["exact_overlaps"] or found["near_overlaps"] else 0)
 
 
 # ── training ────────────────────────────────────────────────────────────────────────────────

@@ -20,6 +20,22 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class CleanConfig(_Strict):
+    """What `tunesmith data clean` does. Every step is on by default."""
+
+    format: Literal["chat", "prompt_completion", "instruction", "classification", "preference"] | None = Field(None, description="Data format (default: detect).")
+    fix_roles: bool = Field(False, description="Map role aliases (human, gpt, bot, ...) to user/assistant instead of rejecting the record.")
+    dedup_exact: bool = Field(True, description="Remove exact duplicates of normalised content (first occurrence kept).")
+    dedup_near: bool = Field(True, description="Remove near-duplicates: case, whitespace, punctuation changes, one-word edits (first kept).")
+    label_conflicts: bool = Field(True, description="Set aside classification records whose text has conflicting labels.")
+    pii: Literal["redact", "drop", "report", "off"] = Field("redact", description="Personal data: replace with typed placeholders, drop the record, only count it, or skip the check.")
+    model: str | None = Field(None, description="Count tokens with this model's tokenizer (default: count words).")
+    min_tokens: int = Field(2, ge=0, description="Records with fewer tokens in all their content are removed as too short.")
+    max_tokens: int | None = Field(None, ge=1, description="Records with more tokens are removed as too long (default: no limit).")
+    max_char_run: int = Field(30, ge=2, description="Longest run of one repeated character allowed.")
+    min_text_ratio: float = Field(0.5, ge=0, le=1, description="Least share of letters, digits and spaces in each text field.")
+
+
 class DataConfig(_Strict):
     train: str = Field(description="Training data file (chat, prompt/completion or instruction JSONL).")
     validation: str | None = Field(None, description="Validation file. When absent, `validation_fraction` of `train` is held out.")
@@ -27,6 +43,7 @@ class DataConfig(_Strict):
     format: Literal["auto", "chat", "prompt_completion", "instruction"] = Field("auto", description="Data format; `auto` detects it from the records.")
     max_length: int = Field(1024, ge=16, le=131072, description="Longest sequence in tokens; longer examples are truncated (and counted).")
     min_examples: int = Field(10, ge=1, description="Fewest valid training examples accepted.")
+    clean: bool | CleanConfig = Field(False, description="Clean the data first (`true` for the defaults of `tunesmith data clean`, or its settings); removed records go to a rejects file.")
 
 
 class LoraSettings(_Strict):
@@ -61,22 +78,6 @@ class TrainingSettings(_Strict):
         if self.early_stopping_patience and self.save_steps and self.save_steps % self.eval_steps:
             raise ValueError("with early stopping, `save_steps` must be a multiple of `eval_steps`")
         return self
-
-
-class CleanConfig(_Strict):
-    """What `tunesmith data clean` does. Every step is on by default."""
-
-    format: Literal["chat", "prompt_completion", "instruction", "classification", "preference"] | None = Field(None, description="Data format (default: detect).")
-    fix_roles: bool = Field(False, description="Map role aliases (human, gpt, bot, ...) to user/assistant instead of rejecting the record.")
-    dedup_exact: bool = Field(True, description="Remove exact duplicates of normalised content (first occurrence kept).")
-    dedup_near: bool = Field(True, description="Remove near-duplicates: case, whitespace, punctuation changes, one-word edits (first kept).")
-    label_conflicts: bool = Field(True, description="Set aside classification records whose text has conflicting labels.")
-    pii: Literal["redact", "drop", "report", "off"] = Field("redact", description="Personal data: replace with typed placeholders, drop the record, only count it, or skip the check.")
-    model: str | None = Field(None, description="Count tokens with this model's tokenizer (default: count words).")
-    min_tokens: int = Field(2, ge=0, description="Records with fewer tokens in all their content are removed as too short.")
-    max_tokens: int | None = Field(None, ge=1, description="Records with more tokens are removed as too long (default: no limit).")
-    max_char_run: int = Field(30, ge=2, description="Longest run of one repeated character allowed.")
-    min_text_ratio: float = Field(0.5, ge=0, le=1, description="Least share of letters, digits and spaces in each text field.")
 
 
 def load_clean_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> CleanConfig:

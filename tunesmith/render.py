@@ -91,13 +91,28 @@ def counting_progress(console: Console, label: str):
         yield lambda n: progress.update(task, completed=n)
 
 
-def split_table(written: dict[str, Path]) -> Table:
-    table = Table(title="split")
-    for column in ("split", "records", "file"):
+def split_table(card: dict[str, Any]) -> Table:
+    table = Table(title=f"split (seed {card['seed']}{', stratified on ' + card['stratify'] if card['stratify'] else ''})")
+    for column in ("split", "records", "label-share deviation", "file"):
         table.add_column(column)
-    for name, path in written.items():
-        with open(path, encoding="utf-8") as f:
-            table.add_row(name, str(sum(1 for _ in f)), str(path))
+    deviation = card.get("max_label_share_deviation_pp", {})
+    for name, n in card["records"].items():
+        dev = deviation.get(name)
+        table.add_row(name, str(n), "-" if dev is None else f"{dev:.2f} pp", card["files"][name])
+    leaks = ", ".join(f"{pair}: {v['exact']} exact / {v['near']} near" for pair, v in card["leakage"].items())
+    rare = f"\nlabels too rare for every split: {', '.join(card['rare_labels'])}" if card.get("rare_labels") else ""
+    table.caption = (f"{card['near_duplicate_groups']} near-duplicate groups kept whole; leakage {leaks}{rare}"
+                     f"\ncard: {card['card']}")
+    return table
+
+
+def leakage_table(found: dict[str, Any]) -> Table:
+    table = Table(title=f"{found['b']} vs {found['a']}: {found['exact_overlaps']} exact, "
+                        f"{found['near_overlaps']} near-duplicate overlaps")
+    for column in ("kind", "line in A", "line in B", "text in B"):
+        table.add_column(column)
+    for example in found["examples"]:
+        table.add_row(example["kind"], str(example["a_line"]), str(example["b_line"]), example["b"][:80])
     return table
 
 

@@ -101,3 +101,17 @@ def test_same_seed_same_run_whatever_ran_before(tiny_model_dir, chat_file, works
     second = tunesmith.train(tiny_config(tiny_model_dir, chat_file, "training.max_steps=3"), workspace=workspace)
     assert first.summary["last_eval_loss"] == second.summary["last_eval_loss"]
     assert first.summary["last_train_loss"] == second.summary["last_train_loss"]
+
+
+def test_clean_step_sets_bad_records_aside_before_training(tiny_model_dir, tmp_path, workspace):
+    records = chat_records(30) + chat_records(5)  # 5 exact duplicates
+    lines = [json.dumps(r) for r in records] + ['{"messages": [broken']
+    data = tmp_path / "dirty.jsonl"
+    data.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError):
+        tunesmith.train(tiny_config(tiny_model_dir, data, "training.max_steps=2"), workspace=workspace)
+    result = tunesmith.train(tiny_config(tiny_model_dir, data, "training.max_steps=2", "data.clean=true"),
+                             workspace=workspace)
+    assert result.summary["train_examples"] + result.summary["validation_examples"] == 30
+    rejects = list((workspace.home / "cleaned").glob("*.rejects.jsonl"))
+    assert len(rejects) == 1 and len(rejects[0].read_text().splitlines()) == 6

@@ -25,7 +25,7 @@ from typing import Any, Callable, TextIO
 import numpy as np
 
 from tunesmith.config import CleanConfig
-from tunesmith.data.dedup import NUM_PERM, MinHasher, UnionFind, candidate_pairs, exact_key, fold, is_near_duplicate
+from tunesmith.data.dedup import NUM_PERM, MinHasher, exact_key, fold, near_duplicate_groups
 from tunesmith.data.formats import Format
 from tunesmith.data.io import read_rows
 from tunesmith.data.normalize import ROLE_ALIASES, dedup_text, fix_roles, map_texts, normalize_text, text_slots
@@ -260,20 +260,6 @@ def _resolve_groups(state: _State, spool: TextIO, fmt: Format | None, options: C
                 drop[index] = ("near_duplicate", "near-duplicate of an earlier record",
                                {"duplicate_of": state.lines[root]})
     return drop
-
-
-def near_duplicate_groups(signatures: np.ndarray, folded: Callable[[int], str]) -> list[int]:
-    """For each record, the earliest record of its near-duplicate group (itself when unique)."""
-    groups = UnionFind(len(signatures))
-    cache: dict[int, str] = {}
-    for i, j in sorted(candidate_pairs(signatures)):
-        if groups.find(i) == groups.find(j):
-            continue
-        a = cache.setdefault(i, folded(i)) if len(cache) < 100_000 else folded(i)
-        b = cache.setdefault(j, folded(j)) if len(cache) < 100_000 else folded(j)
-        if is_near_duplicate(a, b):
-            groups.union(i, j)
-    return [groups.find(i) for i in range(len(signatures))]
 
 
 def _folded_at(spool: TextIO, offset: int, fmt: Format) -> str:

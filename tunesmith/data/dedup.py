@@ -19,6 +19,7 @@ import hashlib
 import re
 import unicodedata
 import zlib
+from typing import Callable
 
 import numpy as np
 
@@ -138,3 +139,17 @@ class UnionFind:
         ri, rj = self.find(i), self.find(j)
         if ri != rj:
             self.parent[max(ri, rj)] = min(ri, rj)
+
+
+def near_duplicate_groups(signatures: np.ndarray, folded: Callable[[int], str]) -> list[int]:
+    """For each record, the earliest record of its near-duplicate group (itself when unique)."""
+    groups = UnionFind(len(signatures))
+    cache: dict[int, str] = {}
+    for i, j in sorted(candidate_pairs(signatures)):
+        if groups.find(i) == groups.find(j):
+            continue
+        a = cache.setdefault(i, folded(i)) if len(cache) < 100_000 else folded(i)
+        b = cache.setdefault(j, folded(j)) if len(cache) < 100_000 else folded(j)
+        if is_near_duplicate(a, b):
+            groups.union(i, j)
+    return [groups.find(i) for i in range(len(signatures))]

@@ -1,13 +1,16 @@
-"""Deterministic train/validation/test splits.
+"""Deterministic train/validation/test splits that do not leak.
 
 Pure: records in, index lists out. The same records, ratios and seed always give the same split.
-With ``stratify`` (a field name, e.g. ``label``), each label is split on its own so every split
-keeps the whole file's label shares as closely as the counts allow.
+- ``groups`` (e.g. near-duplicate groups from tunesmith/data/dedup.py) are kept whole: every
+  member of a group lands in the same split, so no edited copy of a test record is trained on.
+- with ``stratify`` (a field, e.g. ``label``) each label is split on its own, so every split keeps
+  the whole file's label shares as closely as the counts allow.
+Groups are assigned one at a time, largest first, to the split furthest below its target.
 """
 from __future__ import annotations
 
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any, Sequence
 
 SPLIT_NAMES = ("train", "validation", "test")
@@ -33,31 +36,54 @@ def split_indices(
     ratios: Sequence[float],
     seed: int = 0,
     stratify: str | None = None,
+    groups: Sequence[int] | None = None,
 ) -> list[list[int]]:
     """Indices of the records for each split, each list in original order.
 
-    >>> split_indices([{}] * 10, (0.8, 0.1, 0.1), seed=0)[1:]
-    [[9], [6]]
+    >>> split_indices([{}] * 10, (0.8, 0.1, 0.1), seed=0)
+    [[0, 1, 2, 3, 4, 5, 6, 9], [8], [7]]
     """
-    groups: dict[Any, list[int]] = defaultdict(list)
-    for i, record in enumerate(records):
-        groups[record.get(stratify) if stratify else None].append(i)
+    units: dict[int, list[int]] = defaultdict(list)  # group id → member indices
+    for i in range(len(records)):
+        units[groups[i] if groups is not None else i].append(i)
+    by_label: dict[Any, list[list[int]]] = defaultdict(list)
+    for members in units.values():
+        by_label[str(records[members[0]].get(stratify)) if stratify else None].append(members)
     rng = random.Random(seed)
     splits: list[list[int]] = [[] for _ in ratios]
-    for key in sorted(groups, key=str):
-        members = groups[key]
-        rng.shuffle(members)
-        for part, chunk in zip(splits, _cut(members, ratios)):
-            part.extend(chunk)
+    for label in sorted(by_label, key=str):
+        label_units = by_label[label]
+        rng.shuffle(label_units)
+        label_units.sort(key=len, reverse=True)  # stable: equal sizes keep their shuffled order
+        _assign(label_units, ratios, splits)
     return [sorted(part) for part in splits]
 
 
-def _cut(items: list[int], ratios: Sequence[float]) -> list[list[int]]:
-    """Cut a shuffled list by ratios; the rounding remainder goes to the first (training) part."""
-    sizes = [int(len(items) * r) for r in ratios]
-    sizes[0] += len(items) - sum(sizes)
-    out, start = [], 0
-    for size in sizes:
-        out.append(items[start:start + size])
-        start += size
-    return out
+def _assign(units: list[list[int]], ratios: Sequence[float], splits: list[list[int]]) -> None:
+    """Give each unit to the split furthest below its target share, among those it fits (at least
+    half the unit still within quota; else train). Ties go to the later split, so validation and
+    test get their share of a small label before train takes the rest."""
+    targets = [r * sum(len(u) for u in units) for r in ratios]
+    quota = list(targets)
+    for unit in units:
+        fits = [s for s in range(len(ratios)) if quota[s] >= len(unit) / 2] or [0]
+        chosen = max(fits, key=lambda s: (quota[s] / targets[s], s))
+        splits[chosen].extend(unit)
+        quota[chosen] -= len(unit)
+
+
+def split_report(records: Sequence[dict[str, Any]], parts: list[list[int]], names: Sequence[str],
+                 stratify: str | None) -> dict[str, Any]:
+    """Counts per split and, with ``stratify``, each split's label shares against the whole file."""
+    report: dict[str, Any] = {"records": {n: len(p) for n, p in zip(names, parts)}}
+    if not stratify:
+        return report
+    whole = Counter(str(r.get(stratify)) for r in records)
+    deviation = {}
+    for name, part in zip(names, parts):
+        counts = Counter(str(records[i].get(stratify)) for i in part)
+        deviation[name] = max((abs(counts[label] / len(part) - n / len(records)) * 100 for label, n in whole.items()),
+                              default=0.0) if part else None
+    report["max_label_share_deviation_pp"] = deviation
+    report["rare_labels"] = sorted(label for label, n in whole.items() if n < len(names))
+    return report

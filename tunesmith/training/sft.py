@@ -53,6 +53,8 @@ def run_sft(config: SFTConfig, workspace: Workspace, run: Run | None = None,
     tokenizer = load_tokenizer(model_ref)
     if ensure_chat_template(tokenizer, config.chat_template):
         console.print(f"{model_ref.name} has no chat template; using ChatML", style="yellow", markup=False)
+    if config.data.clean:
+        config = clean_first(config, workspace, console)
     train_set, eval_set, hashes = prepare_data(config, tokenizer, console)
 
     run, resume_from = _open_run(config, workspace, run, model_ref.name, model_ref.path, hashes, name, console)
@@ -85,6 +87,27 @@ def run_sft(config: SFTConfig, workspace: Workspace, run: Run | None = None,
     write_json_atomic(run.summary_path, summary)
     run.update_info(status="succeeded", finished_at=time.time())
     return RunResult(run, summary, trainer.model, tokenizer)
+
+
+def clean_first(config: SFTConfig, workspace: Workspace, console: Console) -> SFTConfig:
+    """Run `data clean` on the training (and validation) file; the config then points at the
+    cleaned copies, stored by content hash so a resumed run finds the same ones."""
+    from tunesmith.config import CleanConfig
+    from tunesmith.data.clean import clean_file
+
+    settings = config.data.clean if isinstance(config.data.clean, CleanConfig) else CleanConfig()
+    data = config.data.model_copy()
+    for field_name in ("train", "validation"):
+        source = getattr(config.data, field_name)
+        if not source:
+            continue
+        out = workspace.home / "cleaned" / f"{sha256_file(source)[:16]}.jsonl"
+        summary = clean_file(source, out, settings)
+        console.print(f"cleaned {source}: {summary.input_records} in = {summary.kept} kept + {summary.removed} removed "
+                      f"(rejects: {out.with_suffix('.rejects.jsonl')})", markup=False, highlight=False)
+        setattr(data, field_name, str(out))
+    data.clean = False
+    return config.model_copy(update={"data": data})
 
 
 def prepare_data(config: SFTConfig, tokenizer, console: Console) -> tuple[EncodedSet, EncodedSet, dict[str, str]]:

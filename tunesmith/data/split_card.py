@@ -1,0 +1,69 @@
+"""Writing a split: the files, a leakage check between every pair of them, and the split card."""
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tunesmith.data.dedup import MinHasher, fold, near_duplicate_groups
+from tunesmith.data.io import write_jsonl
+from tunesmith.data.leakage import leakage_between
+from tunesmith.data.normalize import dedup_text
+from tunesmith.data.split import SPLIT_NAMES, split_indices, split_report
+from tunesmith.data.validate import ValidationReport
+
+
+def write_split(source: Path, report: ValidationReport, ratios: tuple[float, ...], seed: int,
+                stratify: str | None, out_dir: Path) -> dict[str, Any]:
+    values = [r.value for r in report.records]
+    lines = [r.line for r in report.records]
+    texts = [fold(dedup_text(v, report.format)) for v in values]
+    hasher = MinHasher()
+    signatures = np.stack([hasher.signature(t) for t in texts]) if texts else np.empty((0, 64), np.uint32)
+    groups = near_duplicate_groups(signatures, texts.__getitem__)
+    parts = split_indices(values, ratios, seed, stratify, groups)
+    names = SPLIT_NAMES if len(ratios) == 3 else ("train", "test")
+    files = {}
+    for name, part in zip(names, parts):
+        files[name] = out_dir / f"{source.stem}.{name}.jsonl"
+        write_jsonl(files[name], (values[i] for i in part))
+    card = {"source": str(source), "ratios": list(ratios), "seed": seed, "stratify": stratify,
+            "files": {n: str(p) for n, p in files.items()},
+            "near_duplicate_groups": sum(1 for g, n in _sizes(groups).items() if n > 1),
+            **split_report(values, parts, names, stratify), "leakage": {}}
+    for (na, pa), (nb, pb) in itertools.combinations(zip(names, parts), 2):
+        found = leakage_between(na, [lines[i] for i in pa], [texts[i] for i in pa],
+                                nb, [lines[i] for i in pb], [texts[i] for i in pb])
+        card["leakage"][f"{na}-{nb}"] = {"exact": found.exact, "near": found.near}
+    card_path = out_dir / f"{source.stem}.split.json"
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    (out_dir / f"{source.stem}.split.md").write_text(_markdown(card))
+    card["card"] = str(card_path)
+    return card
+
+
+def _sizes(groups: list[int]) -> dict[int, int]:
+    sizes: dict[int, int] = {}
+    for g in groups:
+        sizes[g] = sizes.get(g, 0) + 1
+    return sizes
+
+
+def _markdown(card: dict[str, Any]) -> str:
+    lines = [f"# Split of `{card['source']}`", "",
+             f"ratios {card['ratios']}, seed {card['seed']}, stratified on `{card['stratify']}`" if card["stratify"]
+             else f"ratios {card['ratios']}, seed {card['seed']}", "",
+             f"{card['near_duplicate_groups']} near-duplicate group(s), each kept inside one split.", "",
+             "| split | records | max label-share deviation (pp) |", "|---|---|---|"]
+    deviation = card.get("max_label_share_deviation_pp", {})
+    for name, n in card["records"].items():
+        dev = deviation.get(name)
+        lines.append(f"| {name} | {n} | {'-' if dev is None else f'{dev:.2f}'} |")
+    if card.get("rare_labels"):
+        lines += ["", f"Labels too rare to appear in every split: {', '.join(card['rare_labels'])}"]
+    lines += ["", "| leakage | exact | near |", "|---|---|---|"]
+    lines += [f"| {pair} | {v['exact']} | {v['near']} |" for pair, v in card["leakage"].items()]
+    return "\n".join(lines) + "\n"
