@@ -81,3 +81,27 @@ def test_generate_and_chat_stream_from_a_model_directory(tiny_model_dir, workspa
     code, out, err = cli("chat", tiny_model_dir, "--max-new-tokens", "3")
     assert code == 0, err
     assert out.count("model> ") == 2 and "chatting with" in err
+
+
+def test_data_clean_json_and_config_file(tmp_path, workspace, cli):
+    records = chat_records(12) + chat_records(3)
+    records[1]["messages"][0]["content"] = "write to me at someone@example.org"
+    path = write_jsonl(tmp_path / "d.jsonl", records)
+    config = tmp_path / "clean.yaml"
+    config.write_text("pii: drop\nmin_tokens: 1\n")
+    code, out, err = cli("data", "clean", path, "-o", tmp_path / "c.jsonl", "--config", config, "--json")
+    assert code == 0, err
+    card = json.loads(out)
+    assert (card["input_records"], card["kept"], card["removed"]) == (15, 12, 3)  # record 1 edited: its copy is unique
+    assert card["removed_by_step"] == {"exact_duplicate": 2, "personal_data": 1}
+    assert (tmp_path / "c.card.md").exists() and (tmp_path / "c.lengths.png").exists()
+    config.write_text("pii: maybe\n")
+    code, _, err = cli("data", "clean", path, "-o", tmp_path / "c.jsonl", "--config", config)
+    assert code == 2 and "clean.yaml:1: pii" in err.replace("\n", "")
+
+
+def test_data_leakage_exit_code(tmp_path, workspace, cli):
+    a = write_jsonl(tmp_path / "a.jsonl", chat_records(10))
+    b = write_jsonl(tmp_path / "b.jsonl", chat_records(10)[:2])
+    code, out, _ = cli("data", "leakage", a, b, "--json")
+    assert code == 1 and json.loads(out)["exact_overlaps"] == 2
