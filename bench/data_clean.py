@@ -13,6 +13,7 @@ same file with json.loads alone (the floor of any cleaner written in Python).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import random
 import resource
@@ -28,11 +29,11 @@ WORDS = [f"{a}{b}{c}" for a in ("ka", "lo", "mi", "su", "te", "ra", "no", "vi", 
                    "bix", "cor", "dal", "fim", "gun", "hep") for c in ("", "s", "ed", "ing", "er", "ly", "al", "en",
                                                                         "ist", "ous", "ment", "ness", "ful", "ive",
                                                                         "ity", "ant", "ure", "ism")]
-WEIGHTS = [1 / (rank + 10) for rank in range(len(WORDS))]
+CUM_WEIGHTS = list(itertools.accumulate(1 / (rank + 10) for rank in range(len(WORDS))))
 
 
 def sentence(rng: random.Random, n: int) -> str:
-    return " ".join(rng.choices(WORDS, WEIGHTS, k=n)).capitalize() + "."
+    return " ".join(rng.choices(WORDS, cum_weights=CUM_WEIGHTS, k=n)).capitalize() + "."
 
 
 def generate(path: Path, records: int, seed: int = 0) -> None:

@@ -20,12 +20,12 @@ import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, BinaryIO, Callable, TextIO
 
 import numpy as np
 
 from tunesmith.config import CleanConfig
-from tunesmith.data.dedup import NUM_PERM, MinHasher, exact_key, fold, near_duplicate_groups
+from tunesmith.data.dedup import NUM_PERM, MinHasher, duplicates_of_kept, exact_key, fold
 from tunesmith.data.formats import Format
 from tunesmith.data.io import read_rows
 from tunesmith.data.normalize import ROLE_ALIASES, dedup_text, fix_roles, map_texts, normalize_text, text_slots
@@ -91,7 +91,7 @@ def clean_file(source: str | Path, out: str | Path, options: CleanConfig | None 
     summary = CleanSummary(format=fmt.value if fmt else None)
     rejects_path = out.with_name(out.name + ".rejects.jsonl") if out.suffix != ".jsonl" else out.with_suffix(".rejects.jsonl")
     with open(rejects_path, "w", encoding="utf-8") as rejects_file, \
-            tempfile.TemporaryFile("w+", encoding="utf-8", dir=out.parent) as spool:
+            tempfile.TemporaryFile("w+b", dir=out.parent) as spool:
         rejects = _Rejects(rejects_file, summary)
         state = _first_pass(source, fmt, options, count_tokens, rejects, spool, summary, progress)
         drop = _resolve_groups(state, spool, fmt, options)
@@ -133,12 +133,14 @@ class SignatureStore:
 class _State:
     lines: list[int] = field(default_factory=list)        # original line of each spooled record
     offsets: list[int] = field(default_factory=list)      # where it starts in the spool
+    spooled_bytes: int = 0
     signatures: "SignatureStore" = field(default_factory=lambda: SignatureStore())
     conflict_keys: dict[bytes, set] = field(default_factory=dict)
     text_keys: list[bytes] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)      # classification: near-duplicates must agree
 
 
-def _first_pass(source: Path, fmt: Format | None, options: CleanConfig, count_tokens, rejects: _Rejects, spool: TextIO,
+def _first_pass(source: Path, fmt: Format | None, options: CleanConfig, count_tokens, rejects: _Rejects, spool: BinaryIO,
                 summary: CleanSummary, progress) -> _State:
     state = _State()
     seen: dict[bytes, int] = {}
@@ -166,14 +168,19 @@ def _first_pass(source: Path, fmt: Format | None, options: CleanConfig, count_to
         if changes:
             rejects.modified(row.line, changes, json.loads(original))
         state.lines.append(row.line)
-        state.offsets.append(spool.tell())
-        spool.write(json.dumps(record, ensure_ascii=False) + "\n")
+        # Offsets are counted, not asked for: tell() on a file being written flushes every time.
+        encoded = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+        state.offsets.append(state.spooled_bytes)
+        state.spooled_bytes += len(encoded)
+        spool.write(encoded)
         if options.dedup_near:
             state.signatures.append(hasher.signature(fold(content)))
         if fmt is Format.CLASSIFICATION and options.label_conflicts:
             text_key = exact_key(fold(content))
             state.text_keys.append(text_key)
             state.conflict_keys.setdefault(text_key, set()).add(str(record["label"]))
+        if fmt is Format.CLASSIFICATION:
+            state.labels.append(str(record["label"]))
     return state
 
 
@@ -245,7 +252,7 @@ def _length_problem(record: dict, fmt: Format, options: CleanConfig, count_token
     return None
 
 
-def _resolve_groups(state: _State, spool: TextIO, fmt: Format | None, options: CleanConfig) -> dict[int, tuple]:
+def _resolve_groups(state: _State, spool: BinaryIO, fmt: Format | None, options: CleanConfig) -> dict[int, tuple]:
     """Spool index → (step, reason, extra) for records removed by near-duplicate or conflict checks."""
     drop: dict[int, tuple] = {}
     # Conflicts first: both sides of a conflict are set aside, whatever else they duplicate.
@@ -254,20 +261,21 @@ def _resolve_groups(state: _State, spool: TextIO, fmt: Format | None, options: C
         if len(labels) > 1:
             drop[index] = ("label_conflict", f"the same text has conflicting labels: {', '.join(sorted(labels))}", {})
     if options.dedup_near and len(state.signatures) > 1:
-        groups = near_duplicate_groups(state.signatures.array(), lambda i: _folded_at(spool, state.offsets[i], fmt))
-        for index, root in enumerate(groups):
-            if root != index and index not in drop:
+        same_label = (lambda i, j: state.labels[i] == state.labels[j]) if state.labels else None
+        found = duplicates_of_kept(state.signatures.array(), lambda i: _folded_at(spool, state.offsets[i], fmt), same_label)
+        for index, kept in found.items():
+            if index not in drop:
                 drop[index] = ("near_duplicate", "near-duplicate of an earlier record",
-                               {"duplicate_of": state.lines[root]})
+                               {"duplicate_of": state.lines[kept]})
     return drop
 
 
-def _folded_at(spool: TextIO, offset: int, fmt: Format) -> str:
+def _folded_at(spool: BinaryIO, offset: int, fmt: Format) -> str:
     spool.seek(offset)
     return fold(dedup_text(json.loads(spool.readline()), fmt))
 
 
-def _second_pass(spool: TextIO, state: _State, drop: dict[int, tuple], out: Path, rejects: _Rejects,
+def _second_pass(spool: BinaryIO, state: _State, drop: dict[int, tuple], out: Path, rejects: _Rejects,
                  summary: CleanSummary) -> None:
     spool.seek(0)
     as_csv = out.suffix.lower() == ".csv"
@@ -283,6 +291,6 @@ def _second_pass(spool: TextIO, state: _State, drop: dict[int, tuple], out: Path
             if writer:
                 writer.writerow(json.loads(text))
             else:
-                output.write(text)
+                output.write(text.decode("utf-8"))
             summary.kept += 1
 

@@ -25,6 +25,7 @@ import numpy as np
 
 NUM_PERM, BANDS = 64, 16
 ROWS = NUM_PERM // BANDS
+MAX_BUCKET = 32
 _FOLD = re.compile(r"[^\w\s]+")
 _SPACE = re.compile(r"\s+")
 
@@ -79,13 +80,14 @@ def candidate_pairs(signatures: np.ndarray) -> set[tuple[int, int]]:
         starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
         ends = np.r_[starts[1:], len(ordered)]
         for start, end in zip(starts[ends - starts > 1], ends[ends - starts > 1]):
-            members = np.sort(order[start:end])
-            first = int(members[0])
-            # Link each member to the group's earliest record (enough for union-find), and to
-            # its predecessor so a chain of edits is still connected.
-            for prev, member in zip(members[:-1], members[1:]):
-                pairs.add((first, int(member)))
-                pairs.add((int(prev), int(member)))
+            members = [int(m) for m in np.sort(order[start:end])]
+            if len(members) <= MAX_BUCKET:
+                pairs.update((a, b) for k, a in enumerate(members) for b in members[k + 1:])
+            else:  # a crowded band (a shared boilerplate shingle): link neighbours, not all pairs
+                first = members[0]
+                for prev, member in zip(members[:-1], members[1:]):
+                    pairs.add((first, member))
+                    pairs.add((prev, member))
     return pairs
 
 
@@ -142,14 +144,48 @@ class UnionFind:
 
 
 def near_duplicate_groups(signatures: np.ndarray, folded: Callable[[int], str]) -> list[int]:
-    """For each record, the earliest record of its near-duplicate group (itself when unique)."""
+    """For each record, the earliest record of its connected group of near-duplicates.
+
+    Transitive on purpose: for splitting, a chain of edits (A~B~C) must stay in one split.
+    """
     groups = UnionFind(len(signatures))
-    cache: dict[int, str] = {}
+    texts = _TextCache(folded)
     for i, j in sorted(candidate_pairs(signatures)):
-        if groups.find(i) == groups.find(j):
-            continue
-        a = cache.setdefault(i, folded(i)) if len(cache) < 100_000 else folded(i)
-        b = cache.setdefault(j, folded(j)) if len(cache) < 100_000 else folded(j)
-        if is_near_duplicate(a, b):
+        if groups.find(i) != groups.find(j) and is_near_duplicate(texts[i], texts[j]):
             groups.union(i, j)
     return [groups.find(i) for i in range(len(signatures))]
+
+
+def duplicates_of_kept(signatures: np.ndarray, folded: Callable[[int], str],
+                       compatible: Callable[[int, int], bool] | None = None) -> dict[int, int]:
+    """Record → the earlier *kept* record it near-duplicates, for every record to remove.
+
+    Not transitive, for cleaning: a record goes only when it is itself close to one that stays,
+    and ``compatible`` can forbid a match (e.g. different labels: "my card is broken" and "my
+    card is stolen" are one word apart and mean different things).
+    """
+    earlier: dict[int, list[int]] = {}
+    for i, j in candidate_pairs(signatures):
+        earlier.setdefault(j, []).append(i)
+    texts = _TextCache(folded)
+    removed: dict[int, int] = {}
+    for j in sorted(earlier):
+        for i in sorted(earlier[j]):
+            if i not in removed and (compatible is None or compatible(i, j)) and is_near_duplicate(texts[i], texts[j]):
+                removed[j] = i
+                break
+    return removed
+
+
+class _TextCache(dict):
+    """Folded texts fetched on demand (from a spool file), the most recent 100,000 kept."""
+
+    def __init__(self, fetch: Callable[[int], str]):
+        super().__init__()
+        self.fetch = fetch
+
+    def __missing__(self, index: int) -> str:
+        if len(self) >= 100_000:
+            self.clear()
+        self[index] = text = self.fetch(index)
+        return text

@@ -99,14 +99,24 @@ DETECTORS = [
 ]
 
 
+_DIGIT = re.compile(r"\d")
+
+
 def find_pii(text: str) -> list[tuple[int, int, str]]:
     """Non-overlapping (start, end, kind) spans of personal data, in text order.
 
     >>> find_pii("mail jo@example.com or call +44 20 7946 0958")
     [(5, 19, 'email'), (28, 44, 'phone')]
     """
+    # Cheap gates first: every detector but e-mail needs a digit, e-mail needs an "@". Most text
+    # has neither, and six regex scans per field were the slowest step of cleaning.
+    has_digit, has_at = _DIGIT.search(text) is not None, "@" in text
+    if not (has_digit or has_at):
+        return []
     taken: list[tuple[int, int, str]] = []
     for detector in DETECTORS:
+        if (detector.kind == "email" and not has_at) or (detector.kind != "email" and not has_digit):
+            continue
         for match in detector.pattern.finditer(text):
             start, end = match.span()
             if any(start < e and s < end for s, e, _ in taken) or not detector.valid(match.group()):
