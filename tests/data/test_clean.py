@@ -126,3 +126,18 @@ def test_records_sharing_a_template_but_two_words_apart_are_kept(tmp_path):
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     summary = clean_file(path, tmp_path / "t.out.jsonl")
     assert summary.kept == 6 and summary.removed_by_step == {"near_duplicate": 1}
+
+
+def test_near_duplicates_with_other_labels_are_kept_and_chains_do_not_drift(tmp_path):
+    rows = ["text,label",
+            "I think my card is broken and will not work,card_not_working",
+            "I think my card is stolen and will not work,lost_or_stolen_card",   # one word, other label: kept
+            "I think my card is broken and will not pay,card_not_working",       # one word from line 2: removed
+            "When will my new card be delivered to me,card_arrival",
+            "When will my card be delivered to me,card_arrival",                 # one word from line 5: removed
+            "When will my card be here for me,card_arrival"]                     # two from line 5, one from a removed one: kept
+    path = tmp_path / "c.csv"
+    path.write_text("\n".join(rows) + "\n")
+    clean_file(path, tmp_path / "out.csv")
+    rejects = [json.loads(line) for line in (tmp_path / "out.csv.rejects.jsonl").read_text().splitlines()]
+    assert {(r["line"], r["duplicate_of"]) for r in rejects} == {(4, 2), (6, 5)}
