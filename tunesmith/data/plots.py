@@ -25,7 +25,7 @@ def histogram_png(values: Sequence[int], path: Path, title: str, xlabel: str) ->
     return path
 
 
-def bars_png(counts: dict[str, int], path: Path, title: str, limit: int = 40) -> Path:
+def bars_png(counts: dict[str, int], path: Path, title: str, limit: int = 100) -> Path:
     plt = _pyplot()
     items = list(counts.items())[:limit]
     fig, ax = plt.subplots(figsize=(7, max(2.5, 0.22 * len(items) + 1)), dpi=100)
