@@ -14,6 +14,7 @@ from tunesmith.api import (
     load,
     pull_model,
     resume,
+    split,
     split_data,
     stream_reply,
     train,
@@ -26,6 +27,6 @@ from tunesmith.workspace import Workspace
 __version__ = "0.1.0"
 __all__ = [
     "check_data", "clean", "evaluate", "generate", "get_run", "leakage", "list_models", "list_runs", "load", "pull_model",
-    "resume", "split_data", "stream_reply", "train", "validate_data", "SFTConfig", "load_config",
+    "resume", "split", "split_data", "stream_reply", "train", "validate_data", "SFTConfig", "load_config",
     "ConfigError", "DataError", "ModelNotFound", "RunNotFound", "TunesmithError", "Workspace",
 ]

@@ -119,6 +119,9 @@ def split_data(path: str | Path, ratios: str | tuple[float, ...] = (0.8, 0.1, 0.
     return write_split(Path(path), report, ratios, seed, stratify, Path(out_dir) if out_dir else Path(path).parent)
 
 
+split = split_data  # the name the data-preparation docs use: tunesmith.split(...)
+
+
 def leakage(a: str | Path, b: str | Path, max_examples: int = 20) -> dict[str, Any]:
     """Exact and near-duplicate overlap between two data files (e.g. train vs test)."""
     from tunesmith.data.leakage import find_leakage
