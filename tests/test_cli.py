@@ -105,3 +105,16 @@ def test_data_leakage_exit_code(tmp_path, workspace, cli):
     b = write_jsonl(tmp_path / "b.jsonl", chat_records(10)[:2])
     code, out, _ = cli("data", "leakage", a, b, "--json")
     assert code == 1 and json.loads(out)["exact_overlaps"] == 2
+
+
+def test_data_clean_counts_tokens_with_the_model_tokenizer(tmp_path, tiny_model_dir, workspace, cli):
+    records = chat_records(12)
+    records[3]["messages"][1]["content"] = "a fairly long answer " * 4  # ~20 words, ~80 byte-level tokens
+    path = write_jsonl(tmp_path / "d.jsonl", records)
+    code, out, err = cli("data", "clean", path, "-o", tmp_path / "c.jsonl", "--model", tiny_model_dir,
+                         "--max-tokens", "60", "--json")
+    assert code == 0, err
+    card = json.loads(out)
+    assert card["removed_by_step"] == {"length": 1} and card["length_unit"] == "tokens"
+    rejected = json.loads((tmp_path / "c.rejects.jsonl").read_text().splitlines()[0])
+    assert rejected["line"] == 4 and rejected["reason"].startswith("too_long:")
