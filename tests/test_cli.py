@@ -118,3 +118,11 @@ def test_data_clean_counts_tokens_with_the_model_tokenizer(tmp_path, tiny_model_
     assert card["removed_by_step"] == {"length": 1} and card["length_unit"] == "tokens"
     rejected = json.loads((tmp_path / "c.rejects.jsonl").read_text().splitlines()[0])
     assert rejected["line"] == 4 and rejected["reason"].startswith("too_long:")
+
+
+def test_missing_files_and_bad_ratios_are_errors_not_tracebacks(tmp_path, workspace, cli):
+    code, _, err = cli("data", "clean", tmp_path / "nope.jsonl", "-o", tmp_path / "x.jsonl")
+    assert code == 3 and "no such file" in err and "Traceback" not in err
+    path = write_jsonl(tmp_path / "d.jsonl", chat_records(12))
+    code, _, err = cli("data", "split", path, "--ratios", "0.5,0.6")
+    assert code == 2 and "sum to 1" in err and "Traceback" not in err

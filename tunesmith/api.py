@@ -19,7 +19,7 @@ from tunesmith.data.card import DatasetCard, label_distribution, token_summary
 from tunesmith.data.formats import SFT_FORMATS, Format, to_messages
 from tunesmith.data.split import parse_ratios
 from tunesmith.data.validate import DEFAULT_MIN_EXAMPLES, ValidationReport, validate_file
-from tunesmith.errors import DataError, ModelNotFound, TunesmithError
+from tunesmith.errors import ConfigError, DataError, ModelNotFound, TunesmithError
 from tunesmith.models.registry import BUILTIN_MODELS, DEFAULT_MODEL
 from tunesmith.models.store import ModelListing, resolve_model
 from tunesmith.runs import Run, find_run
@@ -109,7 +109,10 @@ def split_data(path: str | Path, ratios: str | tuple[float, ...] = (0.8, 0.1, 0.
     ``out_dir``), near-duplicate groups kept whole; checks the splits for leakage and writes a split card."""
     from tunesmith.data.split_card import write_split
 
-    ratios = parse_ratios(ratios) if isinstance(ratios, str) else tuple(ratios)
+    try:
+        ratios = parse_ratios(ratios) if isinstance(ratios, str) else tuple(ratios)
+    except ValueError as e:
+        raise ConfigError(f"--ratios: {e}") from None
     report = validate_file(path, fmt, min_examples=len(ratios))
     if not report.ok:
         raise DataError(report.summary(), report)
@@ -137,6 +140,8 @@ def clean(path: str | Path, out: str | Path, config: str | Path | None = None, p
     from tunesmith.data.clean import clean_file
     from tunesmith.data.clean_report import write_card
 
+    if not Path(path).is_file():
+        raise DataError(f"no such file: {path}")
     settings = load_clean_config(config, options)
     count_tokens = _token_counter(settings.model, _ws(workspace)) if settings.model else None
     summary = clean_file(path, out, settings, count_tokens, progress)
