@@ -220,7 +220,7 @@ def generate(target: str, prompt: str, system: str | None = None, max_new_tokens
     """One reply from a run or a model to a single user prompt."""
     from tunesmith import engine
 
-    return engine.generate(load(target, workspace), [_conversation(prompt, system)], max_new_tokens,
+    return engine.generate(load(target, workspace), [conversation(prompt, system)], max_new_tokens,
                            temperature=temperature)[0]
 
 
@@ -232,5 +232,6 @@ def stream_reply(loaded, conversation: list[dict[str, str]], max_new_tokens: int
     return engine.stream(loaded, conversation, max_new_tokens, temperature)
 
 
-def _conversation(prompt: str, system: str | None) -> list[dict[str, str]]:
+def conversation(prompt: str, system: str | None = None) -> list[dict[str, str]]:
+    """A one-turn conversation: an optional system message and the user's prompt."""
     return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]

@@ -166,8 +166,7 @@ def generate(target: str = typer.Argument(..., help="Run id, model name or model
         out.print(api.generate(target, prompt, system, max_new_tokens, temperature), highlight=False)
         return
     loaded = api.load(target)
-    conversation = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-    for piece in api.stream_reply(loaded, conversation, max_new_tokens, temperature):
+    for piece in api.stream_reply(loaded, api.conversation(prompt, system), max_new_tokens, temperature):
         out.print(piece, end="", highlight=False, markup=False)
     out.print()
 

@@ -132,8 +132,7 @@ def runs_table(runs) -> Table:
         table.add_column(column)
     for run in runs:
         info = run.info()
-        summary = _read_json(run.summary_path)
-        best = summary.get("best_eval_loss")
+        best = run.summary().get("best_eval_loss")
         table.add_row(run.id, info.get("status", "?"), str(info.get("base_model")), info.get("method", "?"),
                       f"{best:.4f}" if isinstance(best, float) else "-")
     return table
@@ -160,12 +159,6 @@ def _escape(text: str) -> str:
     from rich.markup import escape
 
     return escape(text)
-
-
-def _read_json(path: Path) -> dict:
-    import json
-
-    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def _bytes(n: int) -> str:

@@ -31,12 +31,30 @@ class Run:
     def id(self) -> str:
         return self.dir.name
 
-    config_path = property(lambda self: self.dir / "config.yaml")
-    info_path = property(lambda self: self.dir / "run.json")
-    metrics_path = property(lambda self: self.dir / "metrics.jsonl")
-    checkpoints_dir = property(lambda self: self.dir / "checkpoints")
-    summary_path = property(lambda self: self.dir / "summary.json")
-    eval_dir = property(lambda self: self.dir / "eval")
+    @property
+    def config_path(self) -> Path:
+        return self.dir / "config.yaml"
+
+    @property
+    def info_path(self) -> Path:
+        return self.dir / "run.json"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.dir / "metrics.jsonl"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.dir / "checkpoints"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.dir / "summary.json"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.dir / "eval"
+
 
     @property
     def final_dir(self) -> Path:
@@ -46,6 +64,9 @@ class Run:
 
     def info(self) -> dict[str, Any]:
         return json.loads(self.info_path.read_text()) if self.info_path.exists() else {}
+
+    def summary(self) -> dict[str, Any]:
+        return json.loads(self.summary_path.read_text()) if self.summary_path.exists() else {}
 
     def update_info(self, **fields: Any) -> None:
         info = self.info() | fields

@@ -46,24 +46,26 @@ def find_leakage(a: str | Path, b: str | Path, max_examples: int = 20) -> Leakag
 
 
 def leakage_between(a: str, a_lines: list[int], a_texts: list[str], b: str, b_lines: list[int], b_texts: list[str],
-                    max_examples: int = 20) -> Leakage:
+                    max_examples: int = 20, signatures: np.ndarray | None = None) -> Leakage:
+    """Overlap of b's texts with a's. ``signatures``: MinHash rows of a's texts then b's, when the
+    caller already has them (split does), so nothing is hashed twice."""
     result = Leakage(a, b, len(a_texts), len(b_texts))
     found: list[tuple[int, int, str]] = []
     by_key = {exact_key(t): i for i, t in enumerate(a_texts)}
-    exact_b = set()
+    leaked_b: set[int] = set()
     for j, text in enumerate(b_texts):
         if (i := by_key.get(exact_key(text))) is not None:
             found.append((i, j, "exact"))
-            exact_b.add(j)
+            leaked_b.add(j)
     if a_texts and b_texts:
-        hasher = MinHasher()
-        signatures = np.stack([hasher.signature(t) for t in a_texts + b_texts])
+        if signatures is None:
+            hasher = MinHasher()
+            signatures = np.stack([hasher.signature(t) for t in a_texts + b_texts])
         offset = len(a_texts)
-        near_b = set()
         for i, j in sorted(candidate_pairs(signatures)):
-            if i < offset <= j and (j - offset) not in exact_b | near_b and is_near_duplicate(a_texts[i], b_texts[j - offset]):
+            if i < offset <= j and (j - offset) not in leaked_b and is_near_duplicate(a_texts[i], b_texts[j - offset]):
                 found.append((i, j - offset, "near"))
-                near_b.add(j - offset)
+                leaked_b.add(j - offset)  # each record of b is counted once
     result.exact = sum(kind == "exact" for *_, kind in found)
     result.near = sum(kind == "near" for *_, kind in found)
     result.examples = [{"kind": kind, "a_line": a_lines[i], "b_line": b_lines[j], "a": a_texts[i][:160],

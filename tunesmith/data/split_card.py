@@ -36,7 +36,8 @@ def write_split(source: Path, report: ValidationReport, ratios: tuple[float, ...
             **split_report(values, parts, names, stratify), "leakage": {}}
     for (na, pa), (nb, pb) in itertools.combinations(zip(names, parts), 2):
         found = leakage_between(na, [lines[i] for i in pa], [texts[i] for i in pa],
-                                nb, [lines[i] for i in pb], [texts[i] for i in pb])
+                                nb, [lines[i] for i in pb], [texts[i] for i in pb],
+                                signatures=signatures[pa + pb])
         card["leakage"][f"{na}-{nb}"] = {"exact": found.exact, "near": found.near}
     card_path = out_dir / f"{source.stem}.split.json"
     card_path.write_text(json.dumps(card, indent=2) + "\n")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tunesmith import engine
+from tunesmith.config import load_config
 from tunesmith.data.formats import SFT_FORMATS, split_prompt_and_reference, to_messages
 from tunesmith.data.validate import validate_file
 from tunesmith.errors import DataError
@@ -46,7 +47,7 @@ def evaluate_run(run: Run, data: str | Path, workspace: Workspace, max_examples:
         report.records = report.records[:max_examples]
     loaded = engine.load_run(run, workspace)
     base_loaded = loaded if loaded.is_adapter else engine.load(run.info()["base_model"], workspace)
-    examples = encode_records(report, loaded.tokenizer, max_length=_max_length(run)).examples
+    examples = encode_records(report, loaded.tokenizer, max_length=load_config(run.config_path).data.max_length).examples
     items = [_item(r.value, report.format) for r in report.records]
     max_new = max_new_tokens or _default_max_new_tokens(loaded.tokenizer, items)
 
@@ -103,9 +104,3 @@ def _default_max_new_tokens(tokenizer, items: list[EvalItem]) -> int:
     longest = max(len(tokenizer(it.reference, add_special_tokens=False)["input_ids"]) for it in items)
     return min(512, int(longest * 1.25) + 8)
 
-
-def _max_length(run: Run) -> int:
-    import yaml
-
-    config = yaml.safe_load(run.config_path.read_text()) if run.config_path.exists() else {}
-    return config.get("data", {}).get("max_length", 1024)
