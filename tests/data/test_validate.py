@@ -119,3 +119,8 @@ def test_preference_rules(tmp_path):
 
 def test_missing_file(tmp_path):
     assert only_issue(validate_file(tmp_path / "nope.jsonl")).code == "file_not_found"
+
+
+def test_too_few_examples_is_reported_beside_other_problems(tmp_path):
+    report = validate_file(write_lines(tmp_path, [GOOD, "not json", GOOD]))
+    assert [(i.line, i.code) for i in report.issues] == [(2, "invalid_json"), (None, "too_few_examples")]

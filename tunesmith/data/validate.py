@@ -89,9 +89,9 @@ def validate_file(
             report.issues += problems
         else:
             report.records.append(Record(row.line, row.value))
-    if len(report.records) < min_examples and not report.issues:
+    if len(report.records) < min_examples:
         report.issues.append(Issue(None, None, "too_few_examples",
-                                   f"{len(report.records)} example(s); at least {min_examples} are needed"))
+                                   f"{len(report.records)} valid example(s); at least {min_examples} are needed"))
     return report
 
 
