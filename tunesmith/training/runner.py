@@ -1,0 +1,172 @@
+"""What every recipe shares around the HF Trainer: the run directory, cleaning first, the
+TrainingArguments from our settings, the final atomic save, and resume bookkeeping."""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from tunesmith.config import CleanConfig, RecipeConfig, TrainingSettings, save_config
+from tunesmith.errors import TunesmithError
+from tunesmith.files import sha256_file
+from tunesmith.models.loading import quiet_transformers
+from tunesmith.runs import Run, new_run
+from tunesmith.training.callbacks import MetricsLog, ProgressDisplay
+from tunesmith.training.checkpoints import CompletenessMarker, last_complete_checkpoint
+from tunesmith.workspace import Workspace
+
+
+def prepare_process(config: RecipeConfig) -> None:
+    quiet_transformers()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if config.training.threads:
+        import torch
+        torch.set_num_threads(config.training.threads)
+
+
+def clean_first(config: RecipeConfig, workspace: Workspace, console: Console) -> RecipeConfig:
+    """Run `data clean` on the training (and validation) file; the config then points at the
+    cleaned copies, stored by content hash so a resumed run finds the same ones."""
+    from tunesmith.data.clean import clean_file
+
+    settings = config.data.clean if isinstance(config.data.clean, CleanConfig) else CleanConfig()
+    data = config.data.model_copy()
+    for field_name in ("train", "validation"):
+        source = getattr(config.data, field_name)
+        if not source:
+            continue
+        out = workspace.home / "cleaned" / f"{sha256_file(source)[:16]}.jsonl"
+        summary = clean_file(source, out, settings)
+        console.print(f"cleaned {source}: {summary.input_records} in = {summary.kept} kept + {summary.removed} removed "
+                      f"(rejects: {out.with_suffix('.rejects.jsonl')})", markup=False, highlight=False)
+        setattr(data, field_name, str(out))
+    data.clean = False
+    return config.model_copy(update={"data": data})
+
+
+def open_run(config: RecipeConfig, workspace: Workspace, run: Run | None, base_name: str, base_path: str,
+             hashes: dict[str, str], name: str, console: Console, **info: Any) -> tuple[Run, Path | None]:
+    """A new run directory, or the existing run and the checkpoint to resume it from."""
+    if run is None:
+        run = new_run(workspace, config.run_name or name)
+        save_config(config, run.config_path)
+        run.update_info(id=run.id, recipe=config.recipe, method=config.method, base_model=base_name,
+                        base_model_path=base_path, data=hashes, status="running", created_at=time.time(), **info)
+        return run, None
+    _check_same_data(run, hashes)
+    resume_from = last_complete_checkpoint(run.checkpoints_dir,
+                                           log=lambda m: console.print(m, style="yellow", markup=False))
+    run.update_info(status="running", resumed_at=time.time(), resumed_from_step=_step_of(resume_from))
+    console.print(f"resuming {run.id} from {resume_from.name if resume_from else 'the start (no complete checkpoint)'}",
+                  markup=False, highlight=False)
+    return run, resume_from
+
+
+def training_arguments(t: TrainingSettings, run: Run, precision: str, has_eval: bool,
+                       best_metric: str = "eval_loss", greater_is_better: bool = False, **extra: Any):
+    from transformers import TrainingArguments
+
+    early_stopping = bool(t.early_stopping_patience and has_eval)
+    return TrainingArguments(
+        output_dir=str(run.checkpoints_dir),
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps or -1,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=t.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=t.eval_steps,
+        save_strategy="steps",
+        save_steps=t.save_steps or t.eval_steps,
+        save_total_limit=t.save_total_limit,
+        load_best_model_at_end=early_stopping,
+        metric_for_best_model=best_metric if early_stopping else None,
+        greater_is_better=greater_is_better if early_stopping else None,
+        logging_steps=t.logging_steps,
+        seed=t.seed,
+        data_seed=t.seed,
+        bf16=precision == "bf16",
+        use_cpu=not cuda_available(),
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        **_checkpointing_args(t.gradient_checkpointing),
+        include_num_input_tokens_seen="non_padding",
+        report_to="none",
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        **extra,
+    )
+
+
+def standard_callbacks(run: Run, t: TrainingSettings, has_eval: bool, console: Console) -> list:
+    from transformers import EarlyStoppingCallback
+
+    callbacks = [CompletenessMarker(), MetricsLog(run.metrics_path), ProgressDisplay(console)]
+    if t.early_stopping_patience and has_eval:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
+    return callbacks
+
+
+def fit(trainer, run: Run, resume_from: Path | None):
+    """``trainer.train`` with the run's status kept right when it is interrupted or fails."""
+    try:
+        return trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    except KeyboardInterrupt:
+        _close_display(trainer)
+        run.update_info(status="interrupted")
+        raise TunesmithError(f"interrupted; continue with: tunesmith train --resume {run.id}") from None
+    except Exception:
+        _close_display(trainer)
+        run.update_info(status="failed")
+        raise
+
+
+def save_final(trainer, tokenizer, run: Run, method: str) -> Path:
+    """Write the adapter (LoRA) or model (full) atomically: a temp directory renamed into place."""
+    final = run.dir / ("adapter" if method == "lora" else "model")
+    tmp = run.dir / f".{final.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    trainer.save_model(str(tmp))
+    tokenizer.save_pretrained(str(tmp))
+    (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle: never ship or load it
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final
+
+
+def cuda_available() -> bool:
+    import torch
+    return torch.cuda.is_available()
+
+
+def _close_display(trainer) -> None:
+    # An exception skips on_train_end: stop the live bar so the error prints below it.
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, ProgressDisplay):
+            callback.close()
+
+
+def _checkpointing_args(enabled: bool) -> dict[str, Any]:
+    # Only passed when on: transformers 5.23 warns about the old argument name even when False.
+    return {"gradient_checkpointing": True, "gradient_checkpointing_kwargs": {"use_reentrant": False}} if enabled else {}
+
+
+def _step_of(checkpoint: Path | None) -> int:
+    return int(checkpoint.name.split("-")[1]) if checkpoint else 0
+
+
+def _check_same_data(run: Run, hashes: dict[str, str]) -> None:
+    before = run.info().get("data", {})
+    if before and before != hashes:
+        raise TunesmithError(f"the data files of {run.id} changed since it started; resuming would train on "
+                             "different data. Start a new run instead.")
