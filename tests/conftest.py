@@ -19,8 +19,38 @@ SPECIALS = ["<|im_start|>", "<|im_end|>", "<unk>"]
 
 def build_tiny_model(directory: Path, seed: int = 0, architecture: str = "llama") -> Path:
     import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    tokenizer = byte_tokenizer()
+    config = AutoConfig.for_model(
+        architecture, vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def build_tiny_encoder(directory: Path, seed: int = 0) -> Path:
+    """A 2-layer BERT (a stand-in for minilm-l6) with the same byte-level tokenizer."""
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    tokenizer = byte_tokenizer()
+    config = AutoConfig.for_model("bert", vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                  num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=512,
+                                  pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(seed)
+    AutoModel.from_config(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def byte_tokenizer():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     byte_chars = pre_tokenizers.ByteLevel.alphabet()
     vocab = {ch: i for i, ch in enumerate(sorted(byte_chars))}
@@ -31,15 +61,27 @@ def build_tiny_model(directory: Path, seed: int = 0, architecture: str = "llama"
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<|im_end|>", pad_token="<|im_end|>",
                                         bos_token="<|im_start|>", unk_token="<unk>")
     tokenizer.chat_template = CHATML_TEMPLATE
-    config = AutoConfig.for_model(
-        architecture, vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id)
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config)
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
+    return tokenizer
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_dir(tmp_path_factory) -> Path:
+    return build_tiny_encoder(tmp_path_factory.mktemp("tiny-encoder"))
+
+
+def classification_records(n: int, seed: int = 0) -> list[dict]:
+    """A learnable toy intent task: the topic word decides the label; the filler varies."""
+    import random
+
+    topics = {"refund": ["refund", "money back"], "delivery": ["parcel", "courier"], "login": ["password", "log in"]}
+    fillers = ["hello, question about my {}", "where is the {} please", "{} is not working", "help me with the {}",
+               "I have an issue: {}", "can you check {} today"]
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = list(topics)[i % 3]
+        rows.append({"text": rng.choice(fillers).format(rng.choice(topics[label])) + f" #{i}", "label": label})
+    return rows
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from tunesmith.config import SFTConfig, load_config
+from tunesmith.config import ClassifyConfig, RecipeConfig, SFTConfig, load_config
 from tunesmith.data.card import DatasetCard, label_distribution, token_summary
 from tunesmith.data.formats import SFT_FORMATS, Format, to_messages
 from tunesmith.data.split import parse_ratios
@@ -157,27 +157,33 @@ def _token_counter(model: str, workspace: Workspace) -> Callable[[str], int]:
 
 # ── training ────────────────────────────────────────────────────────────────────────────────
 
-def train(config: SFTConfig | str | Path, overrides: list[str] | None = None,
+def train(config: RecipeConfig | str | Path, overrides: list[str] | None = None,
           workspace: Workspace | None = None, console=None):
-    """Train a new run from a config object or a YAML recipe (with ``key=value`` overrides)."""
-    from tunesmith.training.sft import run_sft
-
-    name = "sft"
-    if not isinstance(config, SFTConfig):
+    """Train a new run from a config object or a YAML recipe (with ``key=value`` overrides).
+    The recipe (``sft`` or ``classify``) comes from the config."""
+    name = getattr(config, "recipe", "run")
+    if not isinstance(config, (SFTConfig, ClassifyConfig)):
         name = Path(config).stem
         config = load_config(config, overrides)
-    return run_sft(config, _ws(workspace), console=console, name=name)
+    return _recipe_runner(config)(config, _ws(workspace), console=console, name=name)
 
 
 def resume(run: str, workspace: Workspace | None = None, console=None):
     """Continue a run from its last complete checkpoint, at the same global step."""
-    from tunesmith.training.sft import run_sft
-
     ws = _ws(workspace)
     found = find_run(run, ws)
     if found.info().get("status") == "succeeded":
         raise TunesmithError(f"run {found.id} already finished; nothing to resume")
-    return run_sft(load_config(found.config_path), ws, run=found, console=console)
+    config = load_config(found.config_path)
+    return _recipe_runner(config)(config, ws, run=found, console=console)
+
+
+def _recipe_runner(config: RecipeConfig):
+    if isinstance(config, ClassifyConfig):
+        from tunesmith.training.classify import run_classify
+        return run_classify
+    from tunesmith.training.sft import run_sft
+    return run_sft
 
 
 def get_run(run: str, workspace: Workspace | None = None) -> Run:
@@ -206,6 +212,25 @@ def evaluate(run: str, data: str | Path, max_examples: int | None = None, max_ne
     json_path, md_path = report_files.write(result, found.eval_dir)
     result["report_files"] = {"json": str(json_path), "markdown": str(md_path)}
     return result
+
+
+def predict(run: str, texts: list[str], top_k: int = 3, workspace: Workspace | None = None) -> list[dict[str, Any]]:
+    """Labels with probabilities from a classify run, one result per text."""
+    from tunesmith.predict import load_classifier, predict_texts
+
+    ws = _ws(workspace)
+    return predict_texts(load_classifier(find_run(run, ws), ws), texts, top_k)
+
+
+def predict_file(run: str, path: str | Path, out: str | Path, batch_size: int = 64,
+                 workspace: Workspace | None = None) -> dict[str, Any]:
+    """Predict every ``text`` of a CSV / JSONL file into ``out`` (label, confidence, a probability per label)."""
+    from tunesmith.predict import load_classifier, predict_file as _predict_file
+
+    ws = _ws(workspace)
+    if not Path(path).is_file():
+        raise DataError(f"no such file: {path}")
+    return _predict_file(load_classifier(find_run(run, ws), ws), Path(path), Path(out), batch_size)
 
 
 def load(target: str, workspace: Workspace | None = None, merge: bool = True):

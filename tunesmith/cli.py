@@ -118,7 +118,7 @@ def data_leakage(a: Path = typer.Argument(..., help="First file, e.g. the traini
 def train(config: Optional[Path] = typer.Argument(None, help="YAML recipe (see examples/)."),
           set_: List[str] = typer.Option([], "--set", help="Override a setting: key=value (dotted keys, repeatable)."),
           resume: Optional[str] = typer.Option(None, "--resume", help="Continue this run from its last complete checkpoint.")):
-    """Fine-tune a model (LoRA or full) on chat / instruction data."""
+    """Fine-tune a model (LoRA or full): chat / instruction SFT, or text classification (recipe: classify)."""
     if resume:
         result = api.resume(resume, console=err)
     elif config:
@@ -152,6 +152,30 @@ def eval_(run: str = typer.Argument(..., help="Run id or directory."),
         out.print_json(data=report)
     else:
         render.print_eval(out, report)
+
+
+@app.command()
+def predict(run: str = typer.Argument(..., help="A classify run (id or directory)."),
+            text: List[str] = typer.Option([], "--text", "-t", help="A text to classify (repeatable)."),
+            file: Optional[Path] = typer.Option(None, "--file", "-f", help="CSV or JSONL with a `text` field."),
+            output: Optional[Path] = typer.Option(None, "--output", "-o", help="Where --file predictions go (CSV or JSONL by suffix)."),
+            top_k: int = typer.Option(3, "--top-k", help="Labels shown per text."),
+            batch_size: int = typer.Option(64, "--batch-size", help="Texts per batch (--file)."),
+            as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
+    """Classify texts with a trained classify run: labels with probabilities."""
+    if file:
+        if not output:
+            raise TunesmithError("--file needs --output/-o, e.g. -o predictions.csv")
+        summary = api.predict_file(run, file, output, batch_size)
+        out.print_json(data=summary) if as_json else out.print(render.predict_file_summary(summary))
+        return
+    if not text:
+        raise TunesmithError("give --text \"...\" (repeatable) or --file IN.csv -o OUT.csv")
+    results = api.predict(run, text, top_k)
+    if as_json:
+        out.print_json(data=[{"text": t, **r} for t, r in zip(text, results)])
+    else:
+        out.print(render.predictions_table(text, results))
 
 
 @app.command()

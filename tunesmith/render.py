@@ -118,11 +118,14 @@ def leakage_table(found: dict[str, Any]) -> Table:
 
 def summary_table(summary: dict[str, Any]) -> Table:
     table = Table(title=f"run {summary['run_id']}", show_header=False)
-    for key in ("base_model", "method", "precision", "global_step", "epochs", "train_examples", "validation_examples",
-                "first_train_loss", "last_train_loss", "best_eval_loss", "trained_loss_tokens",
-                "input_tokens_per_second", "train_seconds"):
-        value = summary.get(key)
-        table.add_row(key, f"{value:.4f}" if isinstance(value, float) and key.endswith("loss") else str(value))
+    for key in ("base_model", "method", "precision", "labels", "global_step", "epochs", "train_examples",
+                "validation_examples", "first_train_loss", "last_train_loss", "best_eval_loss", "best_eval_macro_f1",
+                "best_eval_accuracy", "trained_loss_tokens", "input_tokens_per_second", "train_seconds"):
+        if key not in summary:
+            continue
+        value = summary[key]
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) and key.startswith(("first", "last", "best"))
+                      else str(value))
     return table
 
 
@@ -171,3 +174,21 @@ def _bytes(n: int) -> str:
 
 def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+def predictions_table(texts: list[str], results: list[dict[str, Any]]) -> Table:
+    table = Table("text", "label", "probability", "runners-up")
+    for text, result in zip(texts, results):
+        others = ", ".join(f"{t['label']} {t['probability']:.1%}" for t in result["top"][1:])
+        table.add_row(_escape(text[:80]), result["label"], f"{result['confidence']:.1%}", _escape(others))
+    return table
+
+
+def predict_file_summary(summary: dict[str, Any]) -> Table:
+    table = Table("", "", show_header=False)
+    table.add_row("predictions", summary["output"])
+    table.add_row("examples", f"{summary['examples']:,}")
+    table.add_row("speed", f"{summary['examples_per_second']} examples/s")
+    if "accuracy" in summary:
+        table.add_row("accuracy (against the file's labels)", f"{summary['accuracy']:.2%}")
+    return table

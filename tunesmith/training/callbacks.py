@@ -41,6 +41,7 @@ class ProgressDisplay(TrainerCallback):
         self.start_step = 0
         self.loss: float | None = None
         self.eval_loss: float | None = None
+        self.eval_f1: float | None = None  # classify runs
 
     def on_train_begin(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
@@ -65,6 +66,8 @@ class ProgressDisplay(TrainerCallback):
             parts.append(f"loss {self.loss:.4f}")
         if self.eval_loss is not None:
             parts.append(f"val {self.eval_loss:.4f}")
+        if self.eval_f1 is not None:
+            parts.append(f"val macro-F1 {self.eval_f1:.3f}")
         parts.append(f"{self.tokens_per_second(state):.0f} tok/s")
         return "  ".join(parts)
 
@@ -77,6 +80,7 @@ class ProgressDisplay(TrainerCallback):
             return
         self.loss = logs.get("loss", self.loss)
         self.eval_loss = logs.get("eval_loss", self.eval_loss)
+        self.eval_f1 = logs.get("eval_macro_f1", self.eval_f1)
         if self.progress is not None:
             self.progress.update(self.task, completed=state.global_step, stats=self._stats(state))
         elif "loss" in logs or "eval_loss" in logs:
