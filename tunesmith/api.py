@@ -199,19 +199,44 @@ def list_runs(workspace: Workspace | None = None) -> list[Run]:
 
 # ── evaluation and use ──────────────────────────────────────────────────────────────────────
 
-def evaluate(run: str, data: str | Path, max_examples: int | None = None, max_new_tokens: int | None = None,
-             batch_size: int = 8, samples: int = 3, workspace: Workspace | None = None,
-             log: Log = print) -> dict[str, Any]:
-    """Evaluate a run beside its base model on held-out data; writes runs/<id>/eval/report.{json,md}."""
+def evaluate(run: str, data: str | Path | None = None, max_examples: int | None = None,
+             max_new_tokens: int | None = None, batch_size: int = 8, samples: int = 3, few_shot: int = 3,
+             baselines: bool = True, llm: str | None = None, llm_examples: int = 200,
+             workspace: Workspace | None = None, log: Log = print) -> dict[str, Any]:
+    """Evaluate a run beside its baselines on held-out data (default: the config's ``data.test``);
+    writes ``runs/<id>/eval/report.{json,md,html}`` (+ confusion matrix and plots for classifiers).
+
+    sft runs: the base model, plain and with a ``few_shot`` prompt. classify runs: majority class,
+    TF-IDF + logistic regression and the base LLM (``llm`` for encoder runs) prompted zero- and
+    few-shot on ``llm_examples`` sampled test examples; ``baselines=False`` skips them."""
     from tunesmith.eval import report as report_files
-    from tunesmith.eval.evaluate import evaluate_run
 
     ws = _ws(workspace)
     found = find_run(run, ws)
-    result = evaluate_run(found, data, ws, max_examples, max_new_tokens, batch_size, samples, log)
-    json_path, md_path = report_files.write(result, found.eval_dir)
-    result["report_files"] = {"json": str(json_path), "markdown": str(md_path)}
+    data = data or getattr(load_config(found.config_path).data, "test", None)
+    if not data:
+        raise ConfigError(f"give the held-out data to evaluate {found.id} on (--data FILE); its config has no data.test")
+    if found.info().get("recipe") == "classify":
+        from tunesmith.eval.classify_eval import DEFAULT_LLM, evaluate_classifier
+
+        result = evaluate_classifier(found, data, ws, max_examples, baselines, llm or DEFAULT_LLM, llm_examples,
+                                     max(batch_size, 32), log=log)
+    else:
+        from tunesmith.eval.evaluate import evaluate_run
+
+        result = evaluate_run(found, data, ws, max_examples, max_new_tokens, batch_size, samples,
+                              few_shot if baselines else 0, log)
+    result["report_files"] = report_files.write(result, found.eval_dir)
     return result
+
+
+def compare(runs: list[str], out: str | Path | None = None, workspace: Workspace | None = None) -> dict[str, Any]:
+    """One table across runs from their latest evaluation reports (and summaries); written as
+    Markdown, CSV and JSON to ``out`` (default: ``<home>/compare/<timestamp>``)."""
+    from tunesmith.eval.compare import compare_runs
+
+    ws = _ws(workspace)
+    return compare_runs([find_run(r, ws) for r in runs], Path(out) if out else None, ws)
 
 
 def predict(run: str, texts: list[str], top_k: int = 3, workspace: Workspace | None = None) -> list[dict[str, Any]]:

@@ -139,19 +139,41 @@ def runs_list():
 
 @app.command("eval")
 def eval_(run: str = typer.Argument(..., help="Run id or directory."),
-          data: Path = typer.Option(..., "--data", help="Held-out data (same formats as training)."),
+          data: Optional[Path] = typer.Option(None, "--data", help="Held-out data (same formats as training; default: the config's data.test)."),
           max_examples: Optional[int] = typer.Option(None, "--max-examples", help="Evaluate only the first N examples."),
           max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Generation limit (default: from the references)."),
           batch_size: int = typer.Option(8, "--batch-size", help="Examples per batch."),
-          samples: int = typer.Option(3, "--samples", help="Sample outputs to show."),
+          samples: int = typer.Option(3, "--samples", help="Sample outputs to show (generation)."),
+          few_shot: int = typer.Option(3, "--few-shot", help="Demonstrations in the few-shot baseline prompt (generation; 0 skips it)."),
+          baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Also score the baselines (majority, TF-IDF, prompted LLM; base model few-shot)."),
+          llm: Optional[str] = typer.Option(None, "--llm", help="LLM prompted as a baseline for an encoder classifier (default: smollm2-135m-instruct)."),
+          llm_examples: int = typer.Option(200, "--llm-examples", help="Stratified test sample for the prompted-LLM baselines (they generate, so they are slow)."),
           as_json: bool = typer.Option(False, "--json", help="Print the JSON report.")):
-    """Evaluate a run and its base model side by side on held-out data; writes JSON and Markdown reports."""
-    report = api.evaluate(run, data, max_examples, max_new_tokens, batch_size, samples,
-                          log=lambda m: err.print(m, highlight=False))
+    """Evaluate a run beside its baselines on held-out data; writes HTML, Markdown and JSON reports."""
+    report = api.evaluate(run, data, max_examples, max_new_tokens, batch_size, samples, few_shot, baselines, llm,
+                          llm_examples, log=lambda m: err.print(m, highlight=False))
     if as_json:
         out.print_json(data=report)
     else:
         render.print_eval(out, report)
+
+
+@app.command()
+def compare(runs: List[str] = typer.Argument(..., help="Run ids or directories."),
+            output: Optional[Path] = typer.Option(None, "--output", "-o", help="Directory for compare.md/.csv/.json (default: <home>/compare/<time>)."),
+            as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
+    """One table across runs (their latest evaluations and training figures); also written to files."""
+    table = api.compare(runs, output)
+    if as_json:
+        out.print_json(data=table["runs"])
+        return
+    rich_table = Table(title=f"{len(table['rows'])} runs")
+    for column in table["columns"]:
+        rich_table.add_column(column)
+    for row in table["rows"]:
+        rich_table.add_row(*row)
+    out.print(rich_table)
+    out.print(f"written: {table['files']['md']}", highlight=False)
 
 
 @app.command()

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from tunesmith.data.card import DatasetCard
 from tunesmith.data.validate import ValidationReport
-from tunesmith.eval.report import rows as eval_rows
+from tunesmith.eval.report import header as eval_header, rows as eval_rows
 
 
 def models_table(listings) -> Table:
@@ -142,20 +142,47 @@ def runs_table(runs) -> Table:
 
 
 def print_eval(console: Console, report: dict[str, Any]) -> None:
-    table = Table(title=f"{report['run_id']}: base vs fine-tuned on {report['examples']} held-out examples")
-    for column in ("metric", "base", "fine-tuned", "change"):
+    if report.get("kind") == "classification":
+        _print_classification(console, report)
+    else:
+        _print_generation(console, report)
+    files = report.get("report_files", {})
+    if files:
+        console.print("reports: " + "  ".join(files[k] for k in ("html", "markdown", "json") if k in files),
+                      highlight=False)
+
+
+def _print_generation(console: Console, report: dict[str, Any]) -> None:
+    table = Table(title=f"{report['run_id']}: baselines vs fine-tuned on {report['examples']} held-out examples")
+    for column in eval_header(report):
         table.add_column(column)
     for row in eval_rows(report):
         table.add_row(*row)
     console.print(table)
     for i, sample in enumerate(report["samples"], 1):
+        few_shot = f"[bold]base, few-shot:[/] {_escape(sample['few_shot'])}\n" if "few_shot" in sample else ""
         console.print(Panel(
             f"[bold]reference:[/] {_escape(sample['reference'])}\n[bold]base:[/] {_escape(sample['base'])}\n"
-            f"[bold]fine-tuned:[/] {_escape(sample['tuned'])}",
+            f"{few_shot}[bold]fine-tuned:[/] {_escape(sample['tuned'])}",
             title=f"sample {i}: {_escape(sample['prompt'][:100])}", title_align="left"))
-    files = report.get("report_files", {})
-    if files:
-        console.print(f"reports: {files['markdown']}  {files['json']}", highlight=False)
+
+
+def _print_classification(console: Console, report: dict[str, Any]) -> None:
+    from tunesmith.eval.classify_report import sample_notes, system_rows
+
+    header, rows = system_rows(report)
+    table = Table(title=f"{report['run_id']}: {report['examples']:,} test examples, {len(report['labels'])} labels")
+    for column in header:
+        table.add_column(column, justify="left" if column == "system" else "right")
+    for i, row in enumerate(rows):
+        table.add_row(*[_escape(c) for c in row], style="bold" if i == 0 else None)
+    console.print(table)
+    for note in sample_notes(report) + report.get("notes", []):
+        console.print(f"note: {note}", highlight=False, markup=False)
+    confusions = report["fine_tuned"]["top_confusions"][:5]
+    if confusions:
+        console.print("top confusions: " + "; ".join(f"{c['true']} → {c['predicted']} ({c['count']})"
+                                                     for c in confusions), highlight=False, markup=False)
 
 
 def _escape(text: str) -> str:

@@ -4,7 +4,8 @@ For each model: loss and perplexity on the assistant tokens (what training optim
 greedy generations scored with ROUGE-L, BLEU and — where records carry a ``final_answer`` —
 exact match of the final answer. A few samples are kept beside their references.
 For a LoRA run the base model is the same weights with the adapter switched off, so both
-sides are computed from one loaded model.
+sides are computed from one loaded model. The prompt-engineering baseline is the base model
+again, with a few training conversations placed before each test conversation.
 """
 from __future__ import annotations
 
@@ -35,8 +36,9 @@ class EvalItem:
 
 def evaluate_run(run: Run, data: str | Path, workspace: Workspace, max_examples: int | None = None,
                  max_new_tokens: int | None = None, batch_size: int = 8, n_samples: int = 3,
-                 log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Evaluate ``run`` and its base model on ``data``; returns the report (also written to run/eval/)."""
+                 few_shot: int = 3, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Evaluate ``run`` beside its base model, plain and with a ``few_shot`` prompt (0: skip),
+    on ``data``; returns the report."""
     report = validate_file(data, min_examples=1)
     if not report.ok:
         raise DataError(report.summary(), report)
@@ -47,16 +49,24 @@ def evaluate_run(run: Run, data: str | Path, workspace: Workspace, max_examples:
         report.records = report.records[:max_examples]
     loaded = engine.load_run(run, workspace)
     base_loaded = loaded if loaded.is_adapter else engine.load(run.info()["base_model"], workspace)
-    examples = encode_records(report, loaded.tokenizer, max_length=load_config(run.config_path).data.max_length).examples
+    config = load_config(run.config_path)
+    examples = encode_records(report, loaded.tokenizer, max_length=config.data.max_length).examples
     items = [_item(r.value, report.format) for r in report.records]
     max_new = max_new_tokens or _default_max_new_tokens(loaded.tokenizer, items)
+    shots = pick_shot_conversations(config, few_shot) if few_shot else []
 
     results: dict[str, Any] = {}
     outputs: dict[str, list[str]] = {}
-    for side, model in (("base", base_loaded), ("tuned", loaded)):
-        log(f"evaluating the {side} model on {len(items)} examples (loss, then generation of up to {max_new} tokens)")
-        with (model.base_context() if side == "base" and model.is_adapter else contextlib.nullcontext()):
-            results[side], outputs[side] = _score(model, examples, items, max_new, batch_size)
+    sides = [("base", base_loaded, examples, items)]
+    if shots:
+        shot_examples, shot_items = _with_shots(shots, report, loaded.tokenizer, config.data.max_length)
+        sides.append(("few_shot", base_loaded, shot_examples, shot_items))
+    sides.append(("tuned", loaded, examples, items))
+    for side, model, side_examples, side_items in sides:
+        title = {"base": "base model", "few_shot": f"base model with a {len(shots)}-shot prompt", "tuned": "fine-tuned model"}[side]
+        log(f"evaluating the {title} on {len(items)} examples (loss, then generation of up to {max_new} tokens)")
+        with (model.base_context() if side != "tuned" and model.is_adapter else contextlib.nullcontext()):
+            results[side], outputs[side] = _score(model, side_examples, side_items, max_new, batch_size)
     return {
         "run_id": run.id,
         "base_model": run.info().get("base_model"),
@@ -64,9 +74,10 @@ def evaluate_run(run: Run, data: str | Path, workspace: Workspace, max_examples:
         "examples": len(items),
         "max_new_tokens": max_new,
         "metrics": results,
+        "few_shot": {"shots": len(shots)} if shots else None,
         "samples": [
             {"prompt": it.conversation[-1]["content"], "reference": it.reference,
-             "base": outputs["base"][i], "tuned": outputs["tuned"][i]}
+             **{side: outputs[side][i] for side in outputs}}
             for i, it in enumerate(items[:n_samples])
         ],
         "created_at": time.time(),
@@ -91,6 +102,35 @@ def _score(loaded, examples, items: list[EvalItem], max_new: int, batch_size: in
         scores["exact_match_examples"] = len(answered)
     scores["seconds"] = round(time.time() - started, 1)
     return scores, outputs
+
+
+def pick_shot_conversations(config, count: int) -> list[list[dict[str, Any]]]:
+    """``count`` random training conversations (fixed seed), the demonstrations of the few-shot baseline."""
+    import random
+
+    report = validate_file(config.data.train, min_examples=1)
+    if not report.ok or report.format not in SFT_FORMATS:
+        return []
+    picked = random.Random(config.training.seed).sample(report.records, min(count, len(report.records)))
+    return [to_messages(r.value, report.format) for r in picked]
+
+
+def _with_shots(shots, report, tokenizer, max_length: int):
+    """Each test conversation after the demonstrations (their answers carry no loss: weight 0)."""
+    from tunesmith.training.tokenize import encode_chat
+
+    prefix = [dict(m, weight=0) if m["role"] == "assistant" else dict(m)
+              for shot in shots for m in shot if m["role"] != "system"]
+    examples, items = [], []
+    for record in report.records:
+        messages = to_messages(record.value, report.format)
+        system = [m for m in messages[:1] if m["role"] == "system"]
+        combined = system + prefix + messages[len(system):]
+        encoded = encode_chat(tokenizer, combined, max_length * (len(shots) + 1))
+        examples.append({"input_ids": encoded.input_ids, "labels": encoded.labels})
+        item = _item(record.value, report.format)
+        items.append(EvalItem(system + prefix + item.conversation[len(system):], item.reference, item.final_answer))
+    return examples, items
 
 
 def _item(record: dict[str, Any], fmt) -> EvalItem:

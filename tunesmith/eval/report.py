@@ -1,9 +1,13 @@
-"""Evaluation reports: JSON for machines, Markdown for people, both in ``runs/<id>/eval/``."""
+"""Evaluation reports in ``runs/<id>/eval/``: JSON for machines, Markdown for people, and a
+self-contained HTML page. Generation reports are written here; classification ones by
+eval/classify_report.py (``write`` picks by the report's kind)."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Any
+
+from tunesmith.eval import html
 
 # (key, label, format, higher is better)
 METRICS = [
@@ -14,47 +18,91 @@ METRICS = [
     ("exact_match", "exact match (final answer)", "{:.1%}", True),
 ]
 
+# Column order of the side-by-side table: baselines first, the fine-tuned model last.
+SIDES = [("base", "base"), ("few_shot", "base, few-shot prompt"), ("tuned", "fine-tuned")]
 
-def rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """(metric, base, tuned, change) for every metric both sides have."""
-    base, tuned = report["metrics"]["base"], report["metrics"]["tuned"]
+
+def sides(report: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(key, title) for key, title in SIDES if key in report["metrics"]]
+
+
+def rows(report: dict[str, Any]) -> list[list[str]]:
+    """[metric, one value per side..., change of the fine-tuned model against the best baseline]."""
+    present = sides(report)
     out = []
     for key, label, fmt, higher_better in METRICS:
-        if base.get(key) is None or tuned.get(key) is None:
+        values = {side: report["metrics"][side].get(key) for side, _ in present}
+        if values.get("tuned") is None or values.get("base") is None:
             continue
-        delta = tuned[key] - base[key]
+        baselines = [v for side, v in values.items() if side != "tuned" and v is not None]
+        best = max(baselines) if higher_better else min(baselines)
+        delta = values["tuned"] - best
         better = delta > 0 if higher_better else delta < 0
         change = ("+" if delta >= 0 else "") + (fmt.format(delta) if key != "exact_match" else f"{delta * 100:.1f} pts")
-        out.append((label, fmt.format(base[key]), fmt.format(tuned[key]), change + (" ✓" if better else "")))
+        out.append([label] + [fmt.format(values[s]) if values[s] is not None else "–" for s, _ in present]
+                   + [change + (" ✓" if better else "")])
     return out
 
 
+def header(report: dict[str, Any]) -> list[str]:
+    return ["metric"] + [title for _, title in sides(report)] + ["change vs best baseline"]
+
+
 def to_markdown(report: dict[str, Any]) -> str:
+    head = header(report)
     lines = [
         f"# Evaluation of `{report['run_id']}`",
         "",
         f"Base model `{report['base_model']}` vs the fine-tuned run, on `{report['data']}` "
         f"({report['examples']} examples, greedy decoding, up to {report['max_new_tokens']} new tokens).",
         "",
-        "| metric | base | fine-tuned | change |",
-        "|---|---|---|---|",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
     ]
-    lines += [f"| {m} | {b} | {t} | {c} |" for m, b, t, c in rows(report)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows(report)]
+    if report.get("few_shot"):
+        lines += ["", f"Few-shot prompt: {report['few_shot']['shots']} training conversations before each test one."]
     lines += ["", "## Samples", ""]
     for i, sample in enumerate(report["samples"], 1):
         lines += [f"### {i}. {_one_line(sample['prompt'])}", "",
                   f"- **reference**: {_one_line(sample['reference'])}",
-                  f"- **base**: {_one_line(sample['base'])}",
-                  f"- **fine-tuned**: {_one_line(sample['tuned'])}", ""]
+                  f"- **base**: {_one_line(sample['base'])}"]
+        if "few_shot" in sample:
+            lines.append(f"- **base, few-shot**: {_one_line(sample['few_shot'])}")
+        lines += [f"- **fine-tuned**: {_one_line(sample['tuned'])}", ""]
     return "\n".join(lines)
 
 
-def write(report: dict[str, Any], directory: Path) -> tuple[Path, Path]:
+def to_html(report: dict[str, Any]) -> str:
+    summary = html.table(header(report), rows(report))
+    if report.get("few_shot"):
+        summary += html.paragraph(f"Few-shot prompt: {report['few_shot']['shots']} training conversations "
+                                  "before each test one.")
+    timing = html.table(["model", "seconds"], [[title, report["metrics"][key].get("seconds", "–")]
+                                               for key, title in sides(report)])
+    sample_header = ["prompt", "reference"] + [title for _, title in sides(report)]
+    samples = html.table(sample_header, [[s["prompt"], s["reference"]] + [s.get(k, "") for k, _ in sides(report)]
+                                         for s in report["samples"]])
+    subtitle = (f"Run <code>{html.escape(report['run_id'])}</code>, base model "
+                f"<code>{html.escape(str(report['base_model']))}</code>, data <code>{html.escape(report['data'])}</code>: "
+                f"{report['examples']} examples, greedy decoding, up to {report['max_new_tokens']} new tokens.")
+    return html.page(f"Evaluation: {report['run_id']}", [("Metrics side by side", summary), ("Samples", samples),
+                                                         ("Time", timing)], subtitle)
+
+
+def write(report: dict[str, Any], directory: Path) -> dict[str, str]:
+    """Write every report file; returns their paths by kind."""
     directory.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = directory / "report.json", directory / "report.md"
-    json_path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    md_path.write_text(to_markdown(report) + "\n")
-    return json_path, md_path
+    json_path = directory / "report.json"
+    json_path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if report.get("kind") == "classification":
+        from tunesmith.eval import classify_report
+
+        return {"json": str(json_path), **classify_report.write(report, directory)}
+    md_path, html_path = directory / "report.md", directory / "report.html"
+    md_path.write_text(to_markdown(report) + "\n", encoding="utf-8")
+    html_path.write_text(to_html(report), encoding="utf-8")
+    return {"json": str(json_path), "markdown": str(md_path), "html": str(html_path)}
 
 
 def _one_line(text: str, limit: int = 300) -> str:

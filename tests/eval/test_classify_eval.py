@@ -1,0 +1,87 @@
+"""Classification evaluation end to end on tiny models: train → eval (every baseline, every
+report section) → predict, and the prompted-LLM baseline's constrained decoding."""
+import csv
+import json
+
+import pytest
+
+from tests.conftest import classification_records, write_jsonl
+from tests.training.test_classify import classify_config
+from tunesmith import api
+from tunesmith.eval.prompted import PromptedClassifier, pick_shots
+
+SECTIONS = ["systems-side-by-side", "per-class", "confusion-matrix", "calibration", "most-confident-errors",
+            "baseline-details"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_encoder_dir):
+    import os
+
+    home = tmp_path_factory.mktemp("home")
+    os.environ["TUNESMITH_HOME"] = str(home)
+    from tunesmith.workspace import Workspace
+
+    workspace = Workspace(home)
+    data = tmp_path_factory.mktemp("data")
+    train = write_jsonl(data / "train.jsonl", classification_records(120))
+    test = data / "test.csv"
+    with open(test, "w", newline="") as f:
+        writer = csv.DictWriter(f, ["text", "label"])
+        writer.writeheader()
+        writer.writerows(classification_records(45, seed=3))
+    result = api.train(classify_config(train, tiny_encoder_dir, **{"data.test": str(test)}), workspace=workspace)
+    yield result.run, workspace, test
+    os.environ.pop("TUNESMITH_HOME", None)
+
+
+def test_eval_scores_every_system_and_writes_every_report(trained, tiny_model_dir):
+    run, workspace, test = trained
+    report = api.evaluate(run.id, llm=str(tiny_model_dir), llm_examples=12, workspace=workspace, log=lambda m: None)
+    names = [s["name"] for s in report["systems"]]
+    assert names[0] == "fine-tuned" and "majority class" in names and "TF-IDF + logistic regression" in names
+    assert sum("prompted zero-shot" in n for n in names) == 1 and sum("prompted few-shot" in n for n in names) == 1
+    by_name = {s["name"]: s for s in report["systems"]}
+    assert by_name["majority class"]["accuracy"] == pytest.approx(15 / 45)  # 3 balanced labels
+    assert by_name["fine-tuned"]["accuracy"] > by_name["majority class"]["accuracy"]
+    for system in report["systems"]:
+        assert 0 <= system["macro_f1"] <= 1
+    llm_rows = [s for s in report["systems"] if "prompted" in s["name"]]
+    assert all(s["examples"] == 12 and "fine_tuned_accuracy_same_examples" in s for s in llm_rows)
+    assert by_name["fine-tuned"]["latency"]["p95_ms"] >= by_name["fine-tuned"]["latency"]["p50_ms"] > 0
+    fine = report["fine_tuned"]
+    assert len(fine["per_class"]) == 3 and sum(map(sum, fine["confusion_matrix"])) == 45
+    assert 0 <= fine["calibration"]["ece"] <= 1
+
+    files = report["report_files"]
+    page = open(files["html"], encoding="utf-8").read()
+    for section in SECTIONS:
+        assert f'id="{section}"' in page
+    assert page.count("data:image/png;base64,") == 3 and "http" not in page.split("<body>")[1]
+    markdown = open(files["markdown"]).read()
+    assert "| fine-tuned |" in markdown and "## Top confusions" in markdown and "## Per class" in markdown
+    rows = list(csv.reader(open(files["confusion_csv"])))
+    assert rows[0][1:] == report["labels"] and len(rows) == 4
+    assert json.load(open(files["json"]))["kind"] == "classification"
+
+
+def test_compare_lines_up_runs(trained, tmp_path):
+    run, workspace, _ = trained
+    table = api.compare([run.id, run.id], tmp_path / "cmp", workspace=workspace)
+    assert "accuracy" in table["columns"] and len(table["rows"]) == 2
+    assert (tmp_path / "cmp" / "compare.md").read_text().count("\n") == 4
+
+
+def test_prompted_classifier_only_ever_answers_a_label(tiny_model_dir):
+    from tunesmith.engine import load
+    from tunesmith.workspace import Workspace
+
+    loaded = load(str(tiny_model_dir), Workspace(tiny_model_dir))
+    labels = ["refund", "refund_status", "delivery", "login"]  # "refund" is a token prefix of another label
+    shots = pick_shots([(r["text"], r["label"]) for r in classification_records(30)], labels)
+    texts = [r["text"] for r in classification_records(10, seed=5)]
+    for demos in ([], shots):
+        classifier = PromptedClassifier(loaded.model, loaded.tokenizer, labels, demos)
+        batched = classifier.predict(texts, batch_size=4)
+        assert all(0 <= p < len(labels) for p in batched)
+        assert batched == classifier.predict(texts, batch_size=1)  # padding and the shared cache change nothing

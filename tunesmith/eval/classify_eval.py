@@ -1,0 +1,186 @@
+"""Evaluating a classify run against its baselines, all on the same test data.
+
+Systems, each scored with the same metrics (eval/classification.py):
+- the fine-tuned classifier (every example; per-class table, confusions, calibration);
+- the majority class and TF-IDF + logistic regression, trained on the run's own training split
+  (re-derived exactly as training split it: same file, seed and fraction);
+- the base LLM prompted zero-shot and few-shot, answers constrained to the label set. These
+  generate, so they are ~100x slower per example than the classifier: they run on a stratified
+  sample of the test data (``llm_examples``), and the report puts the fine-tuned model's score
+  on that same sample beside them.
+Latency is measured one example per call (what a request costs), throughput on the whole set.
+"""
+from __future__ import annotations
+
+import random
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from tunesmith.config import load_config
+from tunesmith.errors import DataError, TunesmithError
+from tunesmith.eval import classification as cm
+from tunesmith.eval.baselines import SystemOutput, majority, tfidf_logistic_regression, time_one_at_a_time
+from tunesmith.files import sha256_file
+from tunesmith.runs import Run
+from tunesmith.training.classify import Example, read_examples, read_splits
+from tunesmith.workspace import Workspace
+
+DEFAULT_LLM = "smollm2-135m-instruct"
+
+
+def evaluate_classifier(run: Run, data: str | Path, workspace: Workspace, max_examples: int | None = None,
+                        baselines: bool = True, llm: str | None = DEFAULT_LLM, llm_examples: int = 200,
+                        batch_size: int = 64, latency_examples: int = 100,
+                        log: Callable[[str], None] = print) -> dict[str, Any]:
+    from tunesmith.predict import load_classifier
+
+    classifier = load_classifier(run, workspace)
+    labels = classifier.labels
+    test = _test_examples(data, labels, max_examples)
+    texts, y_true = [e.text for e in test], [labels.index(e.label) for e in test]
+
+    log(f"fine-tuned classifier on {len(test)} examples")
+    started = time.time()
+    probabilities = classifier.predict_proba(texts, batch_size)
+    tuned = SystemOutput("fine-tuned", "fine-tuned", probabilities.argmax(1).tolist(), probabilities,
+                         time.time() - started,
+                         time_one_at_a_time(lambda t: classifier.predict_proba([t], 1), texts, latency_examples))
+    systems = [tuned]
+    notes: list[str] = []
+    if baselines:
+        systems += _classic_baselines(run, labels, texts, latency_examples, notes, log)
+        sample = stratified_sample(y_true, llm_examples)
+        systems += _llm_baselines(run, labels, [texts[i] for i in sample], llm, workspace, notes, log)
+    else:
+        sample = []
+
+    report = {
+        "kind": "classification",
+        "run_id": run.id,
+        "base_model": run.info().get("base_model"),
+        "data": str(data),
+        "examples": len(test),
+        "labels": labels,
+        "systems": [_system_row(s, y_true, sample, tuned) for s in systems],
+        "fine_tuned": _details(tuned, y_true, labels),
+        "errors": _errors(test, tuned, labels),
+        "notes": notes,
+        "created_at": time.time(),
+    }
+    return report
+
+
+def _test_examples(data: str | Path, labels: list[str], max_examples: int | None) -> list[Example]:
+    test = read_examples(data)
+    if max_examples:
+        test = test[:max_examples]
+    unknown = [e for e in test if e.label not in set(labels)]
+    if unknown:
+        raise DataError(f"{data}: label(s) the model was not trained on (it can never predict them): "
+                        + ", ".join(f"line {e.line}: {e.label!r}" for e in unknown[:10])
+                        + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""))
+    return test
+
+
+def stratified_sample(y: Sequence[int], size: int, seed: int = 0) -> list[int]:
+    """Up to ``size`` indices, labels taking turns (so every label is represented), in order.
+
+    >>> stratified_sample([0, 0, 0, 1, 1, 2], 4)
+    [0, 2, 3, 5]
+    """
+    if size >= len(y):
+        return list(range(len(y)))
+    rng = random.Random(seed)
+    by_label: dict[int, list[int]] = defaultdict(list)
+    for i, label in enumerate(y):
+        by_label[label].append(i)
+    queues = []
+    for label in sorted(by_label):
+        members = by_label[label][:]
+        rng.shuffle(members)
+        queues.append(members)
+    chosen: list[int] = []
+    while len(chosen) < size:
+        for queue in queues:
+            if queue and len(chosen) < size:
+                chosen.append(queue.pop())
+    return sorted(chosen)
+
+
+def _classic_baselines(run: Run, labels: list[str], texts: list[str], latency_examples: int, notes: list[str],
+                       log: Callable[[str], None]) -> list[SystemOutput]:
+    config = load_config(run.config_path)
+    if sha256_file(config.data.train) != run.info().get("data", {}).get("train"):
+        notes.append(f"{config.data.train} changed since the run trained: the baselines learn from its current content")
+    splits = read_splits(config)
+    train_texts, train_labels = [e.text for e in splits.train], [e.label for e in splits.train]
+    log(f"baselines: majority class, TF-IDF + logistic regression (trained on the run's {len(train_texts)} "
+        "training examples)")
+    return [majority(train_labels, labels, len(texts)),
+            tfidf_logistic_regression(train_texts, train_labels, labels, texts, config.training.seed,
+                                      latency_examples)]
+
+
+def _llm_baselines(run: Run, labels: list[str], texts: list[str], llm: str | None, workspace: Workspace,
+                   notes: list[str], log: Callable[[str], None]) -> list[SystemOutput]:
+    from tunesmith import engine
+    from tunesmith.eval.prompted import pick_shots, prompted_baseline
+    from tunesmith.training.classify import is_causal_lm
+
+    info = run.info()
+    name = info["base_model"] if is_causal_lm(info["base_model_path"]) else llm
+    if not name:
+        return []
+    try:
+        loaded = engine.load(name, workspace)
+    except TunesmithError as e:
+        notes.append(f"prompted LLM baselines skipped: {e}")
+        return []
+    splits = read_splits(load_config(run.config_path))
+    shots = pick_shots([(e.text, e.label) for e in splits.train], labels)
+    out = []
+    for title, demos in (("zero-shot", []), ("few-shot", shots)):
+        log(f"baseline: {name} prompted {title} with the {len(labels)} labels, on {len(texts)} sampled examples")
+        system = prompted_baseline(loaded.model, loaded.tokenizer, labels, texts, demos,
+                                   f"{name} prompted {title}")
+        system.details["model"] = name
+        out.append(system)
+    return out
+
+
+def _system_row(system: SystemOutput, y_true: list[int], sample: list[int], tuned: SystemOutput) -> dict[str, Any]:
+    on_sample = len(system.predictions) != len(y_true)
+    truth = [y_true[i] for i in sample] if on_sample else y_true
+    n_labels = tuned.probabilities.shape[1]
+    result = cm.scores(cm.confusion(truth, system.predictions, n_labels), [str(i) for i in range(n_labels)])
+    row: dict[str, Any] = {"name": system.name, "kind": system.kind, "examples": len(truth),
+                           **{k: v for k, v in result.items() if k != "per_class"}}
+    if system.probabilities is not None:
+        row["ece"] = cm.calibration(truth, system.probabilities)["ece"]
+    if system.latencies:
+        row["latency"] = cm.latency_summary(system.latencies)
+    row["examples_per_second"] = round(len(truth) / system.seconds, 1) if system.seconds else None
+    if on_sample:
+        tuned_on_sample = [tuned.predictions[i] for i in sample]
+        row["fine_tuned_accuracy_same_examples"] = float(np.mean(np.array(tuned_on_sample) == np.array(truth)))
+    row["details"] = system.details
+    return row
+
+
+def _details(tuned: SystemOutput, y_true: list[int], labels: list[str]) -> dict[str, Any]:
+    matrix = cm.confusion(y_true, tuned.predictions, len(labels))
+    return {"per_class": cm.scores(matrix, labels)["per_class"], "confusion_matrix": matrix.tolist(),
+            "top_confusions": cm.top_confusions(matrix, labels), "calibration": cm.calibration(y_true, tuned.probabilities)}
+
+
+def _errors(test: list[Example], tuned: SystemOutput, labels: list[str], limit: int = 15) -> list[dict[str, Any]]:
+    """The most confident mistakes: where the model is surely wrong, the data is often wrong too."""
+    wrong = [i for i, e in enumerate(test) if labels[tuned.predictions[i]] != e.label]
+    wrong.sort(key=lambda i: -float(tuned.probabilities[i].max()))
+    return [{"line": test[i].line, "text": test[i].text, "label": test[i].label,
+             "predicted": labels[tuned.predictions[i]], "confidence": round(float(tuned.probabilities[i].max()), 4)}
+            for i in wrong[:limit]]

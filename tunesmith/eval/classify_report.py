@@ -1,0 +1,122 @@
+"""The classification report: Markdown summary, self-contained HTML, confusion CSV and PNGs."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+from tunesmith.eval import html, plots
+
+# (key, header, format)
+SYSTEM_COLUMNS = [
+    ("accuracy", "accuracy", "{:.2%}"),
+    ("macro_f1", "macro F1", "{:.4f}"),
+    ("weighted_f1", "weighted F1", "{:.4f}"),
+    ("macro_precision", "macro P", "{:.4f}"),
+    ("macro_recall", "macro R", "{:.4f}"),
+    ("micro_f1", "micro F1", "{:.4f}"),
+    ("ece", "ECE", "{:.4f}"),
+]
+
+
+def system_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    header = ["system", "examples"] + [h for _, h, _ in SYSTEM_COLUMNS] + ["p50 latency", "p95 latency", "examples/s"]
+    rows = []
+    for s in report["systems"]:
+        row = [s["name"], f"{s['examples']:,}"]
+        row += [fmt.format(s[key]) if s.get(key) is not None else "–" for key, _, fmt in SYSTEM_COLUMNS]
+        latency = s.get("latency") or {}
+        row += [f"{latency['p50_ms']:.1f} ms" if latency else "–", f"{latency['p95_ms']:.1f} ms" if latency else "–",
+                f"{s['examples_per_second']:,}" if s.get("examples_per_second") else "–"]
+        rows.append(row)
+    return header, rows
+
+
+def sample_notes(report: dict[str, Any]) -> list[str]:
+    return [f"{s['name']}: on a stratified sample of {s['examples']} test examples, where the fine-tuned model "
+            f"scores {s['fine_tuned_accuracy_same_examples']:.2%} accuracy."
+            for s in report["systems"] if "fine_tuned_accuracy_same_examples" in s]
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    header, rows = system_rows(report)
+    fine = report["fine_tuned"]
+    lines = [f"# Evaluation of `{report['run_id']}` (classification)", "",
+             f"Base model `{report['base_model']}`, test data `{report['data']}`: {report['examples']:,} examples, "
+             f"{len(report['labels'])} labels.", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines += [""] + [f"- {n}" for n in sample_notes(report) + report.get("notes", [])]
+    lines += ["", f"Expected calibration error of the fine-tuned model: {fine['calibration']['ece']:.4f}.", "",
+              "## Top confusions", "", "| true | predicted | count | share of true |", "|---|---|---|---|"]
+    lines += [f"| {c['true']} | {c['predicted']} | {c['count']} | {c['share_of_true']:.1%} |"
+              for c in fine["top_confusions"]]
+    lines += ["", "## Per class (fine-tuned)", "", "| label | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+    lines += [f"| {c['label']} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} | {c['support']} |"
+              for c in fine["per_class"]]
+    lines += ["", "Files: report.html (plots embedded), confusion.csv, confusion.png, reliability.png."]
+    return "\n".join(lines)
+
+
+def to_html(report: dict[str, Any], figures: dict[str, bytes]) -> str:
+    header, rows = system_rows(report)
+    fine = report["fine_tuned"]
+    summary = html.table(header, rows, highlight=0)
+    summary += "".join(html.paragraph(n) for n in sample_notes(report) + report.get("notes", []))
+    summary += html.image(figures["systems"], "accuracy of every system")
+    per_class = html.table(["label", "precision", "recall", "F1", "support"],
+                           [[c["label"], f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}", c["support"]]
+                            for c in fine["per_class"]])
+    confusions = html.table(["true", "predicted", "count", "share of true"],
+                            [[c["true"], c["predicted"], c["count"], f"{c['share_of_true']:.1%}"]
+                             for c in fine["top_confusions"]])
+    calibration = html.paragraph(f"Expected calibration error (10 equal-width bins): {fine['calibration']['ece']:.4f}; "
+                                 f"mean confidence {fine['calibration']['mean_confidence']:.3f}.")
+    calibration += html.image(figures["reliability"], "reliability diagram")
+    errors = html.table(["line", "text", "label", "predicted", "confidence"],
+                        [[e["line"], e["text"], e["label"], e["predicted"], f"{e['confidence']:.1%}"]
+                         for e in report["errors"]]) if report["errors"] else html.paragraph("No errors.")
+    details = html.table(["system", "details"], [[s["name"], _details_text(s["details"])] for s in report["systems"]])
+    sections = [
+        ("Systems side by side", summary),
+        ("Per class", per_class),
+        ("Confusion matrix", html.image(figures["confusion"], "confusion matrix") + confusions),
+        ("Calibration", calibration),
+        ("Most confident errors", errors),
+        ("Baseline details", details),
+    ]
+    subtitle = (f"Run <code>{html.escape(report['run_id'])}</code>, base model "
+                f"<code>{html.escape(str(report['base_model']))}</code>, test data "
+                f"<code>{html.escape(report['data'])}</code>: {report['examples']:,} examples, "
+                f"{len(report['labels'])} labels.")
+    return html.page(f"Evaluation: {report['run_id']}", sections, subtitle)
+
+
+def write(report: dict[str, Any], directory: Path) -> dict[str, str]:
+    fine = report["fine_tuned"]
+    systems = report["systems"]
+    figures = {
+        "confusion": plots.confusion_heatmap(fine["confusion_matrix"], report["labels"]),
+        "reliability": plots.reliability_diagram(fine["calibration"]["bins"], fine["calibration"]["ece"]),
+        "systems": plots.system_bars([s["name"] for s in systems], [s["accuracy"] for s in systems], "accuracy"),
+    }
+    files = {"markdown": directory / "report.md", "html": directory / "report.html",
+             "confusion_csv": directory / "confusion.csv", "confusion_png": directory / "confusion.png",
+             "reliability_png": directory / "reliability.png"}
+    files["markdown"].write_text(to_markdown(report) + "\n", encoding="utf-8")
+    files["html"].write_text(to_html(report, figures), encoding="utf-8")
+    files["confusion_png"].write_bytes(figures["confusion"])
+    files["reliability_png"].write_bytes(figures["reliability"])
+    with open(files["confusion_csv"], "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["true \\ predicted"] + report["labels"])
+        for label, row in zip(report["labels"], fine["confusion_matrix"]):
+            writer.writerow([label] + row)
+    return {k: str(v) for k, v in files.items()}
+
+
+def _details_text(details: dict[str, Any]) -> str:
+    parts = []
+    for key, value in details.items():
+        parts.append(f"{key}: {value}")
+    return "; ".join(parts) or "–"

@@ -1,0 +1,88 @@
+"""One table across runs: what each run is (recipe, model, method, data) and how it scored on
+its latest evaluation, so runs of different models, methods or settings line up side by side."""
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from tunesmith.runs import Run
+from tunesmith.workspace import Workspace
+
+# (column, header, format) — columns without a value in any run are left out of the table.
+COLUMNS = [
+    ("run", "run", "{}"),
+    ("recipe", "recipe", "{}"),
+    ("base_model", "base model", "{}"),
+    ("method", "method", "{}"),
+    ("status", "status", "{}"),
+    ("eval_data", "evaluated on", "{}"),
+    ("eval_examples", "examples", "{:,}"),
+    ("accuracy", "accuracy", "{:.2%}"),
+    ("macro_f1", "macro F1", "{:.4f}"),
+    ("ece", "ECE", "{:.4f}"),
+    ("best_baseline", "best baseline", "{}"),
+    ("best_baseline_accuracy", "baseline accuracy", "{:.2%}"),
+    ("p50_ms", "p50 latency ms", "{:.1f}"),
+    ("loss", "loss", "{:.4f}"),
+    ("exact_match", "exact match", "{:.1%}"),
+    ("rouge_l", "ROUGE-L", "{:.3f}"),
+    ("bleu", "BLEU", "{:.2f}"),
+    ("base_exact_match", "base exact match", "{:.1%}"),
+    ("train_seconds", "train s", "{:,.0f}"),
+]
+
+
+def run_row(run: Run) -> dict[str, Any]:
+    info, summary = run.info(), run.summary()
+    row: dict[str, Any] = {"run": run.id, "recipe": info.get("recipe", "sft"), "base_model": info.get("base_model"),
+                           "method": info.get("method"), "status": info.get("status"),
+                           "train_seconds": summary.get("train_seconds")}
+    report_path = run.eval_dir / "report.json"
+    if not report_path.exists():
+        return row
+    report = json.loads(report_path.read_text())
+    row |= {"eval_data": Path(report["data"]).name, "eval_examples": report["examples"]}
+    if report.get("kind") == "classification":
+        tuned = report["systems"][0]
+        row |= {"accuracy": tuned["accuracy"], "macro_f1": tuned["macro_f1"], "ece": tuned.get("ece"),
+                "p50_ms": (tuned.get("latency") or {}).get("p50_ms")}
+        full = [s for s in report["systems"][1:] if s["examples"] == report["examples"]]
+        if full:
+            best = max(full, key=lambda s: s["accuracy"])
+            row |= {"best_baseline": best["name"], "best_baseline_accuracy": best["accuracy"]}
+    else:
+        tuned, base = report["metrics"]["tuned"], report["metrics"]["base"]
+        row |= {k: tuned.get(k) for k in ("loss", "exact_match", "rouge_l", "bleu")}
+        row["base_exact_match"] = base.get("exact_match")
+    return row
+
+
+def compare_runs(runs: list[Run], out: Path | None, workspace: Workspace) -> dict[str, Any]:
+    rows = [run_row(r) for r in runs]
+    columns = [(key, title, fmt) for key, title, fmt in COLUMNS if any(r.get(key) is not None for r in rows)]
+    table = {"columns": [title for _, title, _ in columns],
+             "rows": [[_format(r.get(key), fmt) for key, _, fmt in columns] for r in rows], "runs": rows}
+    out = out or workspace.home / "compare" / time.strftime("%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "compare.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    with open(out / "compare.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow([key for key, _, _ in columns])
+        writer.writerows([[r.get(key) for key, _, _ in columns] for r in rows])
+    lines = ["| " + " | ".join(table["columns"]) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(row) + " |" for row in table["rows"]]
+    (out / "compare.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    table["files"] = {kind: str(out / f"compare.{kind}") for kind in ("md", "csv", "json")}
+    return table
+
+
+def _format(value: Any, fmt: str) -> str:
+    if value is None:
+        return "–"
+    try:
+        return fmt.format(value)
+    except (ValueError, TypeError):
+        return str(value)
