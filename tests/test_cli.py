@@ -126,3 +126,43 @@ def test_missing_files_and_bad_ratios_are_errors_not_tracebacks(tmp_path, worksp
     path = write_jsonl(tmp_path / "d.jsonl", chat_records(12))
     code, _, err = cli("data", "split", path, "--ratios", "0.5,0.6")
     assert code == 2 and "sum to 1" in err and "Traceback" not in err
+
+
+def test_classify_train_eval_predict_compare_from_the_command_line(tmp_path, tiny_encoder_dir, workspace, cli):
+    import yaml
+
+    from tests.conftest import classification_records
+
+    train = write_jsonl(tmp_path / "train.jsonl", classification_records(90))
+    test = write_jsonl(tmp_path / "test.jsonl", classification_records(21, seed=4))
+    recipe = tmp_path / "clf.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "recipe": "classify", "model": str(tiny_encoder_dir),
+        "data": {"train": "train.jsonl", "test": "test.jsonl", "max_length": 64},
+        "training": {"epochs": 2, "learning_rate": 3e-3, "batch_size": 16, "eval_steps": 5}}))
+    code, out, err = cli("train", recipe)
+    assert code == 0, err
+    run_id = out.split("run: ")[1].split()[0]
+
+    code, out, err = cli("eval", run_id, "--no-baselines")
+    assert code == 0, err
+    assert "fine-tuned" in out and "report.html" in out
+
+    code, out, err = cli("predict", run_id, "--text", "where is the parcel please", "--json")
+    assert code == 0, err
+    [result] = json.loads(out)
+    assert result["label"] in {"delivery", "login", "refund"} and len(result["top"]) == 3
+
+    code, _, err = cli("predict", run_id, "--file", test, "-o", tmp_path / "p.jsonl")
+    assert code == 0, err
+    first = json.loads((tmp_path / "p.jsonl").read_text().splitlines()[0])
+    assert set(first["probabilities"]) == {"delivery", "login", "refund"}
+
+    code, out, err = cli("compare", run_id, "-o", tmp_path / "cmp")
+    assert code == 0, err
+    assert run_id in (tmp_path / "cmp" / "compare.md").read_text()
+
+
+def test_predict_without_text_or_file_is_a_clear_error(workspace, cli):
+    code, _, err = cli("predict", "some-run")
+    assert code != 0 and "--text" in err

@@ -170,10 +170,11 @@ def _print_generation(console: Console, report: dict[str, Any]) -> None:
 def _print_classification(console: Console, report: dict[str, Any]) -> None:
     from tunesmith.eval.classify_report import sample_notes, system_rows
 
-    header, rows = system_rows(report)
+    header, rows = system_rows(report, compact=True)
     table = Table(title=f"{report['run_id']}: {report['examples']:,} test examples, {len(report['labels'])} labels")
     for column in header:
-        table.add_column(column, justify="left" if column == "system" else "right")
+        table.add_column(column, justify="left" if column == "system" else "right",
+                         overflow="fold", min_width=22 if column == "system" else None)
     for i, row in enumerate(rows):
         table.add_row(*[_escape(c) for c in row], style="bold" if i == 0 else None)
     console.print(table)

@@ -21,14 +21,29 @@ def test_eval_compares_base_and_tuned_and_writes_reports(tiny_model_dir, tmp_pat
     run = tunesmith.train(config, workspace=workspace).run
 
     report = tunesmith.evaluate(run.id, test, samples=2, workspace=workspace, log=lambda m: None)
-    base, tuned = report["metrics"]["base"], report["metrics"]["tuned"]
-    for side in (base, tuned):
+    base, few_shot, tuned = (report["metrics"][k] for k in ("base", "few_shot", "tuned"))
+    for side in (base, few_shot, tuned):
         assert set(side) >= {"loss", "perplexity", "rouge_l", "bleu", "exact_match", "loss_tokens"}
         assert side["exact_match_examples"] == 6
     assert tuned["loss"] < base["loss"]  # trained on the same task
-    assert len(report["samples"]) == 2 and set(report["samples"][0]) == {"prompt", "reference", "base", "tuned"}
+    assert few_shot["loss_tokens"] == base["loss_tokens"]  # demonstrations carry no loss
+    assert report["few_shot"] == {"shots": 3}
+    assert len(report["samples"]) == 2
+    assert set(report["samples"][0]) == {"prompt", "reference", "base", "few_shot", "tuned"}
     written = json.loads((run.eval_dir / "report.json").read_text())
     assert written["metrics"] == report["metrics"]
     markdown = (run.eval_dir / "report.md").read_text()
-    for section in ("| metric | base | fine-tuned | change |", "perplexity", "ROUGE-L", "BLEU", "exact match", "## Samples"):
+    for section in ("| metric | base | base, few-shot prompt | fine-tuned | change vs best baseline |", "perplexity",
+                    "ROUGE-L", "BLEU", "exact match", "## Samples", "**base, few-shot**"):
         assert section in markdown
+    page = (run.eval_dir / "report.html").read_text()
+    for section in ('id="metrics-side-by-side"', 'id="samples"', 'id="time"', "base, few-shot prompt"):
+        assert section in page
+
+
+def test_no_baselines_leaves_only_base_and_tuned(tiny_model_dir, tmp_path, workspace):
+    train = write_jsonl(tmp_path / "train.jsonl", chat_records(20))
+    config = load_config(None, [f"model={tiny_model_dir}", f"data.train={train}", "training.max_steps=2"])
+    run = tunesmith.train(config, workspace=workspace).run
+    report = tunesmith.evaluate(run.id, train, max_examples=3, baselines=False, workspace=workspace, log=lambda m: None)
+    assert set(report["metrics"]) == {"base", "tuned"} and report["few_shot"] is None

@@ -19,12 +19,14 @@ SYSTEM_COLUMNS = [
 ]
 
 
-def system_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    header = ["system", "examples"] + [h for _, h, _ in SYSTEM_COLUMNS] + ["p50 latency", "p95 latency", "examples/s"]
+def system_rows(report: dict[str, Any], compact: bool = False) -> tuple[list[str], list[list[str]]]:
+    """The side-by-side table; ``compact`` keeps the columns that fit a terminal."""
+    columns = [c for c in SYSTEM_COLUMNS if not compact or c[0] in ("accuracy", "macro_f1", "ece")]
+    header = ["system", "examples"] + [h for _, h, _ in columns] + ["p50 latency", "p95 latency", "examples/s"]
     rows = []
     for s in report["systems"]:
         row = [s["name"], f"{s['examples']:,}"]
-        row += [fmt.format(s[key]) if s.get(key) is not None else "–" for key, _, fmt in SYSTEM_COLUMNS]
+        row += [fmt.format(s[key]) if s.get(key) is not None else "–" for key, _, fmt in columns]
         latency = s.get("latency") or {}
         row += [f"{latency['p50_ms']:.1f} ms" if latency else "–", f"{latency['p95_ms']:.1f} ms" if latency else "–",
                 f"{s['examples_per_second']:,}" if s.get("examples_per_second") else "–"]

@@ -58,7 +58,7 @@ def reliability_diagram(bins: Sequence[dict[str, Any]], ece: float) -> bytes:
     axes.bar([b["low"] for b in filled], [b["accuracy"] for b in filled], width=width, align="edge",
              edgecolor="black", alpha=0.7, label="accuracy in bin")
     axes.plot([b["confidence"] for b in filled], [b["accuracy"] for b in filled], "o", color="darkred",
-              label="mean confidence")
+              label="accuracy at the bin's mean confidence")
     axes.set_xlim(0, 1)
     axes.set_ylim(0, 1)
     axes.set_xlabel("confidence of the predicted label")

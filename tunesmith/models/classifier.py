@@ -3,10 +3,9 @@
 ``AutoModelForSequenceClassification`` gives every architecture its own head: BERT-style encoders
 classify from the pooled first token, causal LMs (Llama, Gemma, ...) from their last non-pad
 token. ``pooling="mean"`` feeds the head the attention-masked mean of the token states instead,
-which is what sentence encoders like all-MiniLM-L6-v2 were trained to produce: a forward hook
-writes the mean into the first position of the encoder output, so every first-token head
-(BERT's pooler, RoBERTa's and DistilBERT's classifiers) reads it without a custom model class,
-and the weights stay a plain transformers checkpoint.
+which is what sentence encoders like all-MiniLM-L6-v2 were trained to produce. It is done with
+forward hooks (see ``attach_mean_pooling``), not a custom model class, so the weights stay a
+plain transformers checkpoint that any tool can load.
 """
 from __future__ import annotations
 
@@ -33,11 +32,18 @@ def load_sequence_classifier(path: str, labels: list[str], pooling: str = "model
 
 
 def attach_mean_pooling(model) -> None:
+    """Make the head read the attention-masked mean of the last hidden states.
+
+    BERT-style models: the pooler's output is replaced by the mean, so the head is dropout +
+    linear on the mean (the pooler's dense + tanh was never trained for sentence vectors and
+    measurably slows learning). Models whose head reads the first token itself (RoBERTa,
+    DistilBERT): the mean is written into the first position of the encoder output.
+    """
     import torch
 
     backbone = model.base_model
-    encoder = getattr(backbone, "encoder", None)
-    if encoder is None:
+    pooler, encoder = getattr(backbone, "pooler", None), getattr(backbone, "encoder", None)
+    if pooler is None and encoder is None:
         raise ConfigError(f"pooling: mean needs an encoder model (BERT-style); {type(model).__name__} has none. "
                           "Use pooling: model (causal LMs classify from their last token).")
     state: dict[str, Any] = {}
@@ -45,19 +51,27 @@ def attach_mean_pooling(model) -> None:
     def remember_mask(module, args, kwargs):
         state["mask"] = kwargs.get("attention_mask")
 
-    def mean_into_first(module, args, output):
-        hidden = output[0] if isinstance(output, tuple) else output.last_hidden_state
+    def masked_mean(hidden):
         mask = state.get("mask")
         weights = (mask if mask is not None else hidden.new_ones(hidden.shape[:2])).unsqueeze(-1).to(hidden.dtype)
-        mean = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
-        hidden = torch.cat([mean.unsqueeze(1), hidden[:, 1:]], dim=1)
+        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+
+    def mean_as_pooled(module, args, output):
+        return masked_mean(args[0])
+
+    def mean_into_first(module, args, output):
+        hidden = output[0] if isinstance(output, tuple) else output.last_hidden_state
+        hidden = torch.cat([masked_mean(hidden).unsqueeze(1), hidden[:, 1:]], dim=1)
         if isinstance(output, tuple):
             return (hidden,) + output[1:]
         output.last_hidden_state = hidden
         return output
 
     backbone.register_forward_pre_hook(remember_mask, with_kwargs=True)
-    encoder.register_forward_hook(mean_into_first)
+    if pooler is not None:
+        pooler.register_forward_hook(mean_as_pooled)
+    else:
+        encoder.register_forward_hook(mean_into_first)
 
 
 def load_trained_classifier(final_dir: Path, base_path: str, labels: list[str], pooling: str, is_adapter: bool):
