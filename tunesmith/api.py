@@ -213,7 +213,7 @@ def evaluate(run: str, data: str | Path | None = None, max_examples: int | None 
 
     ws = _ws(workspace)
     found = find_run(run, ws)
-    data = data or getattr(load_config(found.config_path).data, "test", None)
+    data = data or load_config(found.config_path).data.test
     if not data:
         raise ConfigError(f"give the held-out data to evaluate {found.id} on (--data FILE); its config has no data.test")
     if found.info().get("recipe") == "classify":

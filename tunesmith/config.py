@@ -40,6 +40,7 @@ class DataConfig(_Strict):
     train: str = Field(description="Training data file (chat, prompt/completion or instruction JSONL).")
     validation: str | None = Field(None, description="Validation file. When absent, `validation_fraction` of `train` is held out.")
     validation_fraction: float = Field(0.1, ge=0.0, lt=0.5, description="Share of `train` held out for validation when no `validation` file is given (0 disables).")
+    test: str | None = Field(None, description="Held-out test file; `tunesmith eval RUN` uses it when no --data is given.")
     format: Literal["auto", "chat", "prompt_completion", "instruction"] = Field("auto", description="Data format; `auto` detects it from the records.")
     max_length: int = Field(1024, ge=16, le=131072, description="Longest sequence in tokens; longer examples are truncated (and counted).")
     min_examples: int = Field(10, ge=1, description="Fewest valid training examples accepted.")

@@ -89,8 +89,10 @@ def _test_examples(data: str | Path, labels: list[str], max_examples: int | None
 def stratified_sample(y: Sequence[int], size: int, seed: int = 0) -> list[int]:
     """Up to ``size`` indices, labels taking turns (so every label is represented), in order.
 
-    >>> stratified_sample([0, 0, 0, 1, 1, 2], 4)
-    [0, 2, 3, 5]
+    >>> y = [0, 0, 0, 1, 1, 2]
+    >>> picked = stratified_sample(y, 4)
+    >>> len(picked), sorted({y[i] for i in picked}), picked == sorted(picked)
+    (4, [0, 1, 2], True)
     """
     if size >= len(y):
         return list(range(len(y)))
