@@ -159,6 +159,12 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None, bas
         _resolve_relative_paths(raw, Path(path).parent)
     for override in overrides or []:
         _apply_override(raw, override)
+    # Paths given as overrides are relative to where the command runs: made absolute here, the
+    # config saved with the run still finds its data from any directory.
+    overridden = {o.split("=", 1)[0].strip().removeprefix("data.") for o in overrides or [] if o.startswith("data.")}
+    if overridden and isinstance(raw.get("data"), dict):
+        _resolve_relative_paths({"data": {k: v for k, v in raw["data"].items() if k in overridden}}, Path.cwd(),
+                                into=raw)
     recipe = raw.get("recipe", "sft")
     if recipe not in _RECIPES:
         where = f"{source}:{lines[('recipe',)]}" if ("recipe",) in lines else source
@@ -202,14 +208,16 @@ def _key_lines(node, prefix: tuple = ()) -> dict[tuple, int]:
     return lines
 
 
-def _resolve_relative_paths(raw: dict, base_dir: Path) -> None:
-    """Data paths in a config file are relative to that file, so recipes can travel with their data."""
+def _resolve_relative_paths(raw: dict, base_dir: Path, into: dict | None = None) -> None:
+    """Data paths in a config file are relative to that file, so recipes can travel with their data.
+    ``into``: write the resolved paths there instead (the same keys)."""
     data = raw.get("data")
+    target = (into if into is not None else raw).get("data")
     if isinstance(data, dict):
         for key in ("train", "validation", "test"):
             value = data.get(key)
             if isinstance(value, str) and not Path(value).is_absolute():
-                data[key] = str((base_dir / value).resolve())
+                target[key] = str((base_dir / value).resolve())
 
 
 def _apply_override(raw: dict, override: str) -> None:

@@ -53,7 +53,7 @@ def evaluate_run(run: Run, data: str | Path, workspace: Workspace, max_examples:
     examples = encode_records(report, loaded.tokenizer, max_length=config.data.max_length).examples
     items = [_item(r.value, report.format) for r in report.records]
     max_new = max_new_tokens or _default_max_new_tokens(loaded.tokenizer, items)
-    shots = pick_shot_conversations(config, few_shot) if few_shot else []
+    shots = pick_shot_conversations(config, few_shot, log) if few_shot else []
 
     results: dict[str, Any] = {}
     outputs: dict[str, list[str]] = {}
@@ -104,12 +104,14 @@ def _score(loaded, examples, items: list[EvalItem], max_new: int, batch_size: in
     return scores, outputs
 
 
-def pick_shot_conversations(config, count: int) -> list[list[dict[str, Any]]]:
+def pick_shot_conversations(config, count: int, log: Callable[[str], None] = print) -> list[list[dict[str, Any]]]:
     """``count`` random training conversations (fixed seed), the demonstrations of the few-shot baseline."""
     import random
 
     report = validate_file(config.data.train, min_examples=1)
     if not report.ok or report.format not in SFT_FORMATS:
+        log(f"few-shot baseline skipped: the training file {config.data.train} cannot be read "
+            f"({report.summary(limit=1) if not report.ok else report.format.value})")
         return []
     picked = random.Random(config.training.seed).sample(report.records, min(count, len(report.records)))
     return [to_messages(r.value, report.format) for r in picked]
