@@ -44,3 +44,23 @@ def test_invalid_yaml_names_the_line(tmp_path):
 def test_save_total_limit_must_keep_two():
     with pytest.raises(ConfigError, match="save_total_limit"):
         load_config(None, ["data.train=x", "training.save_total_limit=1"])
+
+
+def test_data_paths_set_on_the_command_line_are_relative_to_the_working_directory(tmp_path, monkeypatch):
+    recipe = tmp_path / "recipes" / "r.yaml"
+    recipe.parent.mkdir()
+    recipe.write_text("data:\n  train: data/train.jsonl\n")
+    monkeypatch.chdir(tmp_path)
+    config = load_config(recipe, ["data.validation=build/val.jsonl"])
+    assert config.data.train == str(tmp_path / "recipes" / "data" / "train.jsonl")  # the file's own: beside it
+    assert config.data.validation == str(tmp_path / "build" / "val.jsonl")          # the flag's: from here
+
+
+def test_classify_recipe_has_its_own_schema_and_defaults():
+    config = load_config(None, ["recipe=classify", "data.train=/x.csv", "training.epochs=2"])
+    assert config.model == "minilm-l6" and config.method == "full"
+    assert config.training.learning_rate == 5e-5 and config.training.group_by_length  # classify defaults
+    with pytest.raises(ConfigError, match="recipe: unknown recipe 'dpo-ish'"):
+        load_config(None, ["recipe=dpo-ish", "data.train=/x.csv"])
+    with pytest.raises(ConfigError, match="class_weights"):
+        load_config(None, ["recipe=classify", "data.train=/x.csv", "class_weights=sometimes"])
