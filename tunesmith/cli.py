@@ -167,12 +167,7 @@ def compare(runs: List[str] = typer.Argument(..., help="Run ids or directories."
     if as_json:
         out.print_json(data=table["runs"])
         return
-    rich_table = Table(title=f"{len(table['rows'])} runs")
-    for column in table["columns"]:
-        rich_table.add_column(column)
-    for row in table["rows"]:
-        rich_table.add_row(*row)
-    out.print(rich_table)
+    out.print(render.compare_table(table))
     out.print(f"written: {table['files']['md']}", highlight=False)
 
 

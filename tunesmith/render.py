@@ -220,3 +220,15 @@ def predict_file_summary(summary: dict[str, Any]) -> Table:
     if "accuracy" in summary:
         table.add_row("accuracy (against the file's labels)", f"{summary['accuracy']:.2%}")
     return table
+
+
+def compare_table(table: dict[str, Any]) -> Table:
+    """Runs as columns and figures as rows: a terminal is narrower than the number of figures."""
+    runs = table["rows"]
+    grid = Table(title=f"{len(runs)} runs")
+    grid.add_column("")
+    for row in runs:
+        grid.add_column(row[0], overflow="fold")
+    for i, name in enumerate(table["columns"][1:], start=1):  # column 0, the run id, heads the columns
+        grid.add_row(name, *[_escape(str(row[i])) for row in runs])
+    return grid
