@@ -158,24 +158,24 @@ def _token_counter(model: str, workspace: Workspace) -> Callable[[str], int]:
 # ── training ────────────────────────────────────────────────────────────────────────────────
 
 def train(config: RecipeConfig | str | Path, overrides: list[str] | None = None,
-          workspace: Workspace | None = None, console=None):
+          workspace: Workspace | None = None, console=None, callbacks: list | None = None):
     """Train a new run from a config object or a YAML recipe (with ``key=value`` overrides).
     The recipe (``sft`` or ``classify``) comes from the config."""
     name = getattr(config, "recipe", "run")
     if not isinstance(config, (SFTConfig, ClassifyConfig)):
         name = Path(config).stem
         config = load_config(config, overrides)
-    return _recipe_runner(config)(config, _ws(workspace), console=console, name=name)
+    return _recipe_runner(config)(config, _ws(workspace), console=console, name=name, callbacks=callbacks)
 
 
-def resume(run: str, workspace: Workspace | None = None, console=None):
+def resume(run: str, workspace: Workspace | None = None, console=None, callbacks: list | None = None):
     """Continue a run from its last complete checkpoint, at the same global step."""
     ws = _ws(workspace)
     found = find_run(run, ws)
     if found.info().get("status") == "succeeded":
         raise TunesmithError(f"run {found.id} already finished; nothing to resume")
     config = load_config(found.config_path)
-    return _recipe_runner(config)(config, ws, run=found, console=console)
+    return _recipe_runner(config)(config, ws, run=found, console=console, callbacks=callbacks)
 
 
 def _recipe_runner(config: RecipeConfig):
@@ -285,3 +285,64 @@ def stream_reply(loaded, conversation: list[dict[str, str]], max_new_tokens: int
 def conversation(prompt: str, system: str | None = None) -> list[dict[str, str]]:
     """A one-turn conversation: an optional system message and the user's prompt."""
     return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+
+
+# ── server ──────────────────────────────────────────────────────────────────────────────────
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, require_keys: bool = True,
+          workspace: Workspace | None = None, log: Log = print, **settings: Any) -> None:
+    """Run the OpenAI-compatible server (and ``workers`` worker processes) until interrupted."""
+    import subprocess
+    import sys
+
+    import uvicorn
+
+    from tunesmith.server.app import ServerSettings, create_app
+
+    if not require_keys and host not in LOOPBACK:
+        raise ConfigError(f"--insecure-no-keys is only allowed on a loopback host, not {host}")
+    ws = _ws(workspace)
+    app = create_app(ws, ServerSettings(require_keys=require_keys, **settings))
+    procs = [subprocess.Popen([sys.executable, "-m", "tunesmith", "worker"]) for _ in range(workers)]
+    log(f"tunesmith serving on http://{host}:{port}/v1 with {workers} worker(s); "
+        f"API keys {'required' if require_keys else 'NOT required'}")
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=30)
+
+
+def run_worker(poll_seconds: float = 1.0, workspace: Workspace | None = None, stop_after: int | None = None) -> None:
+    """Take fine-tuning jobs from the server's queue and train them, one at a time."""
+    from tunesmith.server.db import Database
+    from tunesmith.server.worker import Worker
+
+    ws = _ws(workspace)
+    Worker(ws, Database.for_workspace(ws)).run_forever(poll_seconds, stop_after)
+
+
+def create_api_key(name: str = "default", workspace: Workspace | None = None) -> tuple[str, dict]:
+    from tunesmith.server.db import Database
+    from tunesmith.server.keys import create_key
+
+    return create_key(Database.for_workspace(_ws(workspace)), name)
+
+
+def list_api_keys(workspace: Workspace | None = None) -> list[dict]:
+    from tunesmith.server.db import Database
+    from tunesmith.server.keys import list_keys
+
+    return list_keys(Database.for_workspace(_ws(workspace)))
+
+
+def revoke_api_key(key_id: str, workspace: Workspace | None = None) -> bool:
+    from tunesmith.server.db import Database
+    from tunesmith.server.keys import revoke_key
+
+    return revoke_key(Database.for_workspace(_ws(workspace)), key_id)

@@ -18,9 +18,11 @@ app = typer.Typer(help="Fine-tune language models on your own data, evaluate the
 models_app = typer.Typer(help="Pull and list models.", no_args_is_help=True)
 data_app = typer.Typer(help="Check and split data files.", no_args_is_help=True)
 runs_app = typer.Typer(help="List training runs.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys for `tunesmith serve`.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(data_app, name="data")
 app.add_typer(runs_app, name="runs")
+app.add_typer(keys_app, name="keys")
 
 out = Console()
 err = Console(stderr=True)
@@ -241,6 +243,52 @@ def chat(target: str = typer.Argument(..., help="Run id, model name or model dir
             out.print(piece, end="", highlight=False, markup=False)
         out.print()
         conversation.append({"role": "assistant", "content": reply.strip()})
+
+
+# ── server ──────────────────────────────────────────────────────────────────────────────────
+
+@app.command()
+def serve(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+          port: int = typer.Option(8000, help="TCP port."),
+          workers: int = typer.Option(1, help="Worker processes started beside the server (= jobs trained at once); 0 for none."),
+          no_keys: bool = typer.Option(False, "--insecure-no-keys", help="Accept requests without an API key (only on a loopback host)."),
+          max_upload_mb: int = typer.Option(512, "--max-upload-mb", help="Largest file upload."),
+          cors: List[str] = typer.Option([], "--cors-origin", help="Allow this browser origin (repeatable); CORS is off by default."),
+          max_waiting: int = typer.Option(16, "--max-waiting", help="Inference requests that may wait for a model before 429.")):
+    """Serve the OpenAI-compatible API under /v1 (files, fine-tuning jobs, models, chat completions)."""
+    api.serve(host, port, workers, require_keys=not no_keys, max_upload_bytes=max_upload_mb * 1024 * 1024,
+              cors_origins=tuple(cors), max_waiting=max_waiting, log=lambda m: err.print(m, highlight=False))
+
+
+@app.command()
+def worker(poll: float = typer.Option(1.0, help="Seconds between looks at the queue.")):
+    """Run fine-tuning jobs from the server's queue (start as many as jobs should run at once)."""
+    api.run_worker(poll)
+
+
+@keys_app.command("create")
+def keys_create(name: str = typer.Option("default", help="A label for the key.")):
+    """Create an API key; it is shown once (only its hash is stored)."""
+    secret, info = api.create_api_key(name)
+    out.print(secret, highlight=False)
+    err.print(f"key {info['id']} ({info['name']}): store it now, it cannot be shown again", highlight=False)
+
+
+@keys_app.command("list")
+def keys_list():
+    """API keys (their ids, names and prefixes; never the secrets)."""
+    table = Table("id", "name", "prefix", "created", "revoked")
+    for key in api.list_api_keys():
+        table.add_row(key["id"], key["name"], key["prefix"], str(key["created_at"]), str(key["revoked_at"] or ""))
+    out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str = typer.Argument(..., help="The key id (see `tunesmith keys list`).")):
+    """Revoke an API key: requests with it get 401 from now on."""
+    if not api.revoke_api_key(key_id):
+        raise TunesmithError(f"no active key {key_id!r}")
+    out.print(f"revoked {key_id}")
 
 
 def main() -> None:

@@ -60,7 +60,8 @@ class ClassifyResult:
 
 
 def run_classify(config: ClassifyConfig, workspace: Workspace, run: Run | None = None,
-                 console: Console | None = None, name: str = "classify") -> ClassifyResult:
+                 console: Console | None = None, name: str = "classify",
+                 callbacks: list | None = None) -> ClassifyResult:
     """Train a new classifier run, or continue ``run`` from its last complete checkpoint."""
     console = console or Console(stderr=True)
     prepare_process(config)
@@ -86,7 +87,7 @@ def run_classify(config: ClassifyConfig, workspace: Workspace, run: Run | None =
     console.print(f"{config.method}: {trainable:,} trainable of {total:,} parameters; {len(splits.labels)} labels; "
                   f"precision {precision}; {len(train_set)} training / {len(eval_set)} validation examples")
 
-    trainer = build_trainer(config, model, tokenizer, train_set, eval_set, splits, run, precision, console)
+    trainer = build_trainer(config, model, tokenizer, train_set, eval_set, splits, run, precision, console, callbacks)
     started = time.time()
     output = fit(trainer, run, resume_from)
     final_dir = save_final(trainer, tokenizer, run, config.method)
@@ -201,7 +202,7 @@ def build_classifier(config: ClassifyConfig, model_ref: ModelRef, labels: list[s
 
 
 def build_trainer(config: ClassifyConfig, model, tokenizer, train_set, eval_set, splits: ClassificationSplits,
-                  run: Run, precision: str, console: Console):
+                  run: Run, precision: str, console: Console, callbacks: list | None = None):
     from transformers import PrinterCallback, Trainer
 
     has_eval = bool(eval_set)
@@ -211,7 +212,7 @@ def build_trainer(config: ClassifyConfig, model, tokenizer, train_set, eval_set,
                       data_collator=ClassifyCollator(tokenizer.pad_token_id), processing_class=tokenizer,
                       compute_metrics=_metrics_for(splits.labels),
                       compute_loss_func=class_weighted_loss(splits) if config.class_weights == "balanced" else None,
-                      callbacks=standard_callbacks(run, config.training, has_eval, console))
+                      callbacks=standard_callbacks(run, config.training, has_eval, console) + (callbacks or []))
     trainer.remove_callback(PrinterCallback)
     return trainer
 

@@ -50,9 +50,10 @@ def clean_first(config: RecipeConfig, workspace: Workspace, console: Console) ->
 
 def open_run(config: RecipeConfig, workspace: Workspace, run: Run | None, base_name: str, base_path: str,
              hashes: dict[str, str], name: str, console: Console, **info: Any) -> tuple[Run, Path | None]:
-    """A new run directory, or the existing run and the checkpoint to resume it from."""
-    if run is None:
-        run = new_run(workspace, config.run_name or name)
+    """A new run directory, or the existing run and the checkpoint to resume it from. An empty
+    run directory (created ahead, e.g. by a server worker that records it first) starts fresh."""
+    if run is None or not run.info_path.exists():
+        run = run or new_run(workspace, config.run_name or name)
         save_config(config, run.config_path)
         run.update_info(id=run.id, recipe=config.recipe, method=config.method, base_model=base_name,
                         base_model_path=base_path, data=hashes, status="running", created_at=time.time(), **info)

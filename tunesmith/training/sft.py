@@ -39,7 +39,8 @@ class RunResult:
 
 
 def run_sft(config: SFTConfig, workspace: Workspace, run: Run | None = None,
-            console: Console | None = None, name: str = "sft") -> RunResult:
+            console: Console | None = None, name: str = "sft",
+            callbacks: list | None = None) -> RunResult:
     """Train a new run, or continue ``run`` from its last complete checkpoint."""
     console = console or Console(stderr=True)
     prepare_process(config)
@@ -64,7 +65,7 @@ def run_sft(config: SFTConfig, workspace: Workspace, run: Run | None = None,
     console.print(f"{config.method}: {trainable:,} trainable of {total:,} parameters; precision {precision}; "
                   f"{len(train_set.examples)} training / {len(eval_set.examples)} validation examples")
 
-    trainer = build_trainer(config, model, tokenizer, train_set, eval_set, run, precision, console)
+    trainer = build_trainer(config, model, tokenizer, train_set, eval_set, run, precision, console, callbacks)
     started = time.time()
     output = fit(trainer, run, resume_from)
     final_dir = save_final(trainer, tokenizer, run, config.method)
@@ -127,7 +128,7 @@ def build_model(config: SFTConfig, model_ref):
 
 
 def build_trainer(config: SFTConfig, model, tokenizer, train_set: EncodedSet, eval_set: EncodedSet,
-                  run: Run, precision: str, console: Console):
+                  run: Run, precision: str, console: Console, callbacks: list | None = None):
     from transformers import PrinterCallback, Trainer
 
     has_eval = bool(eval_set.examples)
@@ -135,7 +136,8 @@ def build_trainer(config: SFTConfig, model, tokenizer, train_set: EncodedSet, ev
     trainer = Trainer(model=model, args=args, train_dataset=train_set.examples,
                       eval_dataset=eval_set.examples or None,
                       data_collator=PadCollator(tokenizer.pad_token_id, supports_loss_positions(model)),
-                      processing_class=tokenizer, callbacks=standard_callbacks(run, config.training, has_eval, console))
+                      processing_class=tokenizer,
+                      callbacks=standard_callbacks(run, config.training, has_eval, console) + (callbacks or []))
     trainer.remove_callback(PrinterCallback)  # ProgressDisplay replaces its raw dict prints
     return trainer
 

@@ -1,0 +1,133 @@
+"""The server driven by the official `openai` SDK, unchanged but for base_url, on a live
+127.0.0.1 server: files, a fine-tuning job on a tiny model trained by a worker process, events,
+checkpoints, models, chat (streaming and not), and OpenAI's error shapes."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from tests.conftest import chat_records, write_jsonl
+
+openai = pytest.importorskip("openai")
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    import uvicorn
+
+    from tunesmith import api
+    from tunesmith.server.app import ServerSettings, create_app
+    from tunesmith.workspace import Workspace
+
+    home = tmp_path_factory.mktemp("server-home")
+    workspace = Workspace(home)
+    secret, _ = api.create_api_key("tests", workspace=workspace)
+    app = create_app(workspace, ServerSettings(max_upload_bytes=64 * 1024))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    env = dict(os.environ, TUNESMITH_HOME=str(home))
+    worker = subprocess.Popen([sys.executable, "-m", "tunesmith", "worker", "--poll", "0.2"], env=env)
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=secret, max_retries=0)
+    yield client, port, home
+    worker.kill()
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def wait_for(client, job_id, statuses=("succeeded", "failed", "cancelled"), timeout=240):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        job = client.fine_tuning.jobs.retrieve(job_id)
+        if job.status in statuses:
+            return job
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} still {job.status}")
+
+
+def test_upload_train_poll_and_chat_with_the_fine_tuned_model(live, tiny_model_dir, tmp_path):
+    client, _, _ = live
+    data = write_jsonl(tmp_path / "train.jsonl", chat_records(24))
+    uploaded = client.files.create(file=open(data, "rb"), purpose="fine-tune")
+    assert uploaded.status == "processed" and uploaded.filename == "train.jsonl"
+    assert client.files.retrieve(uploaded.id).bytes == data.stat().st_size
+    assert client.files.content(uploaded.id).read() == data.read_bytes()
+    assert uploaded.id in [f.id for f in client.files.list()]
+
+    job = client.fine_tuning.jobs.create(model=str(tiny_model_dir), training_file=uploaded.id, suffix="demo",
+                                         seed=7, hyperparameters={"n_epochs": 2, "batch_size": 4},
+                                         metadata={"team": "tests"})
+    assert job.status == "queued" and job.seed == 7
+    job = wait_for(client, job.id)
+    assert job.status == "succeeded", job.error
+    assert job.fine_tuned_model.startswith("ft:") and ":tunesmith:demo:" in job.fine_tuned_model
+    assert job.trained_tokens > 0 and job.finished_at >= job.created_at
+    assert job.hyperparameters.n_epochs == 2
+    assert [j.id for j in client.fine_tuning.jobs.list(metadata={"team": "tests"})] == [job.id]
+
+    messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100)]
+    assert any(m.startswith("Step ") for m in messages) and "The job has successfully completed" in messages
+    checkpoints = list(client.fine_tuning.jobs.checkpoints.list(job.id))
+    assert checkpoints and checkpoints[0].fine_tuned_model_checkpoint.startswith(job.fine_tuned_model + ":ckpt-step-")
+
+    names = [m.id for m in client.models.list()]
+    assert job.fine_tuned_model in names and checkpoints[0].fine_tuned_model_checkpoint in names
+    assert client.models.retrieve(job.fine_tuned_model).id == job.fine_tuned_model
+
+    reply = client.chat.completions.create(model=job.fine_tuned_model, max_tokens=8, temperature=0,
+                                           messages=[{"role": "user", "content": "Which colour is item 3?"}])
+    assert reply.choices[0].message.role == "assistant"
+    assert reply.usage.prompt_tokens > 0 and 0 < reply.usage.completion_tokens <= 8
+    stream = client.chat.completions.create(model=job.fine_tuned_model, max_tokens=8, temperature=0, stream=True,
+                                            messages=[{"role": "user", "content": "Which colour is item 3?"}])
+    streamed = "".join(chunk.choices[0].delta.content or "" for chunk in stream)
+    assert streamed == reply.choices[0].message.content  # greedy: the same reply either way
+    two = client.chat.completions.create(model=checkpoints[-1].fine_tuned_model_checkpoint, n=2, max_tokens=4,
+                                         temperature=1.0, seed=1, messages=[{"role": "user", "content": "hi"}])
+    assert len(two.choices) == 2
+
+
+def test_invalid_training_file_fails_the_job_with_the_line(live, tiny_model_dir, tmp_path):
+    client, _, _ = live
+    records = chat_records(12)
+    records[4]["messages"][1]["role"] = "robot"
+    bad = client.files.create(file=open(write_jsonl(tmp_path / "bad.jsonl", records), "rb"), purpose="fine-tune")
+    assert bad.status == "error" and "line 5" in bad.status_details
+    job = client.fine_tuning.jobs.create(model=str(tiny_model_dir), training_file=bad.id)
+    assert job.status == "failed" and job.error.code == "invalid_training_file"
+    assert job.error.param == "training_file" and "line 5" in job.error.message
+
+
+def test_errors_have_openai_shapes(live, tmp_path):
+    client, port, _ = live
+    with pytest.raises(openai.NotFoundError) as found:
+        client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
+    assert found.value.body["code"] == "model_not_found"
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="ts-wrong", max_retries=0).models.list()
+    import httpx
+    assert httpx.get(f"http://127.0.0.1:{port}/v1/models").status_code == 401
+    big = tmp_path / "big.jsonl"
+    big.write_bytes(b'{"prompt": "x", "completion": "y"}\n' * 3000)  # ~100 KB > the 64 KB limit
+    with pytest.raises(openai.APIStatusError) as too_big:
+        client.files.create(file=open(big, "rb"), purpose="fine-tune")
+    assert too_big.value.status_code == 413
+    files_dir = live[2] / "files"
+    assert not [p for p in files_dir.iterdir() if p.name.endswith(".part")]  # nothing half-written kept
+    with pytest.raises(openai.NotFoundError):
+        client.fine_tuning.jobs.retrieve("ftjob-nope")

@@ -1,0 +1,254 @@
+"""The HTTP layer (FastAPI) under ``/v1``: OpenAI's routes and shapes over server/files.py,
+server/jobs.py and server/inference.py. Every route needs a valid API key (Bearer), unless the
+server was started explicitly without keys for localhost development."""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.concurrency import iterate_in_threadpool, run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+
+from tunesmith.server import jobs as job_service
+from tunesmith.server.db import Database
+from tunesmith.server.errors import APIError
+from tunesmith.server.files import FileStore
+from tunesmith.server.inference import ModelServer
+from tunesmith.server.keys import verify
+from tunesmith.workspace import Workspace
+
+DEFAULT_UPLOAD_LIMIT = 512 * 1024 * 1024  # OpenAI's per-file limit
+
+
+@dataclass
+class ServerSettings:
+    require_keys: bool = True
+    max_upload_bytes: int = DEFAULT_UPLOAD_LIMIT
+    cors_origins: tuple[str, ...] = ()
+    max_adapters: int = 8
+    max_waiting: int = 16
+
+
+def create_app(workspace: Workspace, settings: ServerSettings | None = None, db: Database | None = None) -> FastAPI:
+    settings = settings or ServerSettings()
+    db = db or Database.for_workspace(workspace)
+    files = FileStore(db, workspace.home / "files", settings.max_upload_bytes)
+    models = ModelServer(workspace, db, settings.max_adapters, settings.max_waiting)
+    app = FastAPI(title="tunesmith", version="1", docs_url="/docs", openapi_url="/openapi.json")
+    app.state.db, app.state.models = db, models
+    if settings.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"],
+                           allow_headers=["*"])
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError):
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    def authorised(request: Request) -> None:
+        if not settings.require_keys:
+            return
+        header = request.headers.get("authorization", "")
+        secret = header[7:].strip() if header.lower().startswith("bearer ") else ""
+        if not secret or not verify(db, secret):
+            raise APIError(401, "Incorrect API key provided." if secret else "Missing API key (Authorization: Bearer ...).",
+                           "invalid_api_key", type_="invalid_request_error")
+
+    v1 = Depends(authorised)
+
+    # ── files ──────────────────────────────────────────────────────────────────────────────
+    @app.post("/v1/files", dependencies=[v1])
+    async def create_file(request: Request):
+        return await _multipart_upload(request, files)
+
+    @app.get("/v1/files", dependencies=[v1])
+    def list_files(purpose: str | None = None, limit: int = 10000, after: str | None = None, order: str = "desc"):
+        data, more = files.list(purpose, max(1, min(limit, 10000)), after, order)
+        return _page(data, more)
+
+    @app.get("/v1/files/{file_id}", dependencies=[v1])
+    def retrieve_file(file_id: str):
+        from tunesmith.server.files import file_object
+        return file_object(files.get(file_id))
+
+    @app.get("/v1/files/{file_id}/content", dependencies=[v1])
+    def file_content(file_id: str):
+        row = files.get(file_id)
+        return FileResponse(files.path(row.id), media_type="application/octet-stream", filename=row.filename)
+
+    @app.delete("/v1/files/{file_id}", dependencies=[v1])
+    def delete_file(file_id: str):
+        return files.delete(file_id)
+
+    # ── fine-tuning jobs ───────────────────────────────────────────────────────────────────
+    @app.post("/v1/fine_tuning/jobs", dependencies=[v1])
+    async def create_job(request: Request):
+        body = await _json(request)
+        return await run_in_threadpool(job_service.create_job, db, files.directory, body)
+
+    @app.get("/v1/fine_tuning/jobs", dependencies=[v1])
+    def list_jobs(request: Request, after: str | None = None, limit: int = 20):
+        metadata = {k[9:-1]: v for k, v in request.query_params.items() if k.startswith("metadata[")}
+        data, more = job_service.list_jobs(db, after, max(1, min(limit, 100)), metadata)
+        return _page(data, more)
+
+    @app.get("/v1/fine_tuning/jobs/{job_id}", dependencies=[v1])
+    def retrieve_job(job_id: str):
+        return job_service.job_object(job_service.get_job(db, job_id))
+
+    @app.post("/v1/fine_tuning/jobs/{job_id}/cancel", dependencies=[v1])
+    def cancel_job(job_id: str):
+        return job_service.cancel_job(db, job_id)
+
+    @app.get("/v1/fine_tuning/jobs/{job_id}/events", dependencies=[v1])
+    def job_events(job_id: str, after: str | None = None, limit: int = 20):
+        data, more = job_service.list_events(db, job_id, after, max(1, min(limit, 100)))
+        return _page(data, more)
+
+    @app.get("/v1/fine_tuning/jobs/{job_id}/checkpoints", dependencies=[v1])
+    def job_checkpoints(job_id: str, after: str | None = None, limit: int = 10):
+        data, more = job_service.list_checkpoints(db, workspace, job_id, after, max(1, min(limit, 100)))
+        return _page(data, more, with_ids=True)
+
+    # ── models ─────────────────────────────────────────────────────────────────────────────
+    @app.get("/v1/models", dependencies=[v1])
+    def list_models():
+        return _page([_model_object(t) for t in models.targets()], False)
+
+    @app.get("/v1/models/{model:path}", dependencies=[v1])
+    def retrieve_model(model: str):
+        return _model_object(models.resolve(model))
+
+    # ── inference ──────────────────────────────────────────────────────────────────────────
+    @app.post("/v1/chat/completions", dependencies=[v1])
+    async def chat_completions(request: Request):
+        body = await _json(request)
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise APIError(400, "'messages' must be a non-empty array.", "invalid_value", "messages")
+        return await _completion(models, body, messages=messages, prompt=None, chat=True)
+
+    @app.post("/v1/completions", dependencies=[v1])
+    async def completions(request: Request):
+        body = await _json(request)
+        prompt = body.get("prompt")
+        if isinstance(prompt, list):
+            prompt = prompt[0] if prompt else ""
+        if not isinstance(prompt, str):
+            raise APIError(400, "'prompt' must be a string.", "invalid_value", "prompt")
+        return await _completion(models, body, messages=None, prompt=prompt, chat=False)
+
+    return app
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise APIError(400, "The request body is not valid JSON.", "invalid_json") from None
+    if not isinstance(body, dict):
+        raise APIError(400, "The request body must be a JSON object.", "invalid_json")
+    return body
+
+
+async def _multipart_upload(request: Request, files: FileStore) -> dict:
+    """Stream the multipart body to disk part by part, enforcing the size limit as bytes arrive
+    (starlette's form parser would spool the whole upload first)."""
+    from python_multipart import MultipartParser
+    from python_multipart.multipart import parse_options_header
+
+    content_type, options = parse_options_header(request.headers.get("content-type", ""))
+    if content_type != b"multipart/form-data" or b"boundary" not in options:
+        raise APIError(400, "Expected a multipart/form-data upload with fields 'file' and 'purpose'.", "invalid_request_error")
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > files.max_bytes + 64 * 1024:
+        raise APIError(413, f"File is larger than the {files.max_bytes:,}-byte upload limit.", "file_too_large", "file")
+    return await files.save_multipart(request.stream(), options[b"boundary"])
+
+
+def _page(data: list[dict], has_more: bool, with_ids: bool = False) -> dict:
+    page: dict[str, Any] = {"object": "list", "data": data, "has_more": has_more}
+    if with_ids:
+        page |= {"first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None}
+    return page
+
+
+def _model_object(target) -> dict:
+    return {"id": target.name, "object": "model", "created": target.created, "owned_by": target.owned_by}
+
+
+def _params(body: dict[str, Any]) -> dict[str, Any]:
+    stop = body.get("stop")
+    params = {
+        "max_tokens": int(body.get("max_completion_tokens") or body.get("max_tokens") or 256),
+        "temperature": float(body.get("temperature", 1.0) if body.get("temperature") is not None else 1.0),
+        "top_p": float(body.get("top_p") if body.get("top_p") is not None else 1.0),
+        "n": int(body.get("n") or 1),
+        "seed": body.get("seed"),
+        "stop": [stop] if isinstance(stop, str) else list(stop or []),
+    }
+    if not 1 <= params["max_tokens"] <= 8192:
+        raise APIError(400, "max_tokens must be between 1 and 8192.", "invalid_value", "max_tokens")
+    if not 0 <= params["temperature"] <= 2:
+        raise APIError(400, "temperature must be between 0 and 2.", "invalid_value", "temperature")
+    if not 0 < params["top_p"] <= 1:
+        raise APIError(400, "top_p must be in (0, 1].", "invalid_value", "top_p")
+    if not 1 <= params["n"] <= 16:
+        raise APIError(400, "n must be between 1 and 16.", "invalid_value", "n")
+    if len(params["stop"]) > 4:
+        raise APIError(400, "At most 4 stop sequences.", "invalid_value", "stop")
+    return params
+
+
+async def _completion(models: ModelServer, body: dict, messages, prompt, chat: bool):
+    name = body.get("model")
+    if not name:
+        raise APIError(400, "Missing required parameter: 'model'.", "missing_required_parameter", "model")
+    params = _params(body)
+    completion_id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
+    created = int(time.time())
+    if body.get("stream"):
+        if params["n"] != 1:
+            raise APIError(400, "Streaming supports n=1 only.", "invalid_value", "n")
+        pieces = await run_in_threadpool(models.stream, name, messages, prompt, params)
+        return StreamingResponse(_sse(pieces, completion_id, created, name, chat), media_type="text/event-stream")
+    result = await run_in_threadpool(models.complete, name, messages, prompt, params)
+    choices = []
+    for i, (text, reason) in enumerate(zip(result["texts"], result["finish_reasons"])):
+        if chat:
+            choices.append({"index": i, "message": {"role": "assistant", "content": text, "refusal": None},
+                            "finish_reason": reason, "logprobs": None})
+        else:
+            choices.append({"index": i, "text": text, "finish_reason": reason, "logprobs": None})
+    completion_tokens = sum(result["completion_tokens"])
+    return {"id": completion_id, "object": "chat.completion" if chat else "text_completion", "created": created,
+            "model": name, "choices": choices, "system_fingerprint": None,
+            "usage": {"prompt_tokens": result["prompt_tokens"], "completion_tokens": completion_tokens,
+                      "total_tokens": result["prompt_tokens"] + completion_tokens}}
+
+
+async def _sse(pieces, completion_id: str, created: int, name: str, chat: bool):
+    def chunk(delta: dict | str, finish: str | None) -> str:
+        if chat:
+            choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+            obj = "chat.completion.chunk"
+        else:
+            choice = {"index": 0, "text": delta, "finish_reason": finish, "logprobs": None}
+            obj = "text_completion"
+        return "data: " + json.dumps({"id": completion_id, "object": obj, "created": created, "model": name,
+                                      "choices": [choice]}) + "\n\n"
+
+    if chat:
+        yield chunk({"role": "assistant", "content": ""}, None)
+    try:
+        async for piece in iterate_in_threadpool(pieces):
+            yield chunk({"content": piece} if chat else piece, None)
+    except Exception as e:  # the status line has gone out: report in the stream, as OpenAI does
+        yield "data: " + json.dumps(APIError(500, str(e), "server_error", type_="server_error").body()) + "\n\n"
+        return
+    yield chunk({} if chat else "", "stop")
+    yield "data: [DONE]\n\n"

@@ -1,0 +1,126 @@
+"""The server's state in one SQL database (SQLAlchemy): uploaded files, fine-tuning jobs (the
+queue), job events and API keys. SQLite in the tunesmith home by default, in WAL mode so the web
+process and the workers read while one writes; any SQLAlchemy URL (e.g. Postgres) otherwise."""
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, create_engine, event, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from tunesmith.workspace import Workspace
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class FileRow(Base):
+    __tablename__ = "files"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    filename: Mapped[str] = mapped_column(String(255))   # sanitised; never used to build a path
+    purpose: Mapped[str] = mapped_column(String(32))
+    bytes: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))         # uploaded | processed | error
+    status_details: Mapped[str | None] = mapped_column(Text, nullable=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+
+
+class JobRow(Base):
+    __tablename__ = "jobs"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[int] = mapped_column(Integer, index=True)
+    status: Mapped[str] = mapped_column(String(24), index=True)
+    model: Mapped[str] = mapped_column(String(255))
+    training_file: Mapped[str] = mapped_column(String(64))
+    validation_file: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    suffix: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    seed: Mapped[int] = mapped_column(Integer)
+    method: Mapped[dict] = mapped_column(JSON)              # {"type": "supervised", "supervised": {"hyperparameters": ...}}
+    job_metadata: Mapped[dict | None] = mapped_column("metadata", JSON, nullable=True)
+    fine_tuned_model: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
+    run_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    error: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    finished_at: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    estimated_finish: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    trained_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    worker: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    heartbeat_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    cancel_requested: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class EventRow(Base):
+    __tablename__ = "events"
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
+    created_at: Mapped[int] = mapped_column(Integer)
+    level: Mapped[str] = mapped_column(String(8))
+    message: Mapped[str] = mapped_column(Text)
+    type: Mapped[str] = mapped_column(String(16))
+    data: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+
+
+class KeyRow(Base):
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)   # sha256 of the secret; the secret is never stored
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[int] = mapped_column(Integer)
+    revoked_at: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+def database_url(workspace: Workspace) -> str:
+    import os
+
+    return os.environ.get("TUNESMITH_DATABASE_URL") or f"sqlite:///{workspace.home / 'tunesmith.db'}"
+
+
+def make_engine(url: str) -> Engine:
+    sqlite = url.startswith("sqlite")
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30} if sqlite else {})
+    if sqlite:
+        @event.listens_for(engine, "connect")
+        def _pragmas(connection, _record):
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+    Base.metadata.create_all(engine)
+    return engine
+
+
+class Database:
+    def __init__(self, url: str):
+        self.url = url
+        self.engine = make_engine(url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @classmethod
+    def for_workspace(cls, workspace: Workspace) -> "Database":
+        workspace.home.mkdir(parents=True, exist_ok=True)
+        return cls(database_url(workspace))
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions() as session, session.begin():
+            yield session
+
+    def claim(self, from_status: str, to_status: str, worker: str) -> JobRow | None:
+        """Atomically move the oldest job in ``from_status`` to ``to_status`` for ``worker``: a
+        conditional UPDATE, so two workers can never claim the same job."""
+        with self.session() as session:
+            candidates = session.scalars(select(JobRow.id).where(JobRow.status == from_status)
+                                         .order_by(JobRow.created_at, JobRow.id).limit(5)).all()
+            for job_id in candidates:
+                claimed = session.execute(
+                    update(JobRow).where(JobRow.id == job_id, JobRow.status == from_status)
+                    .values(status=to_status, worker=worker, heartbeat_at=time.time()))
+                if claimed.rowcount == 1:
+                    return session.get(JobRow, job_id)
+        return None

@@ -1,0 +1,146 @@
+"""Uploaded files: stored under generated ids in ``<home>/files/``, size-limited while the body
+streams in, validated once stored (the file object's ``status`` / ``status_details``)."""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+import time
+from pathlib import Path
+from typing import AsyncIterator
+
+from sqlalchemy import select
+
+from tunesmith.data.validate import validate_file
+from tunesmith.server.db import Database, FileRow
+from tunesmith.server.errors import APIError, not_found
+
+PURPOSES = {"fine-tune", "batch", "assistants", "vision", "user_data", "evals"}
+
+
+def sanitise_filename(name: str | None) -> str:
+    """Kept only as a label: the base name, safe characters, at most 255 of them.
+
+    >>> sanitise_filename("../../etc/pass wd.jsonl")
+    'pass_wd.jsonl'
+    """
+    base = os.path.basename((name or "upload").replace("\\", "/"))
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", base).strip("._")[:255] or "upload"
+
+
+class FileStore:
+    def __init__(self, db: Database, directory: Path, max_bytes: int):
+        self.db, self.directory, self.max_bytes = db, directory, max_bytes
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def path(self, file_id: str) -> Path:
+        return self.directory / file_id  # ids are generated here, never taken from the request
+
+    async def save_multipart(self, stream: AsyncIterator[bytes], boundary: bytes) -> dict:
+        """Parse a multipart body as it arrives: the ``file`` part goes straight to a partial file
+        (size-checked per chunk), the other fields (``purpose``) are kept in memory."""
+        from python_multipart.multipart import MultipartParser, parse_options_header
+
+        file_id = "file-" + secrets.token_hex(12)
+        partial = self.directory / f".{file_id}.part"
+        part: dict = {}
+        fields: dict[str, bytes] = {}
+        upload = {"size": 0, "digest": hashlib.sha256(), "filename": None, "seen": False}
+
+        def on_part_begin():
+            part.clear()
+            part.update(headers={}, field=b"", value=b"")
+
+        def on_header_field(data, start, end):
+            part["field"] += data[start:end]
+
+        def on_header_value(data, start, end):
+            part["value"] += data[start:end]
+
+        def on_header_end():
+            part["headers"][part["field"].lower()] = part["value"]
+            part["field"], part["value"] = b"", b""
+
+        def on_headers_finished():
+            _, options = parse_options_header(part["headers"].get(b"content-disposition", b""))
+            part["name"] = options.get(b"name", b"").decode()
+            if part["name"] == "file":
+                upload["filename"], upload["seen"] = options.get(b"filename", b"upload").decode(errors="replace"), True
+
+        def on_part_data(data, start, end):
+            chunk = data[start:end]
+            if part.get("name") != "file":
+                fields[part.get("name", "")] = fields.get(part.get("name", ""), b"") + chunk[:4096]
+                return
+            upload["size"] += len(chunk)
+            if upload["size"] > self.max_bytes:
+                raise APIError(413, f"File is larger than the {self.max_bytes:,}-byte upload limit.",
+                               "file_too_large", "file")
+            upload["digest"].update(chunk)
+            out.write(chunk)
+
+        parser = MultipartParser(boundary, callbacks={
+            "on_part_begin": on_part_begin, "on_header_field": on_header_field, "on_header_value": on_header_value,
+            "on_header_end": on_header_end, "on_headers_finished": on_headers_finished, "on_part_data": on_part_data})
+        try:
+            with open(partial, "wb") as out:
+                async for chunk in stream:
+                    parser.write(chunk)
+            purpose = fields.get("purpose", b"").decode(errors="replace").strip()
+            if not upload["seen"]:
+                raise APIError(400, "Missing required parameter: 'file'.", "missing_required_parameter", "file")
+            if purpose not in PURPOSES:
+                raise APIError(400, f"'{purpose}' is not one of {sorted(PURPOSES)} - 'purpose'", "invalid_value",
+                               "purpose")
+            os.replace(partial, self.path(file_id))
+        finally:
+            partial.unlink(missing_ok=True)  # an aborted, refused or over-limit upload leaves nothing behind
+        status, details = self._validate(file_id, purpose)
+        row = FileRow(id=file_id, filename=sanitise_filename(upload["filename"]), purpose=purpose,
+                      bytes=upload["size"], created_at=int(time.time()), status=status, status_details=details,
+                      sha256=upload["digest"].hexdigest())
+        with self.db.session() as session:
+            session.add(row)
+        return file_object(row)
+
+    def _validate(self, file_id: str, purpose: str) -> tuple[str, str | None]:
+        if purpose != "fine-tune":
+            return "processed", None
+        report = validate_file(self.path(file_id))
+        return ("processed", None) if report.ok else ("error", report.summary(limit=10))
+
+    def get(self, file_id: str) -> FileRow:
+        with self.db.session() as session:
+            row = session.get(FileRow, file_id)
+        if row is None:
+            raise not_found("file", file_id)
+        return row
+
+    def list(self, purpose: str | None, limit: int, after: str | None, order: str) -> tuple[list[dict], bool]:
+        with self.db.session() as session:
+            query = select(FileRow)
+            if purpose:
+                query = query.where(FileRow.purpose == purpose)
+            rows = list(session.scalars(query.order_by(FileRow.created_at, FileRow.id)))
+        if order == "desc":
+            rows.reverse()
+        if after:
+            ids = [r.id for r in rows]
+            rows = rows[ids.index(after) + 1:] if after in ids else []
+        return [file_object(r) for r in rows[:limit]], len(rows) > limit
+
+    def delete(self, file_id: str) -> dict:
+        with self.db.session() as session:
+            row = session.get(FileRow, file_id)
+            if row is None:
+                raise not_found("file", file_id)
+            session.delete(row)
+        self.path(file_id).unlink(missing_ok=True)
+        return {"id": file_id, "object": "file", "deleted": True}
+
+
+def file_object(row: FileRow) -> dict:
+    return {"id": row.id, "object": "file", "bytes": row.bytes, "created_at": row.created_at, "expires_at": None,
+            "filename": row.filename, "purpose": row.purpose, "status": row.status,
+            "status_details": row.status_details}

@@ -1,0 +1,247 @@
+"""Fine-tuning jobs as OpenAI defines them: creation and validation, the job / event / checkpoint
+objects, and the recipe config a job trains with. The queue is the ``jobs`` table; workers
+(server/worker.py) claim and run them."""
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from tunesmith.config import SFTConfig, load_config
+from tunesmith.server.db import Database, EventRow, FileRow, JobRow
+from tunesmith.server.errors import APIError, not_found
+from tunesmith.training.checkpoints import checkpoints_by_step, problems_with
+from tunesmith.workspace import Workspace
+
+ORGANIZATION = "tunesmith"
+BASE_LEARNING_RATE = 2e-4  # the LoRA rate learning_rate_multiplier scales
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+def auto_epochs(n_examples: int) -> int:
+    """OpenAI's cookbook rule: 3 epochs, more for tiny sets (≥100 example passes), fewer for huge ones.
+
+    >>> auto_epochs(10), auto_epochs(500), auto_epochs(100_000)
+    (10, 3, 1)
+    """
+    if n_examples * 3 < 100:
+        return min(25, 100 // max(n_examples, 1))
+    if n_examples * 3 > 25_000:
+        return max(1, 25_000 // n_examples)
+    return 3
+
+
+def create_job(db: Database, files_dir: Path, body: dict[str, Any]) -> dict:
+    """Validate the request, record the job in ``validating_files``, check its files (quick: they
+    were validated on upload) and move it to ``queued`` — or ``failed`` with the file's first
+    problem, before any compute."""
+    model, training_file = body.get("model"), body.get("training_file")
+    if not model or not isinstance(model, str):
+        raise APIError(400, "Missing required parameter: 'model'.", "missing_required_parameter", "model")
+    if not training_file:
+        raise APIError(400, "Missing required parameter: 'training_file'.", "missing_required_parameter",
+                       "training_file")
+    suffix = body.get("suffix")
+    if suffix is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", str(suffix)):
+        raise APIError(400, "suffix must be 1-64 characters of letters, digits, '-' or '_'.", "invalid_value", "suffix")
+    method = _method(body)
+    metadata = body.get("metadata")
+    if metadata is not None and (not isinstance(metadata, dict) or len(metadata) > 16):
+        raise APIError(400, "metadata must be an object of at most 16 string pairs.", "invalid_value", "metadata")
+    job = JobRow(id="ftjob-" + secrets.token_hex(12), created_at=int(time.time()), status="validating_files",
+                 model=model, training_file=training_file, validation_file=body.get("validation_file"),
+                 suffix=suffix, seed=int(body["seed"]) if body.get("seed") is not None else secrets.randbelow(2**31),
+                 method=method, job_metadata=metadata)
+    with db.session() as session:
+        for param in ("training_file", "validation_file"):
+            file_id = getattr(job, param)
+            if file_id and session.get(FileRow, file_id) is None:
+                raise APIError(400, f"invalid {param}: {file_id}", "invalid_request_error", param)
+        session.add(job)
+    add_event(db, job.id, f"Created fine-tuning job: {job.id}")
+    add_event(db, job.id, f"Validating training file: {training_file}")
+    error = _file_problem(db, job)
+    with db.session() as session:
+        row = session.get(JobRow, job.id)
+        if error:
+            row.status, row.error, row.finished_at = "failed", error, int(time.time())
+        else:
+            row.status = "queued"
+    if error:
+        add_event(db, job.id, f"Job failed: {error['message']}", level="error")
+    else:
+        add_event(db, job.id, "Files validated, moving job to queued state")
+    return job_object(get_job(db, job.id))
+
+
+def _method(body: dict[str, Any]) -> dict:
+    method = body.get("method") or {"type": "supervised"}
+    kind = method.get("type", "supervised")
+    if kind != "supervised":
+        raise APIError(400, f"method type '{kind}' is not supported yet (supported: supervised).",
+                       "invalid_value", "method")
+    hyper = dict((method.get("supervised") or {}).get("hyperparameters") or body.get("hyperparameters") or {})
+    for key, low, high in (("n_epochs", 1, 50), ("batch_size", 1, 256)):
+        value = hyper.get(key, "auto")
+        if value != "auto" and not (isinstance(value, int) and low <= value <= high):
+            raise APIError(400, f"{key} must be 'auto' or an integer {low}-{high}.", "invalid_value", key)
+        hyper[key] = value
+    rate = hyper.get("learning_rate_multiplier", "auto")
+    if rate != "auto" and not (isinstance(rate, (int, float)) and rate > 0):
+        raise APIError(400, "learning_rate_multiplier must be 'auto' or a number > 0.", "invalid_value",
+                       "learning_rate_multiplier")
+    hyper["learning_rate_multiplier"] = rate
+    return {"type": "supervised", "supervised": {"hyperparameters": hyper}}
+
+
+def _file_problem(db: Database, job: JobRow) -> dict | None:
+    with db.session() as session:
+        for param in ("training_file", "validation_file"):
+            file_id = getattr(job, param)
+            row = session.get(FileRow, file_id) if file_id else None
+            if row is not None and row.status == "error":
+                return {"code": f"invalid_{param}", "param": param,
+                        "message": f"The job failed due to an invalid {param.replace('_', ' ')} ({file_id}): "
+                                   f"{row.status_details}"}
+    return None
+
+
+def resolved_hyperparameters(job: JobRow, n_examples: int) -> dict:
+    hyper = dict(job.method["supervised"]["hyperparameters"])
+    if hyper["n_epochs"] == "auto":
+        hyper["n_epochs"] = auto_epochs(n_examples)
+    if hyper["batch_size"] == "auto":
+        hyper["batch_size"] = max(1, min(8, n_examples // 10 or 1))
+    if hyper["learning_rate_multiplier"] == "auto":
+        hyper["learning_rate_multiplier"] = 1.0
+    return hyper
+
+
+def job_config(job: JobRow, files_dir: Path, n_examples: int) -> tuple[SFTConfig, dict]:
+    """The SFT recipe a job trains with (LoRA on the base model, checkpoints every epoch)."""
+    hyper = resolved_hyperparameters(job, n_examples)
+    steps_per_epoch = max(1, -(-n_examples // hyper["batch_size"]))
+    base = {
+        "model": job.model, "run_name": job.id,
+        "data": {"train": str(files_dir / job.training_file),
+                 "validation": str(files_dir / job.validation_file) if job.validation_file else None,
+                 "validation_fraction": 0.0, "min_examples": 10},
+        "training": {"epochs": hyper["n_epochs"], "batch_size": hyper["batch_size"],
+                     "learning_rate": BASE_LEARNING_RATE * hyper["learning_rate_multiplier"], "seed": job.seed,
+                     "eval_steps": steps_per_epoch, "save_steps": steps_per_epoch, "save_total_limit": 3,
+                     "logging_steps": max(1, min(10, steps_per_epoch))},
+    }
+    return load_config(None, [], base=base), hyper
+
+
+def fine_tuned_name(job: JobRow) -> str:
+    base = Path(job.model).name if "/" in job.model else job.model
+    return f"ft:{base}:{ORGANIZATION}:{job.suffix or ''}:{job.id.removeprefix('ftjob-')[:8]}"
+
+
+def get_job(db: Database, job_id: str) -> JobRow:
+    with db.session() as session:
+        row = session.get(JobRow, job_id)
+    if row is None:
+        raise not_found("fine-tuning job", job_id, "fine_tuning_job_not_found")
+    return row
+
+
+def list_jobs(db: Database, after: str | None, limit: int, metadata: dict[str, str]) -> tuple[list[dict], bool]:
+    with db.session() as session:
+        rows = list(session.scalars(select(JobRow).order_by(JobRow.created_at.desc(), JobRow.id.desc())))
+    if metadata:
+        rows = [r for r in rows if all((r.job_metadata or {}).get(k) == v for k, v in metadata.items())]
+    if after:
+        ids = [r.id for r in rows]
+        rows = rows[ids.index(after) + 1:] if after in ids else []
+    return [job_object(r) for r in rows[:limit]], len(rows) > limit
+
+
+def cancel_job(db: Database, job_id: str) -> dict:
+    with db.session() as session:
+        row = session.get(JobRow, job_id)
+        if row is None:
+            raise not_found("fine-tuning job", job_id, "fine_tuning_job_not_found")
+        if row.status in TERMINAL:
+            raise APIError(400, f"Job {job_id} is already {row.status} and cannot be cancelled.", "invalid_request_error")
+        row.cancel_requested = 1
+        if row.status in ("validating_files", "queued", "paused"):
+            row.status, row.finished_at = "cancelled", int(time.time())
+    add_event(db, job_id, "Job cancellation requested" if get_job(db, job_id).status == "running" else "Job cancelled")
+    return job_object(get_job(db, job_id))
+
+
+def add_event(db: Database, job_id: str, message: str, level: str = "info", type_: str = "message",
+              data: dict | None = None) -> None:
+    with db.session() as session:
+        session.add(EventRow(id="ftevent-" + secrets.token_hex(12), job_id=job_id, created_at=int(time.time()),
+                             level=level, message=message, type=type_, data=data or {}))
+
+
+def list_events(db: Database, job_id: str, after: str | None, limit: int) -> tuple[list[dict], bool]:
+    get_job(db, job_id)
+    with db.session() as session:
+        rows = list(session.scalars(select(EventRow).where(EventRow.job_id == job_id).order_by(EventRow.seq.desc())))
+    if after:
+        ids = [r.id for r in rows]
+        rows = rows[ids.index(after) + 1:] if after in ids else []
+    events = [{"id": r.id, "object": "fine_tuning.job.event", "created_at": r.created_at, "level": r.level,
+               "message": r.message, "type": r.type, "data": r.data or {}} for r in rows[:limit]]
+    return events, len(rows) > limit
+
+
+def list_checkpoints(db: Database, workspace: Workspace, job_id: str, after: str | None,
+                     limit: int) -> tuple[list[dict], bool]:
+    job = get_job(db, job_id)
+    items = [checkpoint_object(job, step, path) for step, path in reversed(checkpoint_dirs(workspace, job))]
+    if after:
+        ids = [c["id"] for c in items]
+        items = items[ids.index(after) + 1:] if after in ids else []
+    return items[:limit], len(items) > limit
+
+
+def checkpoint_dirs(workspace: Workspace, job: JobRow) -> list[tuple[int, Path]]:
+    """The job's sound checkpoints (a half-written one is never offered as a model)."""
+    if not job.run_id:
+        return []
+    directory = workspace.run_dir(job.run_id) / "checkpoints"
+    return [(step, path) for step, path in checkpoints_by_step(directory) if not problems_with(path)]
+
+
+def checkpoint_object(job: JobRow, step: int, path: Path) -> dict:
+    metrics = _metrics_at(path.parent.parent / "metrics.jsonl", step)
+    return {"id": f"ftckpt_{job.id.removeprefix('ftjob-')[:12]}_{step}", "object": "fine_tuning.job.checkpoint",
+            "created_at": int(path.stat().st_mtime), "fine_tuning_job_id": job.id, "step_number": step,
+            "fine_tuned_model_checkpoint": f"{fine_tuned_name(job)}:ckpt-step-{step}", "metrics": metrics}
+
+
+def _metrics_at(path: Path, step: int) -> dict:
+    metrics: dict[str, Any] = {"step": step}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            if record.get("step") == step:
+                if "loss" in record:
+                    metrics["train_loss"] = record["loss"]
+                if "eval_loss" in record:
+                    metrics["valid_loss"] = record["eval_loss"]
+    return metrics
+
+
+def job_object(row: JobRow) -> dict:
+    hyper = row.method["supervised"]["hyperparameters"]
+    return {
+        "id": row.id, "object": "fine_tuning.job", "created_at": row.created_at, "finished_at": row.finished_at,
+        "model": row.model, "fine_tuned_model": row.fine_tuned_model, "organization_id": ORGANIZATION,
+        "status": row.status, "error": row.error, "hyperparameters": hyper, "method": row.method,
+        "training_file": row.training_file, "validation_file": row.validation_file, "result_files": [],
+        "trained_tokens": row.trained_tokens, "seed": row.seed, "suffix": row.suffix,
+        "user_provided_suffix": row.suffix, "estimated_finish": row.estimated_finish if row.status == "running" else None,
+        "integrations": [], "metadata": row.job_metadata,
+    }
