@@ -90,3 +90,24 @@ def test_cancel_a_running_job(server, tiny_model_dir, tmp_path):
     assert wait_for(client, job.id).status == "cancelled"
     with pytest.raises(openai.BadRequestError):
         client.fine_tuning.jobs.cancel(job.id)
+
+
+def test_pause_writes_a_checkpoint_and_resume_continues_from_it(server, tiny_model_dir, tmp_path):
+    client, workspace, start_worker = server
+    job = _long_job(client, tiny_model_dir, tmp_path, epochs=40)
+    start_worker()
+    deadline = time.time() + 60
+    while client.fine_tuning.jobs.retrieve(job.id).status != "running":
+        assert time.time() < deadline
+        time.sleep(0.1)
+    time.sleep(1.0)
+    client.fine_tuning.jobs.pause(job.id)
+    paused = wait_for(client, job.id, statuses=("paused", "succeeded", "failed"))
+    assert paused.status == "paused"
+    steps = [c.step_number for c in client.fine_tuning.jobs.checkpoints.list(job.id)]
+    assert steps
+    assert client.fine_tuning.jobs.resume(job.id).status == "queued"
+    done = wait_for(client, job.id)
+    assert done.status == "succeeded", done.error
+    run_dir = next((workspace.home / "runs").iterdir())
+    assert json.loads((run_dir / "run.json").read_text())["resumed_from_step"] == max(steps)

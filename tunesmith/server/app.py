@@ -104,6 +104,14 @@ def create_app(workspace: Workspace, settings: ServerSettings | None = None, db:
     def cancel_job(job_id: str):
         return job_service.cancel_job(db, job_id)
 
+    @app.post("/v1/fine_tuning/jobs/{job_id}/pause", dependencies=[v1])
+    def pause_job(job_id: str):
+        return job_service.pause_job(db, job_id)
+
+    @app.post("/v1/fine_tuning/jobs/{job_id}/resume", dependencies=[v1])
+    def resume_job(job_id: str):
+        return job_service.resume_job(db, job_id)
+
     @app.get("/v1/fine_tuning/jobs/{job_id}/events", dependencies=[v1])
     def job_events(job_id: str, after: str | None = None, limit: int = 20):
         data, more = job_service.list_events(db, job_id, after, max(1, min(limit, 100)))

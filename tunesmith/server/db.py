@@ -50,7 +50,7 @@ class JobRow(Base):
     trained_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
     worker: Mapped[str | None] = mapped_column(String(128), nullable=True)
     heartbeat_at: Mapped[float | None] = mapped_column(Float, nullable=True)
-    cancel_requested: Mapped[int] = mapped_column(Integer, default=0)
+    stop_requested: Mapped[str | None] = mapped_column(String(8), nullable=True)  # "cancel" | "pause"
 
 
 class EventRow(Base):

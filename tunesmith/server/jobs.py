@@ -170,10 +170,40 @@ def cancel_job(db: Database, job_id: str) -> dict:
             raise not_found("fine-tuning job", job_id, "fine_tuning_job_not_found")
         if row.status in TERMINAL:
             raise APIError(400, f"Job {job_id} is already {row.status} and cannot be cancelled.", "invalid_request_error")
-        row.cancel_requested = 1
+        row.stop_requested = "cancel"
         if row.status in ("validating_files", "queued", "paused"):
             row.status, row.finished_at = "cancelled", int(time.time())
     add_event(db, job_id, "Job cancellation requested" if get_job(db, job_id).status == "running" else "Job cancelled")
+    return job_object(get_job(db, job_id))
+
+
+def pause_job(db: Database, job_id: str) -> dict:
+    """A queued job waits; a running one stops after its next step, writing a checkpoint first."""
+    with db.session() as session:
+        row = session.get(JobRow, job_id)
+        if row is None:
+            raise not_found("fine-tuning job", job_id, "fine_tuning_job_not_found")
+        if row.status not in ("queued", "running"):
+            raise APIError(400, f"Job {job_id} is {row.status}; only queued or running jobs can be paused.",
+                           "invalid_request_error")
+        if row.status == "queued":
+            row.status = "paused"
+        else:
+            row.stop_requested = "pause"
+    add_event(db, job_id, "Job paused" if get_job(db, job_id).status == "paused" else "Job pause requested")
+    return job_object(get_job(db, job_id))
+
+
+def resume_job(db: Database, job_id: str) -> dict:
+    """A paused job goes back to the queue; a worker continues it from its last checkpoint."""
+    with db.session() as session:
+        row = session.get(JobRow, job_id)
+        if row is None:
+            raise not_found("fine-tuning job", job_id, "fine_tuning_job_not_found")
+        if row.status != "paused":
+            raise APIError(400, f"Job {job_id} is {row.status}; only paused jobs can be resumed.", "invalid_request_error")
+        row.status, row.stop_requested = "queued", None
+    add_event(db, job_id, "Job resumed: queued again")
     return job_object(get_job(db, job_id))
 
 

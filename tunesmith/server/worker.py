@@ -35,18 +35,17 @@ class JobProgress(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         now = time.time()
-        if now - self.last_beat < HEARTBEAT_SECONDS:
-            return
-        self.last_beat = now
-        done = max(state.global_step - self.first_step, 1)
-        finish = int(now + (now - self.started) / done * (state.max_steps - state.global_step))
         with self.db.session() as session:
             row = session.get(JobRow, self.job_id)
-            row.heartbeat_at, row.estimated_finish = now, finish
-            cancel = bool(row.cancel_requested)
-        if cancel:
+            stop = row.stop_requested
+            if now - self.last_beat >= HEARTBEAT_SECONDS:
+                self.last_beat = now
+                done = max(state.global_step - self.first_step, 1)
+                row.heartbeat_at = now
+                row.estimated_finish = int(now + (now - self.started) / done * (state.max_steps - state.global_step))
+        if stop:
             control.should_training_stop = True
-            control.should_save = False
+            control.should_save = stop == "pause"  # a paused job continues from this step
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs or not ("loss" in logs or "eval_loss" in logs):
@@ -117,9 +116,16 @@ class Worker:
         console = Console(stderr=True, quiet=True)
         run = self._run_of(job, hyper)
         result = run_sft(config, self.workspace, run=run, console=console, name=job.id, callbacks=[progress])
-        if get_job(self.db, job.id).cancel_requested:
+        stop = get_job(self.db, job.id).stop_requested
+        if stop == "cancel":
             self._finish(job.id, "cancelled")
             add_event(self.db, job.id, "Job cancelled")
+            return
+        if stop == "pause":
+            with self.db.session() as session:
+                row = session.get(JobRow, job.id)
+                row.status, row.stop_requested, row.worker, row.estimated_finish = "paused", None, None, None
+            add_event(self.db, job.id, "Job paused after writing a checkpoint")
             return
         tokens = result.summary.get("trained_loss_tokens")
         self._finish(job.id, "succeeded", fine_tuned_model=fine_tuned_name(job), trained_tokens=tokens)
