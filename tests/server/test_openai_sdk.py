@@ -131,3 +131,31 @@ def test_errors_have_openai_shapes(live, tmp_path):
     assert not [p for p in files_dir.iterdir() if p.name.endswith(".part")]  # nothing half-written kept
     with pytest.raises(openai.NotFoundError):
         client.fine_tuning.jobs.retrieve("ftjob-nope")
+
+
+def test_classifier_endpoint_and_model_delete(live, tiny_encoder_dir, tiny_model_dir, tmp_path):
+    import httpx
+
+    from tests.conftest import classification_records
+    from tests.training.test_classify import classify_config
+    from tunesmith import api
+    from tunesmith.workspace import Workspace
+
+    client, port, home = live
+    workspace = Workspace(home)
+    train = write_jsonl(tmp_path / "intents.jsonl", classification_records(60))
+    run = api.train(classify_config(train, tiny_encoder_dir, **{"training.epochs": 2}), workspace=workspace).run
+    response = httpx.post(f"http://127.0.0.1:{port}/v1/classifications", headers={"Authorization": f"Bearer {client.api_key}"},
+                          json={"model": run.id, "input": ["where is my parcel", "reset my password"]})
+    assert response.status_code == 200, response.text
+    data = response.json()["data"]
+    assert len(data) == 2 and set(data[0]["probabilities"]) == {"delivery", "login", "refund"}
+    assert abs(sum(data[0]["probabilities"].values()) - 1) < 1e-4
+    missing = httpx.post(f"http://127.0.0.1:{port}/v1/classifications", headers={"Authorization": f"Bearer {client.api_key}"},
+                         json={"model": "no-such-run", "input": "x"})
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"
+
+    checkpoints = [m.id for m in client.models.list() if ":ckpt-step-" in m.id]
+    assert checkpoints
+    assert client.models.delete(checkpoints[0]).deleted
+    assert checkpoints[0] not in [m.id for m in client.models.list()]

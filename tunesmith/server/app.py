@@ -131,6 +131,10 @@ def create_app(workspace: Workspace, settings: ServerSettings | None = None, db:
     def retrieve_model(model: str):
         return _model_object(models.resolve(model))
 
+    @app.delete("/v1/models/{model:path}", dependencies=[v1])
+    def delete_model(model: str):
+        return models.delete(model)
+
     # ── inference ──────────────────────────────────────────────────────────────────────────
     @app.post("/v1/chat/completions", dependencies=[v1])
     async def chat_completions(request: Request):
@@ -149,6 +153,19 @@ def create_app(workspace: Workspace, settings: ServerSettings | None = None, db:
         if not isinstance(prompt, str):
             raise APIError(400, "'prompt' must be a string.", "invalid_value", "prompt")
         return await _completion(models, body, messages=None, prompt=prompt, chat=False)
+
+    @app.post("/v1/classifications", dependencies=[v1])
+    async def classifications(request: Request):
+        """tunesmith's own route (OpenAI has none): ``{"model": <classify run id>, "input": str | [str]}``
+        → one ``{label, confidence, probabilities}`` per input."""
+        body = await _json(request)
+        texts = body.get("input")
+        texts = [texts] if isinstance(texts, str) else texts
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+            raise APIError(400, "'input' must be a string or a non-empty array of strings.", "invalid_value", "input")
+        if not body.get("model"):
+            raise APIError(400, "Missing required parameter: 'model'.", "missing_required_parameter", "model")
+        return await run_in_threadpool(models.classify, str(body["model"]), texts)
 
     return app
 

@@ -50,6 +50,7 @@ class ModelServer:
     def __init__(self, workspace: Workspace, db: Database, max_adapters: int = 8, max_waiting: int = 16):
         self.workspace, self.db, self.max_adapters = workspace, db, max_adapters
         self.slots: dict[str, BaseSlot] = {}
+        self.classifiers: dict[str, Any] = {}
         self._loading = threading.Lock()
         self._waiting = threading.BoundedSemaphore(max_waiting)
 
@@ -61,7 +62,7 @@ class ModelServer:
             jobs = list(session.scalars(select(JobRow).where(JobRow.run_id.is_not(None))))
         for job in jobs:
             run = Run(self.workspace.run_dir(job.run_id))
-            if job.fine_tuned_model and job.status == "succeeded":
+            if job.fine_tuned_model and job.status == "succeeded" and run.final_dir.exists():
                 final = run.final_dir
                 found.append(Target(job.fine_tuned_model, job.model, final if final.name == "adapter" else None,
                                     final if final.name == "model" else None, created=job.finished_at or 0))
@@ -82,6 +83,42 @@ class ModelServer:
             if target.name == name:
                 return target
         raise model_not_found(name)
+
+    def delete(self, name: str) -> dict:
+        """Delete a fine-tuned model's weights, a checkpoint, or a pulled base model."""
+        import shutil
+
+        target = self.resolve(name)
+        path = target.full_dir or target.adapter_dir or self.workspace.model_dir(target.name)
+        with self._loading:
+            for key, slot in list(self.slots.items()):
+                adapter = _adapter_key(name)
+                if key in (target.name, f"full:{target.full_dir}"):
+                    del self.slots[key]
+                elif adapter in slot.adapters:
+                    with slot.lock:
+                        slot.adapters.pop(adapter)
+                        slot.model.delete_adapter(adapter)
+        shutil.rmtree(path)
+        return {"id": name, "object": "model", "deleted": True}
+
+    def classify(self, run_ref: str, texts: list[str]) -> dict:
+        """Labels and probabilities from a classify run (``tunesmith train`` with recipe: classify)."""
+        from tunesmith.errors import TunesmithError
+        from tunesmith.predict import load_classifier, predict_texts
+        from tunesmith.runs import find_run
+
+        with self._loading:
+            if run_ref not in self.classifiers:
+                try:
+                    self.classifiers[run_ref] = load_classifier(find_run(run_ref, self.workspace), self.workspace)
+                except TunesmithError:
+                    raise model_not_found(run_ref) from None
+            classifier = self.classifiers[run_ref]
+        results = predict_texts(classifier, texts, top_k=len(classifier.labels))
+        return {"object": "list", "model": run_ref, "data": [
+            {"object": "classification", "index": i, "label": r["label"], "confidence": r["confidence"],
+             "probabilities": {t["label"]: t["probability"] for t in r["top"]}} for i, r in enumerate(results)]}
 
     # ── loading ────────────────────────────────────────────────────────────────────────────
     def _slot(self, key: str, ref: ModelRef) -> BaseSlot:
