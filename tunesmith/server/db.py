@@ -1,6 +1,7 @@
 """The server's state in one SQL database (SQLAlchemy): uploaded files, fine-tuning jobs (the
 queue), job events and API keys. SQLite in the tunesmith home by default, in WAL mode so the web
-process and the workers read while one writes; any SQLAlchemy URL (e.g. Postgres) otherwise."""
+process and the workers read while one writes; any SQLAlchemy URL (e.g. Postgres, through
+``TUNESMITH_DATABASE_URL``) otherwise. The schema is managed by Alembic migrations."""
 from __future__ import annotations
 
 import time
@@ -91,8 +92,23 @@ def make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
-    Base.metadata.create_all(engine)
+    migrate(engine)
     return engine
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest Alembic revision (tunesmith/server/migrations/versions).
+    Every process runs it on start; on an up-to-date database it is a no-op."""
+    from pathlib import Path
+
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
 
 
 class Database:

@@ -1,0 +1,36 @@
+"""The database: Alembic-managed schema, atomic job claims."""
+import threading
+
+from sqlalchemy import inspect, text
+
+from tunesmith.server.db import Database, JobRow
+
+
+def test_schema_comes_from_the_migrations_and_is_at_head(tmp_path):
+    db = Database(f"sqlite:///{tmp_path / 'a.db'}")
+    with db.engine.connect() as connection:
+        assert connection.execute(text("select version_num from alembic_version")).scalar() == "0001"
+    assert {"files", "jobs", "events", "api_keys"} <= set(inspect(db.engine).get_table_names())
+    Database(db.url)  # a second process opening it: no-op upgrade
+
+
+def test_a_job_is_claimed_by_exactly_one_of_many_workers(tmp_path):
+    db = Database(f"sqlite:///{tmp_path / 'b.db'}")
+    with db.session() as session:
+        for i in range(5):
+            session.add(JobRow(id=f"ftjob-{i}", created_at=i, status="queued", model="m", training_file="f", seed=0,
+                               method={"type": "supervised"}))
+    claims: list[str] = []
+    lock = threading.Lock()
+
+    def worker(name):
+        while (job := db.claim("queued", "running", name)) is not None:
+            with lock:
+                claims.append(job.id)
+
+    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(claims) == [f"ftjob-{i}" for i in range(5)]  # every job once, none twice
