@@ -9,14 +9,14 @@ import time
 import pytest
 
 from tests.conftest import chat_records, write_jsonl
-from tests.server.test_openai_sdk import free_port, wait_for
+from tests.server.test_openai_sdk import free_port, install_model, wait_for
 
 openai = pytest.importorskip("openai")
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def server(tmp_path):
+def server(tmp_path, tiny_model_dir):
     import threading
 
     import uvicorn
@@ -26,6 +26,7 @@ def server(tmp_path):
     from tunesmith.workspace import Workspace
 
     workspace = Workspace(tmp_path / "home")
+    install_model(workspace.home, tiny_model_dir)
     secret, _ = api.create_api_key("faults", workspace=workspace)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(workspace), host="127.0.0.1", port=port, log_level="warning"))
@@ -51,7 +52,7 @@ def server(tmp_path):
 def _long_job(client, tiny_model_dir, tmp_path, epochs=30):
     data = write_jsonl(tmp_path / "train.jsonl", chat_records(24))
     uploaded = client.files.create(file=open(data, "rb"), purpose="fine-tune")
-    return client.fine_tuning.jobs.create(model=str(tiny_model_dir), training_file=uploaded.id,
+    return client.fine_tuning.jobs.create(model="tiny-chat", training_file=uploaded.id,
                                           hyperparameters={"n_epochs": epochs, "batch_size": 4})
 
 

@@ -17,6 +17,16 @@ openai = pytest.importorskip("openai")
 pytestmark = pytest.mark.slow
 
 
+def install_model(home, model_dir, name="tiny-chat"):
+    """Put a model into the server's home as if pulled: the API accepts only models it has."""
+    import shutil
+
+    target = home / "models" / name
+    shutil.copytree(model_dir, target)
+    (target / "tunesmith-model.json").write_text(json.dumps({"description": "tiny test model",
+                                                             "architecture": "llama", "task": "causal-lm"}))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -24,7 +34,7 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory):
+def live(tmp_path_factory, tiny_model_dir):
     import uvicorn
 
     from tunesmith import api
@@ -33,6 +43,7 @@ def live(tmp_path_factory):
 
     home = tmp_path_factory.mktemp("server-home")
     workspace = Workspace(home)
+    install_model(home, tiny_model_dir)
     secret, _ = api.create_api_key("tests", workspace=workspace)
     app = create_app(workspace, ServerSettings(max_upload_bytes=64 * 1024))
     port = free_port()
@@ -69,7 +80,7 @@ def test_upload_train_poll_and_chat_with_the_fine_tuned_model(live, tiny_model_d
     assert client.files.content(uploaded.id).read() == data.read_bytes()
     assert uploaded.id in [f.id for f in client.files.list()]
 
-    job = client.fine_tuning.jobs.create(model=str(tiny_model_dir), training_file=uploaded.id, suffix="demo",
+    job = client.fine_tuning.jobs.create(model="tiny-chat", training_file=uploaded.id, suffix="demo",
                                          seed=7, hyperparameters={"n_epochs": 2, "batch_size": 4},
                                          metadata={"team": "tests"})
     assert job.status == "queued" and job.seed == 7
@@ -108,7 +119,7 @@ def test_invalid_training_file_fails_the_job_with_the_line(live, tiny_model_dir,
     records[4]["messages"][1]["role"] = "robot"
     bad = client.files.create(file=open(write_jsonl(tmp_path / "bad.jsonl", records), "rb"), purpose="fine-tune")
     assert bad.status == "error" and "line 5" in bad.status_details
-    job = client.fine_tuning.jobs.create(model=str(tiny_model_dir), training_file=bad.id)
+    job = client.fine_tuning.jobs.create(model="tiny-chat", training_file=bad.id)
     assert job.status == "failed" and job.error.code == "invalid_training_file"
     assert job.error.param == "training_file" and "line 5" in job.error.message
 
@@ -131,6 +142,9 @@ def test_errors_have_openai_shapes(live, tmp_path):
     assert not [p for p in files_dir.iterdir() if p.name.endswith(".part")]  # nothing half-written kept
     with pytest.raises(openai.NotFoundError):
         client.fine_tuning.jobs.retrieve("ftjob-nope")
+    with pytest.raises(openai.BadRequestError) as not_available:  # a path is never taken as a model
+        client.fine_tuning.jobs.create(model="/etc", training_file="file-x")
+    assert not_available.value.body["code"] == "model_not_available"
 
 
 def test_classifier_endpoint_and_model_delete(live, tiny_encoder_dir, tiny_model_dir, tmp_path):

@@ -88,6 +88,12 @@ def create_app(workspace: Workspace, settings: ServerSettings | None = None, db:
     @app.post("/v1/fine_tuning/jobs", dependencies=[v1])
     async def create_job(request: Request):
         body = await _json(request)
+        # Only models the server already has: a name from the request never becomes a path.
+        bases = {t.name for t in await run_in_threadpool(models.targets) if t.is_base}
+        if body.get("model") not in bases:
+            raise APIError(400, f"Model {body.get('model')!r} is not available for fine-tuning; available: "
+                           f"{', '.join(sorted(bases)) or 'none (pull one with `tunesmith models pull`)'}.",
+                           "model_not_available", "model")
         return await run_in_threadpool(job_service.create_job, db, files.directory, body)
 
     @app.get("/v1/fine_tuning/jobs", dependencies=[v1])

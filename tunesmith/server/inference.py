@@ -37,6 +37,10 @@ class Target:
     owned_by: str = "tunesmith"
     created: int = 0
 
+    @property
+    def is_base(self) -> bool:
+        return self.adapter_dir is None and self.full_dir is None
+
 
 @dataclass
 class BaseSlot:
@@ -73,10 +77,16 @@ class ModelServer:
         return found
 
     def _task(self, name: str) -> str:
+        import json
+
+        from tunesmith.models.pull import MANIFEST
         from tunesmith.models.registry import BUILTIN_MODELS
 
         spec = BUILTIN_MODELS.get(name)
-        return "causal-lm" if spec is None else spec.task
+        if spec is not None:
+            return spec.task
+        manifest = json.loads((self.workspace.model_dir(name) / MANIFEST).read_text())
+        return manifest.get("task", "causal-lm")
 
     def resolve(self, name: str) -> Target:
         for target in self.targets():
