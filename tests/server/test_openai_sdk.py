@@ -17,6 +17,9 @@ openai = pytest.importorskip("openai")
 pytestmark = pytest.mark.slow
 
 
+SERVER: dict = {}
+
+
 def install_model(home, model_dir, name="tiny-chat"):
     """Put a model into the server's home as if pulled: the API accepts only models it has."""
     import shutil
@@ -46,6 +49,7 @@ def live(tmp_path_factory, tiny_model_dir):
     install_model(home, tiny_model_dir)
     secret, _ = api.create_api_key("tests", workspace=workspace)
     app = create_app(workspace, ServerSettings(max_upload_bytes=64 * 1024))
+    SERVER["app"] = app
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -173,3 +177,27 @@ def test_classifier_endpoint_and_model_delete(live, tiny_encoder_dir, tiny_model
     assert checkpoints
     assert client.models.delete(checkpoints[0]).deleted
     assert checkpoints[0] not in [m.id for m in client.models.list()]
+
+
+def test_two_fine_tunes_interleave_on_one_loaded_base(live, tmp_path):
+    from tunesmith import engine
+    from tunesmith.workspace import Workspace
+
+    client, _, home = live
+    data = write_jsonl(tmp_path / "train.jsonl", chat_records(20, seed=1))
+    uploaded = client.files.create(file=open(data, "rb"), purpose="fine-tune")
+    jobs = [client.fine_tuning.jobs.create(model="tiny-chat", training_file=uploaded.id, suffix=f"s{i}", seed=i,
+                                           hyperparameters={"n_epochs": 3, "batch_size": 4,
+                                                            "learning_rate_multiplier": 20})
+            for i in range(2)]
+    names = [wait_for(client, j.id).fine_tuned_model for j in jobs]
+    ask = [{"role": "user", "content": "Which colour is item 2?"}]
+    replies = [client.chat.completions.create(model=names[i % 2], messages=ask, max_tokens=6, temperature=0)
+               .choices[0].message.content for i in range(4)]
+    assert replies[0] == replies[2] and replies[1] == replies[3]  # switching back gives the same model
+    slots = SERVER["app"].state.models.slots
+    assert list(slots) == ["tiny-chat"] and len(slots["tiny-chat"].adapters) >= 2  # one base, adapters on it
+    for name, reply in zip(names, replies):  # each reply is what that fine-tune alone would say
+        run_id = next(j.run_id for j in SERVER["app"].state.models.db_jobs() if j.fine_tuned_model == name)
+        alone = engine.load(run_id, Workspace(home), merge=True)
+        assert engine.generate(alone, [ask], max_new_tokens=6)[0] == reply.strip()

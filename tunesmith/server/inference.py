@@ -76,6 +76,10 @@ class ModelServer:
                                     created=int(path.stat().st_mtime)))
         return found
 
+    def db_jobs(self) -> list[JobRow]:
+        with self.db.session() as session:
+            return list(session.scalars(select(JobRow)))
+
     def _task(self, name: str) -> str:
         import json
 
