@@ -166,3 +166,17 @@ def test_classify_train_eval_predict_compare_from_the_command_line(tmp_path, tin
 def test_predict_without_text_or_file_is_a_clear_error(workspace, cli):
     code, _, err = cli("predict", "some-run")
     assert code != 0 and "--text" in err
+
+
+def test_api_keys_create_list_revoke(workspace, cli):
+    code, out, _ = cli("keys", "create", "--name", "ci")
+    secret = out.strip()
+    assert code == 0 and secret.startswith("ts-")
+    code, out, _ = cli("keys", "list")
+    key_id = next(word for word in out.split() if word.startswith("key_"))
+    assert secret not in out  # the secret is never shown again
+    assert cli("keys", "revoke", key_id)[0] == 0
+    from tunesmith.server.db import Database
+    from tunesmith.server.keys import verify
+    assert not verify(Database.for_workspace(workspace), secret)
+    assert cli("keys", "revoke", key_id)[0] != 0

@@ -112,3 +112,46 @@ def test_pause_writes_a_checkpoint_and_resume_continues_from_it(server, tiny_mod
     assert done.status == "succeeded", done.error
     run_dir = next((workspace.home / "runs").iterdir())
     assert json.loads((run_dir / "run.json").read_text())["resumed_from_step"] == max(steps)
+
+
+def test_server_killed_and_restarted_reconciles_and_finishes_the_job(tmp_path, tiny_model_dir):
+    """`tunesmith serve` (web process + its worker) killed with SIGKILL mid-training, then started
+    again: the job that was `running` is reconciled, resumed from its checkpoint and succeeds."""
+    from tunesmith import api
+    from tunesmith.workspace import Workspace
+
+    home = tmp_path / "home"
+    install_model(home, tiny_model_dir)
+    secret, _ = api.create_api_key("restart", workspace=Workspace(home))
+    port = free_port()
+    env = dict(os.environ, TUNESMITH_HOME=str(home))
+
+    def start():
+        proc = subprocess.Popen([sys.executable, "-m", "tunesmith", "serve", "--port", str(port)], env=env,
+                                start_new_session=True)  # its own process group: kill server and worker together
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=secret, max_retries=0)
+        deadline = time.time() + 60
+        while True:
+            try:
+                client.models.list()
+                return proc, client
+            except openai.APIConnectionError:
+                assert time.time() < deadline and proc.poll() is None
+                time.sleep(0.2)
+
+    proc, client = start()
+    try:
+        job = _long_job(client, tiny_model_dir, tmp_path)
+        deadline = time.time() + 120
+        while not list(client.fine_tuning.jobs.checkpoints.list(job.id)):
+            assert time.time() < deadline
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc, client = start()
+        done = wait_for(client, job.id)
+        assert done.status == "succeeded", done.error
+        messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100)]
+        assert any("stopped responding" in m for m in messages) and any("resumed" in m for m in messages)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
