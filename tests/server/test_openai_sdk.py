@@ -93,6 +93,9 @@ def test_upload_train_poll_and_chat_with_the_fine_tuned_model(live, tiny_model_d
     assert job.fine_tuned_model.startswith("ft:") and ":tunesmith:demo:" in job.fine_tuned_model
     assert job.trained_tokens > 0 and job.finished_at >= job.created_at
     assert job.hyperparameters.n_epochs == 2
+    [results] = job.result_files
+    csv_text = client.files.content(results).read().decode()
+    assert csv_text.startswith("step,train_loss,train_accuracy,valid_loss") and len(csv_text.splitlines()) > 2
     assert [j.id for j in client.fine_tuning.jobs.list(metadata={"team": "tests"})] == [job.id]
 
     messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100)]

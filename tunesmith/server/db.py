@@ -51,6 +51,7 @@ class JobRow(Base):
     trained_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
     worker: Mapped[str | None] = mapped_column(String(128), nullable=True)
     heartbeat_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    result_files: Mapped[list | None] = mapped_column(JSON, nullable=True)
     stop_requested: Mapped[str | None] = mapped_column(String(8), nullable=True)  # "cancel" | "pause"
 
 

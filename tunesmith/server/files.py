@@ -16,7 +16,7 @@ from tunesmith.data.validate import validate_file
 from tunesmith.server.db import Database, FileRow
 from tunesmith.server.errors import APIError, not_found
 
-PURPOSES = {"fine-tune", "batch", "assistants", "vision", "user_data", "evals"}
+PURPOSES = {"fine-tune", "batch", "assistants", "vision", "user_data", "evals"}  # uploads; the server writes "fine-tune-results"
 
 
 def sanitise_filename(name: str | None) -> str:

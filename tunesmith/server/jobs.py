@@ -270,7 +270,7 @@ def job_object(row: JobRow) -> dict:
         "id": row.id, "object": "fine_tuning.job", "created_at": row.created_at, "finished_at": row.finished_at,
         "model": row.model, "fine_tuned_model": row.fine_tuned_model, "organization_id": ORGANIZATION,
         "status": row.status, "error": row.error, "hyperparameters": hyper, "method": row.method,
-        "training_file": row.training_file, "validation_file": row.validation_file, "result_files": [],
+        "training_file": row.training_file, "validation_file": row.validation_file, "result_files": row.result_files or [],
         "trained_tokens": row.trained_tokens, "seed": row.seed, "suffix": row.suffix,
         "user_provided_suffix": row.suffix, "estimated_finish": row.estimated_finish if row.status == "running" else None,
         "integrations": [], "metadata": row.job_metadata,

@@ -128,7 +128,9 @@ class Worker:
             add_event(self.db, job.id, "Job paused after writing a checkpoint")
             return
         tokens = result.summary.get("trained_loss_tokens")
-        self._finish(job.id, "succeeded", fine_tuned_model=fine_tuned_name(job), trained_tokens=tokens)
+        results = write_results_file(self.db, self.files_dir, result.run.metrics_path)
+        self._finish(job.id, "succeeded", fine_tuned_model=fine_tuned_name(job), trained_tokens=tokens,
+                     result_files=[results])
         add_event(self.db, job.id, f"New fine-tuned model created: {fine_tuned_name(job)}")
         add_event(self.db, job.id, "The job has successfully completed")
 
@@ -150,6 +152,38 @@ class Worker:
             row.status, row.finished_at, row.estimated_finish = status, int(time.time()), None
             for key, value in fields.items():
                 setattr(row, key, value)
+
+
+def write_results_file(db: Database, files_dir, metrics_path) -> str:
+    """OpenAI's results file (purpose ``fine-tune-results``): one CSV row per logged step."""
+    import csv
+    import hashlib
+    import io
+    import json
+    import secrets
+
+    from tunesmith.server.db import FileRow
+
+    rows: dict[int, dict] = {}
+    for line in metrics_path.read_text().splitlines() if metrics_path.exists() else []:
+        record = json.loads(line)
+        row = rows.setdefault(record["step"], {"step": record["step"]})
+        if "loss" in record:
+            row["train_loss"] = record["loss"]
+        if "eval_loss" in record:
+            row["valid_loss"] = record["eval_loss"]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, ["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"])
+    writer.writeheader()
+    writer.writerows(rows[step] for step in sorted(rows))
+    content = buffer.getvalue().encode()
+    file_id = "file-" + secrets.token_hex(12)
+    (files_dir / file_id).write_bytes(content)
+    with db.session() as session:
+        session.add(FileRow(id=file_id, filename="step_metrics.csv", purpose="fine-tune-results", bytes=len(content),
+                            created_at=int(time.time()), status="processed", status_details=None,
+                            sha256=hashlib.sha256(content).hexdigest()))
+    return file_id
 
 
 def _dead_here(worker: str | None) -> bool:
