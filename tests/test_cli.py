@@ -133,7 +133,7 @@ def test_classify_train_eval_predict_compare_from_the_command_line(tmp_path, tin
 
     from tests.conftest import classification_records
 
-    train = write_jsonl(tmp_path / "train.jsonl", classification_records(90))
+    write_jsonl(tmp_path / "train.jsonl", classification_records(90))
     test = write_jsonl(tmp_path / "test.jsonl", classification_records(21, seed=4))
     recipe = tmp_path / "clf.yaml"
     recipe.write_text(yaml.safe_dump({

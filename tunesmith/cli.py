@@ -1,7 +1,6 @@
 """The ``tunesmith`` command: parse, call ``tunesmith.api``, render. No logic of its own."""
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import List, Optional

@@ -189,7 +189,6 @@ async def _json(request: Request) -> dict[str, Any]:
 async def _multipart_upload(request: Request, files: FileStore) -> dict:
     """Stream the multipart body to disk part by part, enforcing the size limit as bytes arrive
     (starlette's form parser would spool the whole upload first)."""
-    from python_multipart import MultipartParser
     from python_multipart.multipart import parse_options_header
 
     content_type, options = parse_options_header(request.headers.get("content-type", ""))

@@ -21,7 +21,7 @@ from tunesmith.models.store import ModelRef, list_models, resolve_model
 from tunesmith.runs import Run
 from tunesmith.server.db import Database, JobRow
 from tunesmith.server.errors import APIError, model_not_found
-from tunesmith.server.jobs import checkpoint_dirs
+from tunesmith.server.jobs import checkpoint_dirs, fine_tuned_name
 from tunesmith.training.tokenize import ensure_chat_template, prompt_ids, stop_strings, stop_token_ids
 from tunesmith.workspace import Workspace
 
@@ -71,7 +71,6 @@ class ModelServer:
                 found.append(Target(job.fine_tuned_model, job.model, final if final.name == "adapter" else None,
                                     final if final.name == "model" else None, created=job.finished_at or 0))
             for step, path in checkpoint_dirs(self.workspace, job):
-                from tunesmith.server.jobs import fine_tuned_name
                 found.append(Target(f"{fine_tuned_name(job)}:ckpt-step-{step}", job.model, path,
                                     created=int(path.stat().st_mtime)))
         return found

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tunesmith.data.formats import Format, to_messages
+from tunesmith.data.formats import to_messages
 from tunesmith.data.validate import ValidationReport
 from tunesmith.training.tokenize import IGNORE, encode_chat
 
