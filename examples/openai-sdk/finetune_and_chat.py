@@ -4,9 +4,9 @@
     python examples/openai-sdk/finetune_and_chat.py --api-key "$(tunesmith keys create)" \
         --train build/quickstart/data.train.jsonl --validation build/quickstart/data.validation.jsonl
 
-Measured on a 2-core CPU with the quickstart's splits (384 / 48 conversations, 1 epoch): the job
-went from upload to `succeeded` in 376 s, and the fine-tuned model answered "lost_or_stolen_card"
-where the base model chatted.
+Measured on a 2-core CPU with the quickstart's splits (384 / 48 conversations, 1 epoch, batch 8)
+and its system prompt (--system): the job went from upload to `succeeded` in 376 s, and the
+fine-tuned model answered "lost_or_stolen_card" where the base model chatted.
 """
 import argparse
 import time
@@ -23,6 +23,7 @@ def main() -> None:
     parser.add_argument("--validation")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--prompt", default="I lost my card yesterday, what do I do?")
+    parser.add_argument("--system", help="A system message, e.g. the one the training data uses.")
     args = parser.parse_args()
 
     client = OpenAI(base_url=args.base_url, api_key=args.api_key)
@@ -40,7 +41,8 @@ def main() -> None:
         raise SystemExit(f"job {job.status}: {job.error}")
     for model in (args.model, job.fine_tuned_model):
         reply = client.chat.completions.create(model=model, temperature=0, max_tokens=32,
-                                               messages=[{"role": "user", "content": args.prompt}])
+                                               messages=([{"role": "system", "content": args.system}] if args.system else [])
+                                               + [{"role": "user", "content": args.prompt}])
         print(f"{model}: {reply.choices[0].message.content}")
 
 
