@@ -56,14 +56,19 @@ def _long_job(client, tiny_model_dir, tmp_path, epochs=30):
                                           hyperparameters={"n_epochs": epochs, "batch_size": 4})
 
 
+def wait_for_checkpoint(client, job_id, process, timeout=120):
+    """Until the job has a complete checkpoint (the process training it must stay alive)."""
+    deadline = time.time() + timeout
+    while not list(client.fine_tuning.jobs.checkpoints.list(job_id)):
+        assert time.time() < deadline and process.poll() is None
+        time.sleep(0.1)
+
+
 def test_worker_killed_mid_training_is_resumed_from_its_checkpoint(server, tiny_model_dir, tmp_path):
     client, workspace, start_worker = server
     job = _long_job(client, tiny_model_dir, tmp_path)
     first = start_worker()
-    deadline = time.time() + 120
-    while not list(client.fine_tuning.jobs.checkpoints.list(job.id)):
-        assert time.time() < deadline and first.poll() is None
-        time.sleep(0.1)
+    wait_for_checkpoint(client, job.id, first)
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
     assert client.fine_tuning.jobs.retrieve(job.id).status == "running"  # what the database last heard
@@ -83,10 +88,7 @@ def test_cancel_a_running_job(server, tiny_model_dir, tmp_path):
     client, _, start_worker = server
     job = _long_job(client, tiny_model_dir, tmp_path, epochs=50)
     start_worker()
-    deadline = time.time() + 60
-    while client.fine_tuning.jobs.retrieve(job.id).status != "running":
-        assert time.time() < deadline
-        time.sleep(0.1)
+    wait_for(client, job.id, statuses=("running",), timeout=60)
     client.fine_tuning.jobs.cancel(job.id)
     assert wait_for(client, job.id).status == "cancelled"
     with pytest.raises(openai.BadRequestError):
@@ -97,10 +99,7 @@ def test_pause_writes_a_checkpoint_and_resume_continues_from_it(server, tiny_mod
     client, workspace, start_worker = server
     job = _long_job(client, tiny_model_dir, tmp_path, epochs=40)
     start_worker()
-    deadline = time.time() + 60
-    while client.fine_tuning.jobs.retrieve(job.id).status != "running":
-        assert time.time() < deadline
-        time.sleep(0.1)
+    wait_for(client, job.id, statuses=("running",), timeout=60)
     time.sleep(1.0)
     client.fine_tuning.jobs.pause(job.id)
     paused = wait_for(client, job.id, statuses=("paused", "succeeded", "failed"))
@@ -142,10 +141,7 @@ def test_server_killed_and_restarted_reconciles_and_finishes_the_job(tmp_path, t
     proc, client = start()
     try:
         job = _long_job(client, tiny_model_dir, tmp_path)
-        deadline = time.time() + 120
-        while not list(client.fine_tuning.jobs.checkpoints.list(job.id)):
-            assert time.time() < deadline
-            time.sleep(0.1)
+        wait_for_checkpoint(client, job.id, proc)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         proc, client = start()

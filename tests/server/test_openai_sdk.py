@@ -118,6 +118,8 @@ def test_upload_train_poll_and_chat_with_the_fine_tuned_model(live, tiny_model_d
     two = client.chat.completions.create(model=checkpoints[-1].fine_tuned_model_checkpoint, n=2, max_tokens=4,
                                          temperature=1.0, seed=1, messages=[{"role": "user", "content": "hi"}])
     assert len(two.choices) == 2
+    assert client.models.delete(checkpoints[0].fine_tuned_model_checkpoint).deleted
+    assert checkpoints[0].fine_tuned_model_checkpoint not in [m.id for m in client.models.list()]
 
 
 def test_invalid_training_file_fails_the_job_with_the_line(live, tiny_model_dir, tmp_path):
@@ -154,7 +156,7 @@ def test_errors_have_openai_shapes(live, tmp_path):
     assert not_available.value.body["code"] == "model_not_available"
 
 
-def test_classifier_endpoint_and_model_delete(live, tiny_encoder_dir, tiny_model_dir, tmp_path):
+def test_classifier_endpoint(live, tiny_encoder_dir, tiny_model_dir, tmp_path):
     import httpx
 
     from tests.conftest import classification_records
@@ -175,15 +177,15 @@ def test_classifier_endpoint_and_model_delete(live, tiny_encoder_dir, tiny_model
     missing = httpx.post(f"http://127.0.0.1:{port}/v1/classifications", headers={"Authorization": f"Bearer {client.api_key}"},
                          json={"model": "no-such-run", "input": "x"})
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"
+    as_path = httpx.post(f"http://127.0.0.1:{port}/v1/classifications", headers={"Authorization": f"Bearer {client.api_key}"},
+                         json={"model": str(run.dir), "input": "x"})  # the run's directory: never taken as a path
+    assert as_path.status_code == 404
 
-    checkpoints = [m.id for m in client.models.list() if ":ckpt-step-" in m.id]
-    assert checkpoints
-    assert client.models.delete(checkpoints[0]).deleted
-    assert checkpoints[0] not in [m.id for m in client.models.list()]
 
 
 def test_two_fine_tunes_interleave_on_one_loaded_base(live, tmp_path):
     from tunesmith import engine
+    from tunesmith.server.db import JobRow
     from tunesmith.workspace import Workspace
 
     client, _, home = live
@@ -200,7 +202,8 @@ def test_two_fine_tunes_interleave_on_one_loaded_base(live, tmp_path):
     assert replies[0] == replies[2] and replies[1] == replies[3]  # switching back gives the same model
     slots = SERVER["app"].state.models.slots
     assert list(slots) == ["tiny-chat"] and len(slots["tiny-chat"].adapters) >= 2  # one base, adapters on it
-    for name, reply in zip(names, replies):  # each reply is what that fine-tune alone would say
-        run_id = next(j.run_id for j in SERVER["app"].state.models.db_jobs() if j.fine_tuned_model == name)
+    for job, reply in zip(jobs, replies):  # each reply is what that fine-tune alone would say
+        with SERVER["app"].state.db.session() as session:
+            run_id = session.get(JobRow, job.id).run_id
         alone = engine.load(run_id, Workspace(home), merge=True)
         assert engine.generate(alone, [ask], max_new_tokens=6)[0] == reply.strip()

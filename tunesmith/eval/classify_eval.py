@@ -52,9 +52,10 @@ def evaluate_classifier(run: Run, data: str | Path, workspace: Workspace, max_ex
     systems = [tuned]
     notes: list[str] = []
     if baselines:
-        systems += _classic_baselines(run, labels, texts, latency_examples, notes, log)
+        train = _training_split(run, notes)
+        systems += _classic_baselines(train, labels, texts, latency_examples, log)
         sample = stratified_sample(y_true, llm_examples)
-        systems += _llm_baselines(run, labels, [texts[i] for i in sample], llm, workspace, notes, log)
+        systems += _llm_baselines(run, train, labels, [texts[i] for i in sample], llm, workspace, notes, log)
     else:
         sample = []
 
@@ -65,7 +66,7 @@ def evaluate_classifier(run: Run, data: str | Path, workspace: Workspace, max_ex
         "data": str(data),
         "examples": len(test),
         "labels": labels,
-        "systems": [_system_row(s, y_true, sample, tuned) for s in systems],
+        "systems": [_system_row(s, y_true, sample, tuned, len(labels)) for s in systems],
         "fine_tuned": _details(tuned, y_true, labels),
         "errors": _errors(test, tuned, labels),
         "notes": notes,
@@ -113,22 +114,25 @@ def stratified_sample(y: Sequence[int], size: int, seed: int = 0) -> list[int]:
     return sorted(chosen)
 
 
-def _classic_baselines(run: Run, labels: list[str], texts: list[str], latency_examples: int, notes: list[str],
-                       log: Callable[[str], None]) -> list[SystemOutput]:
+def _training_split(run: Run, notes: list[str]) -> list[Example]:
+    """The examples the run trained on, re-derived as training split them (same file, seed, fraction)."""
     config = load_config(run.config_path)
     if sha256_file(config.data.train) != run.info().get("data", {}).get("train"):
         notes.append(f"{config.data.train} changed since the run trained: the baselines learn from its current content")
-    splits = read_splits(config)
-    train_texts, train_labels = [e.text for e in splits.train], [e.label for e in splits.train]
+    return read_splits(config).train
+
+
+def _classic_baselines(train: list[Example], labels: list[str], texts: list[str], latency_examples: int,
+                       log: Callable[[str], None]) -> list[SystemOutput]:
+    train_texts, train_labels = [e.text for e in train], [e.label for e in train]
     log(f"baselines: majority class, TF-IDF + logistic regression (trained on the run's {len(train_texts)} "
         "training examples)")
     return [majority(train_labels, labels, len(texts)),
-            tfidf_logistic_regression(train_texts, train_labels, labels, texts, config.training.seed,
-                                      latency_examples)]
+            tfidf_logistic_regression(train_texts, train_labels, labels, texts, latency_examples=latency_examples)]
 
 
-def _llm_baselines(run: Run, labels: list[str], texts: list[str], llm: str | None, workspace: Workspace,
-                   notes: list[str], log: Callable[[str], None]) -> list[SystemOutput]:
+def _llm_baselines(run: Run, train: list[Example], labels: list[str], texts: list[str], llm: str | None,
+                   workspace: Workspace, notes: list[str], log: Callable[[str], None]) -> list[SystemOutput]:
     from tunesmith import engine
     from tunesmith.eval.prompted import pick_shots, prompted_baseline
     from tunesmith.training.classify import is_causal_lm
@@ -142,8 +146,7 @@ def _llm_baselines(run: Run, labels: list[str], texts: list[str], llm: str | Non
     except TunesmithError as e:
         notes.append(f"prompted LLM baselines skipped: {e}")
         return []
-    splits = read_splits(load_config(run.config_path))
-    shots = pick_shots([(e.text, e.label) for e in splits.train], labels)
+    shots = pick_shots([(e.text, e.label) for e in train], labels)
     out = []
     for title, demos in (("zero-shot", []), ("few-shot", shots)):
         log(f"baseline: {name} prompted {title} with the {len(labels)} labels, on {len(texts)} sampled examples")
@@ -154,10 +157,10 @@ def _llm_baselines(run: Run, labels: list[str], texts: list[str], llm: str | Non
     return out
 
 
-def _system_row(system: SystemOutput, y_true: list[int], sample: list[int], tuned: SystemOutput) -> dict[str, Any]:
+def _system_row(system: SystemOutput, y_true: list[int], sample: list[int], tuned: SystemOutput,
+                n_labels: int) -> dict[str, Any]:
     on_sample = len(system.predictions) != len(y_true)
     truth = [y_true[i] for i in sample] if on_sample else y_true
-    n_labels = tuned.probabilities.shape[1]
     result = cm.scores(cm.confusion(truth, system.predictions, n_labels), [str(i) for i in range(n_labels)])
     row: dict[str, Any] = {"name": system.name, "kind": system.kind, "examples": len(truth),
                            **{k: v for k, v in result.items() if k != "per_class"}}

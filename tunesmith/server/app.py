@@ -94,7 +94,7 @@ def create_app(workspace: Workspace, settings: ServerSettings | None = None, db:
             raise APIError(400, f"Model {body.get('model')!r} is not available for fine-tuning; available: "
                            f"{', '.join(sorted(bases)) or 'none (pull one with `tunesmith models pull`)'}.",
                            "model_not_available", "model")
-        return await run_in_threadpool(job_service.create_job, db, files.directory, body)
+        return await run_in_threadpool(job_service.create_job, db, body)
 
     @app.get("/v1/fine_tuning/jobs", dependencies=[v1])
     def list_jobs(request: Request, after: str | None = None, limit: int = 20):

@@ -47,7 +47,7 @@ class BaseSlot:
     model: Any
     tokenizer: Any
     lock: threading.Lock = field(default_factory=threading.Lock)
-    adapters: "OrderedDict[str, Any]" = field(default_factory=OrderedDict)  # name → tokenizer
+    adapters: "OrderedDict[str, bool]" = field(default_factory=OrderedDict)  # loaded adapter names, LRU order
 
 
 class ModelServer:
@@ -74,10 +74,6 @@ class ModelServer:
                 found.append(Target(f"{fine_tuned_name(job)}:ckpt-step-{step}", job.model, path,
                                     created=int(path.stat().st_mtime)))
         return found
-
-    def db_jobs(self) -> list[JobRow]:
-        with self.db.session() as session:
-            return list(session.scalars(select(JobRow)))
 
     def _task(self, name: str) -> str:
         import json
@@ -119,12 +115,16 @@ class ModelServer:
         """Labels and probabilities from a classify run (``tunesmith train`` with recipe: classify)."""
         from tunesmith.errors import TunesmithError
         from tunesmith.predict import load_classifier, predict_texts
-        from tunesmith.runs import find_run
+        from tunesmith.workspace import is_safe_name
 
         with self._loading:
             if run_ref not in self.classifiers:
+                # A run id only, looked up in the home: a request's string never becomes a path.
+                run = Run(self.workspace.run_dir(run_ref)) if is_safe_name(run_ref) else None
+                if run is None or not run.info_path.exists():
+                    raise model_not_found(run_ref)
                 try:
-                    self.classifiers[run_ref] = load_classifier(find_run(run_ref, self.workspace), self.workspace)
+                    self.classifiers[run_ref] = load_classifier(run, self.workspace)
                 except TunesmithError:
                     raise model_not_found(run_ref) from None
             classifier = self.classifiers[run_ref]

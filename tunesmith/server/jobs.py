@@ -36,7 +36,7 @@ def auto_epochs(n_examples: int) -> int:
     return 3
 
 
-def create_job(db: Database, files_dir: Path, body: dict[str, Any]) -> dict:
+def create_job(db: Database, body: dict[str, Any]) -> dict:
     """Validate the request, record the job in ``validating_files``, check its files (quick: they
     were validated on upload) and move it to ``queued`` — or ``failed`` with the file's first
     problem, before any compute."""
@@ -146,7 +146,11 @@ def fine_tuned_name(job: JobRow) -> str:
 
 def get_job(db: Database, job_id: str) -> JobRow:
     with db.session() as session:
-        row = session.get(JobRow, job_id)
+        return _job_in(session, job_id)
+
+
+def _job_in(session, job_id: str) -> JobRow:
+    row = session.get(JobRow, job_id)
     if row is None:
         raise not_found("fine-tuning job", job_id, "fine_tuning_job_not_found")
     return row
@@ -164,46 +168,44 @@ def list_jobs(db: Database, after: str | None, limit: int, metadata: dict[str, s
 
 
 def cancel_job(db: Database, job_id: str) -> dict:
+    """A waiting job is cancelled at once; a running one stops after its current step."""
     with db.session() as session:
-        row = session.get(JobRow, job_id)
-        if row is None:
-            raise not_found("fine-tuning job", job_id, "fine_tuning_job_not_found")
+        row = _job_in(session, job_id)
         if row.status in TERMINAL:
             raise APIError(400, f"Job {job_id} is already {row.status} and cannot be cancelled.", "invalid_request_error")
         row.stop_requested = "cancel"
-        if row.status in ("validating_files", "queued", "paused"):
+        if row.status != "running":
             row.status, row.finished_at = "cancelled", int(time.time())
-    add_event(db, job_id, "Job cancellation requested" if get_job(db, job_id).status == "running" else "Job cancelled")
-    return job_object(get_job(db, job_id))
+        message = "Job cancellation requested" if row.status == "running" else "Job cancelled"
+    return _after_event(db, job_id, message)
 
 
 def pause_job(db: Database, job_id: str) -> dict:
     """A queued job waits; a running one stops after its next step, writing a checkpoint first."""
     with db.session() as session:
-        row = session.get(JobRow, job_id)
-        if row is None:
-            raise not_found("fine-tuning job", job_id, "fine_tuning_job_not_found")
+        row = _job_in(session, job_id)
         if row.status not in ("queued", "running"):
             raise APIError(400, f"Job {job_id} is {row.status}; only queued or running jobs can be paused.",
                            "invalid_request_error")
         if row.status == "queued":
-            row.status = "paused"
+            row.status, message = "paused", "Job paused"
         else:
-            row.stop_requested = "pause"
-    add_event(db, job_id, "Job paused" if get_job(db, job_id).status == "paused" else "Job pause requested")
-    return job_object(get_job(db, job_id))
+            row.stop_requested, message = "pause", "Job pause requested"
+    return _after_event(db, job_id, message)
 
 
 def resume_job(db: Database, job_id: str) -> dict:
     """A paused job goes back to the queue; a worker continues it from its last checkpoint."""
     with db.session() as session:
-        row = session.get(JobRow, job_id)
-        if row is None:
-            raise not_found("fine-tuning job", job_id, "fine_tuning_job_not_found")
+        row = _job_in(session, job_id)
         if row.status != "paused":
             raise APIError(400, f"Job {job_id} is {row.status}; only paused jobs can be resumed.", "invalid_request_error")
         row.status, row.stop_requested = "queued", None
-    add_event(db, job_id, "Job resumed: queued again")
+    return _after_event(db, job_id, "Job resumed: queued again")
+
+
+def _after_event(db: Database, job_id: str, message: str) -> dict:
+    add_event(db, job_id, message)
     return job_object(get_job(db, job_id))
 
 
