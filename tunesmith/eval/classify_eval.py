@@ -151,7 +151,7 @@ def _llm_baselines(run: Run, train: list[Example], labels: list[str], texts: lis
     for title, demos in (("zero-shot", []), ("few-shot", shots)):
         log(f"baseline: {name} prompted {title} with the {len(labels)} labels, on {len(texts)} sampled examples")
         system = prompted_baseline(loaded.model, loaded.tokenizer, labels, texts, demos,
-                                   f"{name} prompted {title}")
+                                   f"{name} prompted {title}", log=log)
         system.details["model"] = name
         out.append(system)
     return out

@@ -17,7 +17,7 @@ import copy
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from tunesmith.training.tokenize import render
 
@@ -99,7 +99,8 @@ class PromptedClassifier:
     def _depth(self, node: LabelTrie) -> int:
         return 0 if not node.children else 1 + max(self._depth(c) for c in node.children.values())
 
-    def predict(self, texts: Sequence[str], batch_size: int = 8) -> list[int]:
+    def predict(self, texts: Sequence[str], batch_size: int = 8, progress: Callable[[int], None] | None = None) -> list[int]:
+        """Label indices; ``progress(done)`` after each batch."""
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = [0] * len(texts)
         for start in range(0, len(order), batch_size):
@@ -109,6 +110,8 @@ class PromptedClassifier:
             filled = batch + [batch[-1]] * (min(batch_size, len(order)) - len(batch))
             for i, label in zip(chunk, self._predict_batch(filled)):
                 out[i] = label
+            if progress:
+                progress(start + len(chunk))
         return out
 
     def shared_cache(self, rows: int = 1):
@@ -177,15 +180,30 @@ class PromptedClassifier:
 
 def prompted_baseline(model, tokenizer, labels: Sequence[str], test_texts: Sequence[str],
                       shots: Sequence[tuple[str, str]], name: str, batch_size: int = 8,
-                      latency_examples: int = 20):
+                      latency_examples: int = 20, log: Callable[[str], None] | None = None):
     from tunesmith.eval.baselines import SystemOutput, time_one_at_a_time
 
     classifier = PromptedClassifier(model, tokenizer, labels, shots)
     classifier.shared_cache(batch_size)  # once, outside the timings
     classifier.shared_cache(1)
     started = time.time()
-    predictions = classifier.predict(list(test_texts), batch_size)
+    predictions = classifier.predict(list(test_texts), batch_size, _quarters(len(test_texts), started, log))
     seconds = time.time() - started
     latencies = time_one_at_a_time(lambda text: classifier.predict([text], 1), test_texts, latency_examples)
     details: dict[str, Any] = {"shots": classifier.shots, "prompt_tokens_shared": len(classifier.prefix_ids)}
     return SystemOutput(name, "baseline", predictions, None, seconds, latencies, details)
+
+
+def _quarters(total: int, started: float, log: Callable[[str], None] | None) -> Callable[[int], None] | None:
+    """A progress callback that logs at each quarter done, with the time so far (these runs take minutes)."""
+    if log is None:
+        return None
+    marks = {total * q // 4 for q in (1, 2, 3)}
+    last = [0]
+
+    def progress(done: int) -> None:
+        passed = [m for m in marks if last[0] < m <= done]
+        last[0] = done
+        if passed:
+            log(f"  {done}/{total} examples, {time.time() - started:.0f} s")
+    return progress

@@ -132,7 +132,13 @@ def read_examples(path: str | Path, min_examples: int = 1) -> list[Example]:
 
 
 def _read(path: str | Path, min_examples: int) -> list[Example]:
-    report = validate_file(path, Format.CLASSIFICATION, min_examples=min_examples)
+    report = validate_file(path, min_examples=min_examples)  # the format detected from the records
+    if report.format not in (None, Format.CLASSIFICATION):
+        # One clear sentence instead of a "missing field" per line for the wrong kind of file.
+        raise DataError(f"{path}: these are {report.format.value} records; a classifier needs `text` and `label` "
+                        "fields (CSV or JSONL)")
+    if report.format is None:  # undetectable (e.g. a CSV without `label`): every problem, as classification
+        report = validate_file(path, Format.CLASSIFICATION, min_examples=min_examples)
     if not report.ok:
         raise DataError(report.summary(), report)
     return [Example(str(r.value["text"]), str(r.value["label"]).strip(), r.line) for r in report.records]
