@@ -126,7 +126,8 @@ class ClassifyTrainingSettings(TrainingSettings):
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
     eval_steps: int = Field(100, ge=1, description="Evaluate on the validation split every N optimizer steps.")
     # Short texts of very different lengths: random batches are mostly padding (banking77: mean
-    # 16 tokens, padded to ~50), so grouping by length trains ~3x faster per epoch.
+    # 16 tokens, random batches of 32 padded to 39-64). minilm-l6 measured ~1.0 s per random
+    # batch, 0.52 s per step with grouping: about 2x faster.
     group_by_length: bool = Field(True, description="Batch examples of similar length together (less padding, faster; order is still shuffled by groups).")
 
 
