@@ -11,6 +11,7 @@ Every function takes an optional ``workspace`` (default: ``TUNESMITH_HOME`` or ~
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -157,28 +158,87 @@ def _token_counter(model: str, workspace: Workspace) -> Callable[[str], int]:
 
 # ── training ────────────────────────────────────────────────────────────────────────────────
 
+@dataclass(frozen=True)
+class Distributed:
+    """How many processes train one run, through torchrun: ``nproc`` per machine (one per GPU,
+    or per CPU core group), ``nnodes`` machines meeting at ``rdzv_endpoint``; a multi-machine
+    run needs the same ``run_id`` on every machine."""
+
+    nproc: int = 1
+    nnodes: int = 1
+    node_rank: int | None = None
+    rdzv_endpoint: str | None = None
+    run_id: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.nproc > 1 or self.nnodes > 1
+
+
 def train(config: RecipeConfig | str | Path, overrides: list[str] | None = None,
-          workspace: Workspace | None = None, console=None, callbacks: list | None = None):
+          workspace: Workspace | None = None, console=None, callbacks: list | None = None,
+          distributed: Distributed | None = None):
     """Train a new run from a config object or a YAML recipe (with ``key=value`` overrides).
-    The recipe (``sft`` or ``classify``) comes from the config."""
+    The recipe (``sft`` or ``classify``) comes from the config; ``distributed`` runs it on
+    several processes or machines through torchrun."""
     name = getattr(config, "recipe", "run")
     if not isinstance(config, (SFTConfig, ClassifyConfig)):
         name = Path(config).stem
         config = load_config(config, overrides)
-    return _recipe_runner(config)(config, _ws(workspace), console=console, name=name, callbacks=callbacks)
+    ws = _ws(workspace)
+    if distributed and distributed.enabled:
+        return _train_distributed(config, ws, name, console, distributed)
+    return recipe_runner(config)(config, ws, console=console, name=name, callbacks=callbacks)
 
 
-def resume(run: str, workspace: Workspace | None = None, console=None, callbacks: list | None = None):
+def resume(run: str, workspace: Workspace | None = None, console=None, callbacks: list | None = None,
+           distributed: Distributed | None = None):
     """Continue a run from its last complete checkpoint, at the same global step."""
     ws = _ws(workspace)
     found = find_run(run, ws)
     if found.info().get("status") == "succeeded":
         raise TunesmithError(f"run {found.id} already finished; nothing to resume")
     config = load_config(found.config_path)
-    return _recipe_runner(config)(config, ws, run=found, console=console, callbacks=callbacks)
+    if distributed and distributed.enabled:
+        return _launch(found, False, ws, distributed)
+    return recipe_runner(config)(config, ws, run=found, console=console, callbacks=callbacks)
 
 
-def _recipe_runner(config: RecipeConfig):
+def _train_distributed(config: RecipeConfig, ws: Workspace, name: str, console, distributed: Distributed):
+    """The run directory first (every rank writes into it), cleaned data first (once, not per
+    rank), then torchrun."""
+    from rich.console import Console
+
+    from tunesmith.config import save_config
+    from tunesmith.runs import new_run
+    from tunesmith.training.runner import clean_first
+
+    if distributed.nnodes > 1 and not distributed.run_id:
+        raise TunesmithError("a run on several machines needs --run-id ID, the same on every machine")
+    if config.data.clean:
+        config = clean_first(config, ws, console or Console(stderr=True))
+    if distributed.run_id:
+        run = Run(ws.run_dir(distributed.run_id))
+        if run.info_path.exists():
+            raise TunesmithError(f"run {run.id} exists; resume it with --resume {run.id}")
+        run.dir.mkdir(parents=True, exist_ok=True)
+    else:
+        run = new_run(ws, config.run_name or name)
+    save_config(config, run.config_path)
+    return _launch(run, True, ws, distributed)
+
+
+def _launch(run: Run, fresh: bool, ws: Workspace, distributed: Distributed):
+    from tunesmith.training.distributed import launch, read_summary
+    from tunesmith.training.sft import RunResult
+
+    launch(run.dir, fresh, distributed.nproc, distributed.nnodes, distributed.node_rank,
+           distributed.rdzv_endpoint, home=ws.home)
+    return RunResult(run, read_summary(run.dir))
+
+
+def recipe_runner(config: RecipeConfig):
+    """The function that trains this config's recipe."""
     if isinstance(config, ClassifyConfig):
         from tunesmith.training.classify import run_classify
         return run_classify

@@ -118,12 +118,18 @@ def data_leakage(a: Path = typer.Argument(..., help="First file, e.g. the traini
 @app.command()
 def train(config: Optional[Path] = typer.Argument(None, help="YAML recipe (see examples/)."),
           set_: List[str] = typer.Option([], "--set", help="Override a setting: key=value (dotted keys, repeatable)."),
-          resume: Optional[str] = typer.Option(None, "--resume", help="Continue this run from its last complete checkpoint.")):
+          resume: Optional[str] = typer.Option(None, "--resume", help="Continue this run from its last complete checkpoint."),
+          nproc: int = typer.Option(1, "--nproc", min=1, help="Processes per machine (torchrun): one per GPU, or split the CPU cores."),
+          nnodes: int = typer.Option(1, "--nnodes", min=1, help="Machines taking part (each runs this same command)."),
+          node_rank: Optional[int] = typer.Option(None, "--node-rank", help="This machine's rank (default: assigned at rendezvous)."),
+          rdzv_endpoint: Optional[str] = typer.Option(None, "--rdzv-endpoint", help="HOST:PORT where the machines meet (several machines)."),
+          run_id: Optional[str] = typer.Option(None, "--run-id", help="Run id to create (required with several machines: the same on each).")):
     """Fine-tune a model (LoRA or full): chat / instruction SFT, or text classification (recipe: classify)."""
+    distributed = api.Distributed(nproc, nnodes, node_rank, rdzv_endpoint, run_id)
     if resume:
-        result = api.resume(resume, console=err)
+        result = api.resume(resume, console=err, distributed=distributed)
     elif config:
-        result = api.train(config, overrides=set_, console=err)
+        result = api.train(config, overrides=set_, console=err, distributed=distributed)
     else:
         raise TunesmithError("give a CONFIG file, or --resume RUN")
     out.print(render.summary_table(result.summary))

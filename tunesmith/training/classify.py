@@ -28,6 +28,7 @@ from tunesmith.files import sha256_file, write_json_atomic
 from tunesmith.models.loading import count_parameters, load_tokenizer
 from tunesmith.models.store import ModelRef, resolve_model
 from tunesmith.runs import Run
+from tunesmith.training.distributed import is_main_process
 from tunesmith.training.hardware import resolve_precision
 from tunesmith.training.runner import (clean_first, fit, open_run, prepare_process, save_final, standard_callbacks,
                                        training_arguments)
@@ -61,7 +62,7 @@ class ClassifyResult:
 
 def run_classify(config: ClassifyConfig, workspace: Workspace, run: Run | None = None,
                  console: Console | None = None, name: str = "classify",
-                 callbacks: list | None = None) -> ClassifyResult:
+                 callbacks: list | None = None, fresh: bool | None = None) -> ClassifyResult:
     """Train a new classifier run, or continue ``run`` from its last complete checkpoint."""
     console = console or Console(stderr=True)
     prepare_process(config)
@@ -76,7 +77,7 @@ def run_classify(config: ClassifyConfig, workspace: Workspace, run: Run | None =
         console.print(f"[yellow]{truncated + truncated_eval} text(s) longer than max_length="
                       f"{config.data.max_length} were truncated[/]")
 
-    run, resume_from = open_run(config, workspace, run, model_ref.name, model_ref.path, splits.hashes, name, console,
+    run, resume_from = open_run(config, workspace, run, model_ref.name, model_ref.path, splits.hashes, name, console, fresh,
                                 labels=splits.labels)
     console.print(f"run {run.id}  ({run.dir})", markup=False, highlight=False)
     precision = resolve_precision(config.training.precision)
@@ -91,6 +92,8 @@ def run_classify(config: ClassifyConfig, workspace: Workspace, run: Run | None =
     started = time.time()
     output = fit(trainer, run, resume_from)
     final_dir = save_final(trainer, tokenizer, run, config.method)
+    if not is_main_process():  # rank 0 reports
+        return ClassifyResult(run, {})
     write_json_atomic(final_dir / LABELS_FILE, {"labels": splits.labels, "pooling": resolved_pooling(config, model_ref)})
     summary = summarize(run, config, trainer, output, splits, time.time() - started, final_dir, precision)
     write_json_atomic(run.summary_path, summary)

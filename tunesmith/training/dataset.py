@@ -24,12 +24,13 @@ class EncodedSet:
         return sum(sum(1 for t in e["labels"] if t != IGNORE) for e in self.examples)
 
 
-def encode_records(report: ValidationReport, tokenizer, max_length: int, indices: list[int] | None = None) -> EncodedSet:
+def encode_records(report: ValidationReport, tokenizer, max_length: int, indices: list[int] | None = None,
+                   train_on: str = "assistant") -> EncodedSet:
     """Tokenize the valid records of a report (optionally only ``indices`` of them)."""
     out = EncodedSet()
     records = report.records if indices is None else [report.records[i] for i in indices]
     for record in records:
-        encoded = encode_chat(tokenizer, to_messages(record.value, report.format), max_length)
+        encoded = encode_chat(tokenizer, to_messages(record.value, report.format), max_length, train_on)
         out.truncated += encoded.truncated
         if encoded.loss_tokens == 0:
             out.dropped_lines.append(record.line)

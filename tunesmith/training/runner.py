@@ -17,6 +17,7 @@ from tunesmith.models.loading import quiet_transformers
 from tunesmith.runs import Run, new_run
 from tunesmith.training.callbacks import MetricsLog, ProgressDisplay
 from tunesmith.training.checkpoints import CompletenessMarker, last_complete_checkpoint
+from tunesmith.training.distributed import is_main_process
 from tunesmith.workspace import Workspace
 
 
@@ -49,36 +50,52 @@ def clean_first(config: RecipeConfig, workspace: Workspace, console: Console) ->
 
 
 def open_run(config: RecipeConfig, workspace: Workspace, run: Run | None, base_name: str, base_path: str,
-             hashes: dict[str, str], name: str, console: Console, **info: Any) -> tuple[Run, Path | None]:
+             hashes: dict[str, str], name: str, console: Console, fresh: bool | None = None,
+             **info: Any) -> tuple[Run, Path | None]:
     """A new run directory, or the existing run and the checkpoint to resume it from. An empty
-    run directory (created ahead, e.g. by a server worker that records it first) starts fresh."""
-    if run is None or not run.info_path.exists():
+    run directory (created ahead, e.g. by a server worker that records it first) starts fresh.
+
+    ``fresh`` decides instead of the directory's state when several ranks of one distributed run
+    open it at once (rank 0 writing ``run.json`` must not turn the others into resumers); only
+    rank 0 writes.
+    """
+    main = is_main_process()
+    if fresh is None:
+        fresh = run is None or not run.info_path.exists()
+    if fresh:
         run = run or new_run(workspace, config.run_name or name)
-        save_config(config, run.config_path)
-        run.update_info(id=run.id, recipe=config.recipe, method=config.method, base_model=base_name,
-                        base_model_path=base_path, data=hashes, status="running", created_at=time.time(), **info)
+        if main:
+            save_config(config, run.config_path)
+            run.update_info(id=run.id, recipe=config.recipe, method=config.method, base_model=base_name,
+                            base_model_path=base_path, data=hashes, status="running", created_at=time.time(), **info)
         return run, None
     _check_same_data(run, hashes)
     resume_from = last_complete_checkpoint(run.checkpoints_dir,
                                            log=lambda m: console.print(m, style="yellow", markup=False))
-    run.update_info(status="running", resumed_at=time.time(), resumed_from_step=_step_of(resume_from))
+    if main:
+        run.update_info(status="running", resumed_at=time.time(), resumed_from_step=_step_of(resume_from))
     console.print(f"resuming {run.id} from {resume_from.name if resume_from else 'the start (no complete checkpoint)'}",
                   markup=False, highlight=False)
     return run, resume_from
 
 
 def training_arguments(t: TrainingSettings, run: Run, precision: str, has_eval: bool,
-                       best_metric: str = "eval_loss", greater_is_better: bool = False, **extra: Any):
+                       best_metric: str = "eval_loss", greater_is_better: bool = False,
+                       per_device_batch_size: int | None = None, accumulation: int | None = None,
+                       group_by_length: bool | None = None, **extra: Any):
+    """TrainingArguments from our settings; a recipe that lays out batches itself (packed rows)
+    passes its own per-device batch size, accumulation and grouping."""
     from transformers import TrainingArguments
 
     early_stopping = bool(t.early_stopping_patience and has_eval)
+    group_by_length = t.group_by_length if group_by_length is None else group_by_length
     return TrainingArguments(
         output_dir=str(run.checkpoints_dir),
         num_train_epochs=t.epochs,
         max_steps=t.max_steps or -1,
-        per_device_train_batch_size=t.batch_size,
-        per_device_eval_batch_size=t.batch_size,
-        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        per_device_train_batch_size=per_device_batch_size or t.batch_size,
+        per_device_eval_batch_size=per_device_batch_size or t.batch_size,
+        gradient_accumulation_steps=accumulation or t.gradient_accumulation_steps,
         learning_rate=t.learning_rate,
         lr_scheduler_type=t.lr_scheduler,
         warmup_steps=t.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
@@ -97,7 +114,7 @@ def training_arguments(t: TrainingSettings, run: Run, precision: str, has_eval: 
         data_seed=t.seed,
         bf16=precision == "bf16",
         use_cpu=not cuda_available(),
-        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        train_sampling_strategy="group_by_length" if group_by_length else "random",
         **_checkpointing_args(t.gradient_checkpointing),
         include_num_input_tokens_seen="non_padding",
         report_to="none",
@@ -123,20 +140,26 @@ def fit(trainer, run: Run, resume_from: Path | None):
         return trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     except KeyboardInterrupt:
         _close_display(trainer)
-        run.update_info(status="interrupted")
+        if is_main_process():
+            run.update_info(status="interrupted")
         raise TunesmithError(f"interrupted; continue with: tunesmith train --resume {run.id}") from None
     except Exception:
         _close_display(trainer)
-        run.update_info(status="failed")
+        if is_main_process():
+            run.update_info(status="failed")
         raise
 
 
 def save_final(trainer, tokenizer, run: Run, method: str) -> Path:
-    """Write the adapter (LoRA) or model (full) atomically: a temp directory renamed into place."""
+    """Write the adapter (LoRA) or model (full) atomically: a temp directory renamed into place.
+    Every rank calls it (FSDP gathers the weights collectively); rank 0 writes."""
     final = run.dir / ("adapter" if method == "lora" else "model")
     tmp = run.dir / f".{final.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
+    if is_main_process():
+        shutil.rmtree(tmp, ignore_errors=True)
     trainer.save_model(str(tmp))
+    if not is_main_process():
+        return final
     tokenizer.save_pretrained(str(tmp))
     (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle: never ship or load it
     if final.exists():

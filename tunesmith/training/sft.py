@@ -23,9 +23,13 @@ from tunesmith.models.store import resolve_model
 from tunesmith.files import sha256_file, write_json_atomic
 from tunesmith.runs import Run
 from tunesmith.training.dataset import EncodedSet, PadCollator, encode_records, supports_loss_positions
+from tunesmith.training.distributed import is_main_process
 from tunesmith.training.hardware import resolve_precision
+from tunesmith.training.packed_attention import training_attention
+from tunesmith.training.packing import PackedCollator, packed_rows, packing_is_exact
 from tunesmith.training.runner import (clean_first, fit, open_run, prepare_process, save_final, standard_callbacks,
                                        training_arguments)
+from tunesmith.training.sft_trainer import FusedLossTrainer
 from tunesmith.training.tokenize import ensure_chat_template
 from tunesmith.workspace import Workspace
 
@@ -40,7 +44,7 @@ class RunResult:
 
 def run_sft(config: SFTConfig, workspace: Workspace, run: Run | None = None,
             console: Console | None = None, name: str = "sft",
-            callbacks: list | None = None) -> RunResult:
+            callbacks: list | None = None, fresh: bool | None = None) -> RunResult:
     """Train a new run, or continue ``run`` from its last complete checkpoint."""
     console = console or Console(stderr=True)
     prepare_process(config)
@@ -52,7 +56,7 @@ def run_sft(config: SFTConfig, workspace: Workspace, run: Run | None = None,
         config = clean_first(config, workspace, console)
     train_set, eval_set, hashes = prepare_data(config, tokenizer, console)
 
-    run, resume_from = open_run(config, workspace, run, model_ref.name, model_ref.path, hashes, name, console)
+    run, resume_from = open_run(config, workspace, run, model_ref.name, model_ref.path, hashes, name, console, fresh)
     console.print(f"run {run.id}  ({run.dir})", markup=False, highlight=False)
 
     precision = resolve_precision(config.training.precision)
@@ -65,10 +69,13 @@ def run_sft(config: SFTConfig, workspace: Workspace, run: Run | None = None,
     console.print(f"{config.method}: {trainable:,} trainable of {total:,} parameters; precision {precision}; "
                   f"{len(train_set.examples)} training / {len(eval_set.examples)} validation examples")
 
-    trainer = build_trainer(config, model, tokenizer, train_set, eval_set, run, precision, console, callbacks)
-    started = time.time()
-    output = fit(trainer, run, resume_from)
+    with training_attention(model, config.training.packing):
+        trainer = build_trainer(config, model, tokenizer, train_set, eval_set, run, precision, console, callbacks)
+        started = time.time()
+        output = fit(trainer, run, resume_from)
     final_dir = save_final(trainer, tokenizer, run, config.method)
+    if not is_main_process():  # rank 0 reports
+        return RunResult(run, {}, trainer.model, tokenizer)
     summary = summarize(run, config, trainer, output, train_set, eval_set, time.time() - started, final_dir, precision)
     write_json_atomic(run.summary_path, summary)
     run.update_info(status="succeeded", finished_at=time.time())
@@ -80,19 +87,19 @@ def prepare_data(config: SFTConfig, tokenizer, console: Console) -> tuple[Encode
     fmt = None if config.data.format == "auto" else config.data.format
     train_report = _validated(config.data.train, fmt, config.data.min_examples)
     hashes = {"train": sha256_file(config.data.train)}
-    max_length = config.data.max_length
+    max_length, train_on = config.data.max_length, config.data.train_on
     if config.data.validation:
         eval_report = _validated(config.data.validation, fmt, 1)
         hashes["validation"] = sha256_file(config.data.validation)
-        train_set = encode_records(train_report, tokenizer, max_length)
-        eval_set = encode_records(eval_report, tokenizer, max_length)
+        train_set = encode_records(train_report, tokenizer, max_length, train_on=train_on)
+        eval_set = encode_records(eval_report, tokenizer, max_length, train_on=train_on)
     elif config.data.validation_fraction > 0:
         ratios = (1 - config.data.validation_fraction, config.data.validation_fraction)
         train_idx, eval_idx = split_indices([r.value for r in train_report.records], ratios, seed=config.training.seed)
-        train_set = encode_records(train_report, tokenizer, max_length, train_idx)
-        eval_set = encode_records(train_report, tokenizer, max_length, eval_idx)
+        train_set = encode_records(train_report, tokenizer, max_length, train_idx, train_on)
+        eval_set = encode_records(train_report, tokenizer, max_length, eval_idx, train_on)
     else:
-        train_set, eval_set = encode_records(train_report, tokenizer, max_length), EncodedSet()
+        train_set, eval_set = encode_records(train_report, tokenizer, max_length, train_on=train_on), EncodedSet()
     if train_set.truncated or eval_set.truncated:
         console.print(f"[yellow]{train_set.truncated + eval_set.truncated} example(s) longer than "
                       f"max_length={max_length} were truncated[/]")
@@ -129,17 +136,57 @@ def build_model(config: SFTConfig, model_ref):
 
 def build_trainer(config: SFTConfig, model, tokenizer, train_set: EncodedSet, eval_set: EncodedSet,
                   run: Run, precision: str, console: Console, callbacks: list | None = None):
+    """The Trainer, with the fused loss at loss positions where the model allows it (it takes
+    ``logits_to_keep``), and packed rows where the model also keeps packed examples apart."""
     from transformers import PrinterCallback, Trainer
 
+    t = config.training
     has_eval = bool(eval_set.examples)
-    args = training_arguments(config.training, run, precision, has_eval, prediction_loss_only=True)
-    trainer = Trainer(model=model, args=args, train_dataset=train_set.examples,
-                      eval_dataset=eval_set.examples or None,
-                      data_collator=PadCollator(tokenizer.pad_token_id, supports_loss_positions(model)),
-                      processing_class=tokenizer,
-                      callbacks=standard_callbacks(run, config.training, has_eval, console) + (callbacks or []))
+    all_callbacks = standard_callbacks(run, t, has_eval, console) + (callbacks or [])
+    layout = batch_layout(config, model, train_set, eval_set, tokenizer.pad_token_id)
+    if layout.packed:
+        console.print(f"packing: {len(train_set.examples)} examples into {len(layout.train)} rows of up to "
+                      f"{t.pack_length} tokens; {layout.accumulation} row(s) per optimizer step",
+                      markup=False, highlight=False)
+    elif t.packing and layout.fused:
+        console.print("packing off: this model does not keep packed examples apart", style="yellow")
+    args = training_arguments(t, run, precision, has_eval, prediction_loss_only=True,
+                              per_device_batch_size=layout.per_device, accumulation=layout.accumulation,
+                              group_by_length=t.group_by_length and not layout.packed)
+    trainer_class = FusedLossTrainer if layout.fused else Trainer
+    trainer = trainer_class(model=model, args=args, train_dataset=layout.train, eval_dataset=layout.eval or None,
+                            data_collator=layout.collator, processing_class=tokenizer, callbacks=all_callbacks)
     trainer.remove_callback(PrinterCallback)  # ProgressDisplay replaces its raw dict prints
     return trainer
+
+
+@dataclass(frozen=True)
+class BatchLayout:
+    train: list
+    eval: list
+    collator: Any
+    per_device: int
+    accumulation: int
+    packed: bool
+    fused: bool
+
+
+def batch_layout(config: SFTConfig, model, train_set: EncodedSet, eval_set: EncodedSet, pad_id: int) -> BatchLayout:
+    """How examples become batches. Packed: one row of ``pack_length`` tokens per forward, with
+    enough rows accumulated per optimizer step to hold about ``batch_size`` examples' tokens
+    (fewer, bigger steps would change the optimisation: 4 rows per step trained worse per token
+    in our measurements). Otherwise: ``batch_size`` padded examples."""
+    t = config.training
+    fused = supports_loss_positions(model)
+    if fused and t.packing and packing_is_exact(model):
+        mean_tokens = train_set.input_tokens / len(train_set.examples)
+        rows_per_step = max(1, round(t.batch_size * mean_tokens / t.pack_length))
+        return BatchLayout(packed_rows(train_set.examples, t.pack_length),
+                           packed_rows(eval_set.examples, t.pack_length),
+                           PackedCollator(pad_id), 1, rows_per_step * t.gradient_accumulation_steps,
+                           packed=True, fused=True)
+    return BatchLayout(train_set.examples, eval_set.examples, PadCollator(pad_id, fused),
+                       t.batch_size, t.gradient_accumulation_steps, packed=False, fused=fused)
 
 
 def summarize(run: Run, config: SFTConfig, trainer, output, train_set: EncodedSet, eval_set: EncodedSet,

@@ -77,13 +77,18 @@ def trained_spans(tokenizer, messages: list[dict[str, Any]]) -> tuple[str, list[
     return full, spans
 
 
-def encode_chat(tokenizer, messages: list[dict[str, Any]], max_length: int) -> Encoded:
-    """Token ids and labels (``IGNORE`` outside trained assistant spans), truncated to ``max_length``."""
-    text, spans = trained_spans(tokenizer, messages)
+def encode_chat(tokenizer, messages: list[dict[str, Any]], max_length: int, train_on: str = "assistant") -> Encoded:
+    """Token ids and labels, truncated to ``max_length``. Labels are ``IGNORE`` outside trained
+    assistant spans, or nowhere with ``train_on="all"``."""
+    if train_on == "all":
+        text, spans = render(tokenizer, messages), None
+    else:
+        text, spans = trained_spans(tokenizer, messages)
     # The template writes the special tokens itself (bos, im_start ...): add none on top.
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = enc["input_ids"], enc["offset_mapping"]
-    labels = [tid if _inside(start, end, spans) else IGNORE for tid, (start, end) in zip(ids, offsets)]
+    labels = list(ids) if spans is None else \
+        [tid if _inside(start, end, spans) else IGNORE for tid, (start, end) in zip(ids, offsets)]
     truncated = len(ids) > max_length
     return Encoded(ids[:max_length], labels[:max_length], truncated)
 
