@@ -14,6 +14,7 @@ from tunesmith.models.loading import load_causal_lm, load_tokenizer
 from tunesmith.models.store import ModelRef, resolve_model
 from tunesmith.runs import Run, find_run, is_run_ref
 from tunesmith.training.dataset import PadCollator, supports_loss_positions
+from tunesmith.training.hardware import inference_dtype
 from tunesmith.training.tokenize import ensure_chat_template, prompt_ids, stop_strings, stop_token_ids, strip_stop_strings
 from tunesmith.workspace import Workspace
 
@@ -41,7 +42,7 @@ def load(target: str, workspace: Workspace, merge: bool = False) -> Loaded:
     ref = resolve_model(target, workspace)
     tokenizer = load_tokenizer(ref)
     ensure_chat_template(tokenizer)
-    return Loaded(ref.name, _eval_mode(load_causal_lm(ref)), tokenizer)
+    return Loaded(ref.name, _eval_mode(load_causal_lm(ref, inference_dtype())), tokenizer)
 
 
 def load_run(run: Run, workspace: Workspace, merge: bool = False) -> Loaded:
@@ -52,8 +53,9 @@ def load_run(run: Run, workspace: Workspace, merge: bool = False) -> Loaded:
     info = run.info()
     tokenizer = load_tokenizer(ModelRef(run.id, str(final)))  # the tokenizer and template it was trained with
     if info.get("method") == "full":
-        return Loaded(run.id, _eval_mode(load_causal_lm(ModelRef(run.id, str(final)))), tokenizer, run=run)
-    base = load_causal_lm(base_model_of(run, workspace))
+        return Loaded(run.id, _eval_mode(load_causal_lm(ModelRef(run.id, str(final)), inference_dtype())), tokenizer,
+                      run=run)
+    base = load_causal_lm(base_model_of(run, workspace), inference_dtype())
     from peft import PeftModel
 
     model = PeftModel.from_pretrained(base, str(final))

@@ -59,6 +59,12 @@ def test_decoder_lora_classifier_with_class_weights(workspace, tiny_model_dir, c
     assert prediction["label"] in {"delivery", "login", "refund"}
 
 
+def test_no_validation_split_trains_without_evaluating(workspace, tiny_encoder_dir, classify_file):
+    config = classify_config(classify_file, tiny_encoder_dir, **{"data.validation_fraction": 0, "training.epochs": 1})
+    result = api.train(config, workspace=workspace)
+    assert result.summary["validation_examples"] == 0 and result.summary["train_examples"] == 120
+
+
 def test_validation_label_unseen_in_training_is_an_error(workspace, tiny_encoder_dir, classify_file, tmp_path):
     validation = write_jsonl(tmp_path / "val.jsonl", [{"text": "x y z", "label": "refund"},
                                                      {"text": "new thing", "label": "cancel"}])

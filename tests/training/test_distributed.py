@@ -9,8 +9,6 @@ from tests.conftest import chat_records, write_jsonl
 from tunesmith.api import Distributed
 from tunesmith.config import load_config
 
-pytestmark = pytest.mark.slow
-
 SETTINGS = ["training.batch_size=4", "training.learning_rate=0.01", "training.max_steps=6", "training.logging_steps=1",
             "training.eval_steps=3", "training.pack_length=128", "training.threads=1", "lora.r=8", "lora.dropout=0"]
 
@@ -19,6 +17,7 @@ def _losses(run) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in map(json.loads, run.metrics_path.read_text().splitlines()) if "loss" in r}
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process_with_the_same_global_batch(tiny_model_dir, tmp_path, workspace):
     data = write_jsonl(tmp_path / "chat.jsonl", chat_records(96))
     common = [f"model={tiny_model_dir}", f"data.train={data}", *SETTINGS]
@@ -36,3 +35,32 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tiny_model_d
     assert checkpoints == ["checkpoint-3", "checkpoint-6"]
     runs = sorted(p.name for p in workspace.runs_dir.iterdir())
     assert runs == sorted([single.run.id, double.run.id])  # no stray directory from rank 1
+
+
+def test_torchrun_command_and_strategies(monkeypatch, tmp_path):
+    from tunesmith.errors import TunesmithError
+    from tunesmith.training import runner
+    from tunesmith.training.distributed import torchrun_command
+
+    single = torchrun_command(tmp_path / "run-1", True, 2)
+    assert single[1:5] == ["-m", "torch.distributed.run", "--nproc-per-node=2", "--standalone"]
+    assert single[-3:] == ["--run-dir", str(tmp_path / "run-1"), "--fresh"]
+    multi = torchrun_command(tmp_path / "run-1", False, 8, nnodes=2, rdzv_endpoint="host0:29500")
+    assert "--rdzv-endpoint=host0:29500" in multi and "--rdzv-id=run-1" in multi and "--fresh" not in multi
+    with pytest.raises(TunesmithError, match="rdzv-endpoint"):
+        torchrun_command(tmp_path / "run-1", True, 8, nnodes=2)
+
+    assert runner._strategy_args("fsdp") == {}  # one process: nothing to shard
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert runner._strategy_args("fsdp") == {"fsdp": True}
+    monkeypatch.setattr(runner, "_installed", lambda package: False)
+    with pytest.raises(TunesmithError, match="pip install deepspeed"):
+        runner._strategy_args("zero3")
+
+
+def test_several_machines_need_one_run_id(tiny_model_dir, chat_file, workspace):
+    from tunesmith.errors import TunesmithError
+
+    config = load_config(None, [f"model={tiny_model_dir}", f"data.train={chat_file}"])
+    with pytest.raises(TunesmithError, match="--run-id"):
+        tunesmith.train(config, workspace=workspace, distributed=Distributed(nproc=1, nnodes=2))

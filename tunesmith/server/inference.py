@@ -17,6 +17,7 @@ from typing import Any, Iterator
 from sqlalchemy import select
 
 from tunesmith.models.loading import load_causal_lm, load_tokenizer
+from tunesmith.training.hardware import inference_dtype
 from tunesmith.models.store import ModelRef, list_models, resolve_model
 from tunesmith.runs import Run
 from tunesmith.server.db import Database, JobRow
@@ -139,7 +140,7 @@ class ModelServer:
             if key not in self.slots:
                 tokenizer = load_tokenizer(ref)
                 ensure_chat_template(tokenizer)
-                model = load_causal_lm(ref)
+                model = load_causal_lm(ref, inference_dtype())
                 model.eval()
                 self.slots[key] = BaseSlot(model, tokenizer)
             return self.slots[key]

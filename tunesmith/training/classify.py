@@ -157,9 +157,11 @@ def natural_key(label: str) -> tuple:
 
 
 def encode(examples: list[Example], labels: list[str], tokenizer, max_length: int) -> tuple[list[dict], int]:
+    if not examples:  # no validation split (validation_fraction: 0); fast tokenizers reject an empty batch
+        return [], 0
     index = {label: i for i, label in enumerate(labels)}
     encoded = tokenizer([e.text for e in examples], truncation=True, max_length=max_length)["input_ids"]
-    full = tokenizer([e.text for e in examples], truncation=False)["input_ids"] if examples else []
+    full = tokenizer([e.text for e in examples], truncation=False)["input_ids"]
     truncated = sum(len(f) > max_length for f in full)
     return [{"input_ids": ids, "labels": index[e.label]} for ids, e in zip(encoded, examples)], truncated
 

@@ -25,6 +25,16 @@ def resolve_precision(setting: str) -> str:
     return "bf16" if cpu_has_native_bf16() else "fp32"
 
 
+def inference_dtype(setting: str = "auto"):
+    """Weights' dtype for generation. ``auto``: bf16 where the hardware runs it natively, since
+    decoding streams every weight once per token and bf16 halves the bytes (1.6-1.7x tokens/s at
+    batch 1 and 8 on an AVX-512-BF16 CPU, ../shared/research/perf-baseline.md). On AVX2 bf16 is
+    emulated: measured 1.12x at batch 1 but 0.56x at batch 8 (slow prefill), so fp32 there."""
+    import torch
+
+    return torch.bfloat16 if resolve_precision(setting) == "bf16" else torch.float32
+
+
 def matmul_gflops(size: int = 768, repeats: int = 5) -> float:
     """This machine's fp32 matmul throughput (GFLOP/s): the best of a few short timings, so a
     momentary neighbour on a shared machine does not halve the figure. Takes ~0.1-0.5 s."""

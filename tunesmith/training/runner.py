@@ -114,8 +114,12 @@ def training_arguments(t: TrainingSettings, run: Run, precision: str, has_eval: 
         data_seed=t.seed,
         bf16=precision == "bf16",
         use_cpu=not cuda_available(),
+        # Liger's Triton kernels (RMSNorm, SwiGLU, RoPE) on CUDA where installed; its fused loss stays
+        # unused with ours, which passes no labels to the model. liger-kernel needs triton: no CPU.
+        use_liger_kernel=cuda_available() and _installed("liger_kernel"),
         train_sampling_strategy="group_by_length" if group_by_length else "random",
         **_checkpointing_args(t.gradient_checkpointing),
+        **_strategy_args(t.strategy),
         include_num_input_tokens_seen="non_padding",
         report_to="none",
         disable_tqdm=True,
@@ -168,6 +172,12 @@ def save_final(trainer, tokenizer, run: Run, method: str) -> Path:
     return final
 
 
+def _installed(package: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(package) is not None
+
+
 def cuda_available() -> bool:
     import torch
     return torch.cuda.is_available()
@@ -183,6 +193,23 @@ def _close_display(trainer) -> None:
 def _checkpointing_args(enabled: bool) -> dict[str, Any]:
     # Only passed when on: transformers 5.23 warns about the old argument name even when False.
     return {"gradient_checkpointing": True, "gradient_checkpointing_kwargs": {"use_reentrant": False}} if enabled else {}
+
+
+def _strategy_args(strategy: str) -> dict[str, Any]:
+    """FSDP or DeepSpeed through the Trainer's own integrations; DDP needs nothing (torchrun's
+    environment is enough). Ignored by a single process."""
+    from tunesmith.training.distributed import world_size
+
+    if strategy == "ddp" or world_size() == 1:
+        return {}
+    if strategy == "fsdp":
+        return {"fsdp": True}
+    if not _installed("deepspeed"):
+        raise TunesmithError(f"training.strategy: {strategy} needs DeepSpeed: pip install deepspeed "
+                             "(or use fsdp, which comes with PyTorch)")
+    return {"deepspeed": {"zero_optimization": {"stage": 2 if strategy == "zero2" else 3},
+                          "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
+                          "gradient_clipping": "auto", "bf16": {"enabled": "auto"}}}
 
 
 def _step_of(checkpoint: Path | None) -> int:
