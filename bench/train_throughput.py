@@ -338,9 +338,12 @@ def train_tunesmith_classifier(spec: dict):
                  f"training.threads={spec['threads']}"]
     if spec["max_steps"]:
         overrides.append(f"training.max_steps={spec['max_steps']}")
-    result = tunesmith.train(load_config(None, overrides), workspace=Workspace(Path(spec["workdir"]) / "home"))
-    labels = json.loads((result.run.dir / "model" / "labels.json").read_text())["labels"]
-    return result.model, result.tokenizer, result.summary["train_seconds"], labels
+    workspace = Workspace(Path(spec["workdir"]) / "home")
+    result = tunesmith.train(load_config(None, overrides), workspace=workspace)
+    from tunesmith.predict import load_classifier
+
+    loaded = load_classifier(result.run, workspace)  # the saved weights, as `tunesmith predict` uses them
+    return loaded.model, loaded.tokenizer, result.summary["train_seconds"], loaded.labels
 
 
 def classifier_accuracy(model, tokenizer, labels: list[str], path: str) -> float:

@@ -174,8 +174,9 @@ class BatchLayout:
 def batch_layout(config: SFTConfig, model, train_set: EncodedSet, eval_set: EncodedSet, pad_id: int) -> BatchLayout:
     """How examples become batches. Packed: one row of ``pack_length`` tokens per forward, with
     enough rows accumulated per optimizer step to hold about ``batch_size`` examples' tokens
-    (fewer, bigger steps would change the optimisation: 4 rows per step trained worse per token
-    in our measurements). Otherwise: ``batch_size`` padded examples."""
+    (fewer, bigger steps change the optimisation: 4 rows of 512 per step, 12 steps instead of 32,
+    left a clearly worse held-out loss after one epoch in ../shared/research/perf-baseline.md).
+    Otherwise: ``batch_size`` padded examples."""
     t = config.training
     fused = supports_loss_positions(model)
     if fused and t.packing and packing_is_exact(model):
