@@ -107,11 +107,11 @@ class SFTConfig(_Strict):
 
     recipe: Literal["sft"] = Field("sft", description="The training recipe.")
     model: str = Field(DEFAULT_MODEL, description="Base model: a built-in or pulled name, or a local Hugging Face model directory.")
-    method: Literal["lora", "full"] = Field("lora", description="`lora` trains a low-rank adapter; `full` trains every weight.")
+    method: Literal["lora", "dora", "ia3", "qlora", "full"] = Field("lora", description="`lora` trains a low-rank adapter; `dora` a weight-decomposed one (slower, often better at low rank); `ia3` only rescaling vectors (fewest parameters); `qlora` LoRA on a 4-bit base (CUDA + bitsandbytes); `full` trains every weight.")
     chat_template: str | None = Field(None, description="Jinja chat template to use instead of the model's (models without one get ChatML).")
     run_name: str | None = Field(None, description="Name part of the run id (default: the config file name).")
     data: DataConfig
-    lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA settings (method: lora).")
+    lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA settings (methods lora, dora, qlora).")
     training: SFTTrainingSettings = Field(default_factory=SFTTrainingSettings, description="Optimisation settings.")
 
 

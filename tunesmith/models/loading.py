@@ -28,13 +28,14 @@ def load_tokenizer(ref: ModelRef):
     return tokenizer
 
 
-def load_causal_lm(ref: ModelRef, dtype=None):
+def load_causal_lm(ref: ModelRef, dtype=None, quantization=None):
     import torch
     from transformers import AutoModelForCausalLM
 
     # use_safetensors=True: never unpickle weights; trust_remote_code stays off.
+    extra = {"quantization_config": quantization, "device_map": {"": 0}} if quantization is not None else {}
     return AutoModelForCausalLM.from_pretrained(
-        ref.path, local_files_only=ref.local, dtype=dtype or torch.float32, use_safetensors=True)
+        ref.path, local_files_only=ref.local, dtype=dtype or torch.float32, use_safetensors=True, **extra)
 
 
 def count_parameters(model) -> tuple[int, int]:

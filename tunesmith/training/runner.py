@@ -157,7 +157,7 @@ def fit(trainer, run: Run, resume_from: Path | None):
 def save_final(trainer, tokenizer, run: Run, method: str) -> Path:
     """Write the adapter (LoRA) or model (full) atomically: a temp directory renamed into place.
     Every rank calls it (FSDP gathers the weights collectively); rank 0 writes."""
-    final = run.dir / ("adapter" if method == "lora" else "model")
+    final = run.dir / ("model" if method == "full" else "adapter")
     tmp = run.dir / f".{final.name}.tmp"
     if is_main_process():
         shutil.rmtree(tmp, ignore_errors=True)

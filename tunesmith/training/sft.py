@@ -18,6 +18,7 @@ from tunesmith.config import SFTConfig
 from tunesmith.data.split import split_indices
 from tunesmith.data.validate import ValidationReport, validate_file
 from tunesmith.errors import DataError
+from tunesmith.models import adapters
 from tunesmith.models.loading import count_parameters, load_causal_lm, load_tokenizer
 from tunesmith.models.store import resolve_model
 from tunesmith.files import sha256_file, write_json_atomic
@@ -47,6 +48,7 @@ def run_sft(config: SFTConfig, workspace: Workspace, run: Run | None = None,
             callbacks: list | None = None, fresh: bool | None = None) -> RunResult:
     """Train a new run, or continue ``run`` from its last complete checkpoint."""
     console = console or Console(stderr=True)
+    adapters.require_supported(config.method)
     prepare_process(config)
     model_ref = resolve_model(config.model, workspace)
     tokenizer = load_tokenizer(model_ref)
@@ -123,15 +125,10 @@ def _validated(path: str, fmt, min_examples: int) -> ValidationReport:
 
 
 def build_model(config: SFTConfig, model_ref):
-    model = load_causal_lm(model_ref)
-    if config.method == "lora":
-        from peft import LoraConfig, get_peft_model
-
-        lora = config.lora
-        model = get_peft_model(model, LoraConfig(
-            task_type="CAUSAL_LM", r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-            target_modules=lora.target_modules))
-    return model
+    model = load_causal_lm(model_ref, quantization=adapters.quantization_config(config.method))
+    if config.method == "full":
+        return model
+    return adapters.wrap(model, config.method, config.lora)
 
 
 def build_trainer(config: SFTConfig, model, tokenizer, train_set: EncodedSet, eval_set: EncodedSet,
