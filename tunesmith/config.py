@@ -55,6 +55,10 @@ class LoraSettings(_Strict):
     target_modules: str | list[str] = Field("all-linear", description="Modules to adapt: `all-linear` or a list of module names.")
 
 
+class PromptLearningSettings(_Strict):
+    num_virtual_tokens: int = Field(20, ge=1, le=512, description="Virtual tokens learned (methods prompt_tuning, prefix_tuning).")
+
+
 class TrainingSettings(_Strict):
     epochs: float = Field(1.0, gt=0, description="Passes over the training data.")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides `epochs`).")
@@ -107,11 +111,12 @@ class SFTConfig(_Strict):
 
     recipe: Literal["sft"] = Field("sft", description="The training recipe.")
     model: str = Field(DEFAULT_MODEL, description="Base model: a built-in or pulled name, or a local Hugging Face model directory.")
-    method: Literal["lora", "dora", "ia3", "qlora", "full"] = Field("lora", description="`lora` trains a low-rank adapter; `dora` a weight-decomposed one (slower, often better at low rank); `ia3` only rescaling vectors (fewest parameters); `qlora` LoRA on a 4-bit base (CUDA + bitsandbytes); `full` trains every weight.")
+    method: Literal["lora", "dora", "ia3", "qlora", "prompt_tuning", "prefix_tuning", "full"] = Field("lora", description="`lora` trains a low-rank adapter; `dora` a weight-decomposed one (slower, often better at low rank); `ia3` only rescaling vectors (fewest parameters); `qlora` LoRA on a 4-bit base (CUDA + bitsandbytes); `prompt_tuning` learns virtual input tokens, `prefix_tuning` virtual keys/values in every layer; `full` trains every weight.")
     chat_template: str | None = Field(None, description="Jinja chat template to use instead of the model's (models without one get ChatML).")
     run_name: str | None = Field(None, description="Name part of the run id (default: the config file name).")
     data: DataConfig
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA settings (methods lora, dora, qlora).")
+    prompt_learning: PromptLearningSettings = Field(default_factory=PromptLearningSettings, description="Settings of methods prompt_tuning and prefix_tuning.")
     training: SFTTrainingSettings = Field(default_factory=SFTTrainingSettings, description="Optimisation settings.")
 
 

@@ -10,7 +10,7 @@ PROMPT = [[{"role": "user", "content": "Which colour is item 3?"}]]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["dora", "ia3"])
+@pytest.mark.parametrize("method", ["dora", "ia3", "prompt_tuning", "prefix_tuning"])
 def test_method_trains_saves_and_reloads_identically(method, tiny_model_dir, chat_file, workspace):
     result = tunesmith.train(tiny_config(tiny_model_dir, chat_file, f"method={method}", "training.max_steps=6"),
                              workspace=workspace)
@@ -21,6 +21,13 @@ def test_method_trains_saves_and_reloads_identically(method, tiny_model_dir, cha
     expected = engine.generate(trained, PROMPT, max_new_tokens=12)
     reloaded = engine.load(result.run.id, workspace)
     assert engine.generate(reloaded, PROMPT, max_new_tokens=12) == expected
+    if method in ("prompt_tuning", "prefix_tuning"):  # virtual tokens start random: the loss says they learned
+        assert result.summary["last_train_loss"] < result.summary["first_train_loss"]
+        report = tunesmith.evaluate(result.run.id, chat_file, max_examples=6, baselines=False, few_shot=0,
+                                    workspace=workspace, log=lambda m: None)
+        base, tuned = report["metrics"]["base"], report["metrics"]["tuned"]  # loss through the lengthened sequences
+        assert tuned["loss_tokens"] == base["loss_tokens"] and tuned["loss"] < base["loss"]
+        return
     trained_weights = [p for n, p in reloaded.model.named_parameters() if "ia3_" in n or "lora_B" in n]
     start = 1.0 if method == "ia3" else 0.0  # IA3 vectors start at 1, LoRA B at 0: training moved them
     assert trained_weights and any((p - start).abs().max() > 0 for p in trained_weights)

@@ -3,13 +3,16 @@
 ``lora``: low-rank adapters. ``dora``: LoRA with the weight split into magnitude and direction
 (peft ``use_dora``), slower per step, often better at low rank. ``ia3``: learned rescaling
 vectors on attention keys/values and the MLP (far fewer parameters than LoRA). ``qlora``: LoRA
-on a 4-bit (NF4) base loaded by bitsandbytes, CUDA only.
+on a 4-bit (NF4) base loaded by bitsandbytes, CUDA only. ``prompt_tuning`` / ``prefix_tuning``:
+virtual tokens prepended to the input / to every layer's keys and values; peft lengthens the
+sequence itself, so these train on padded batches with the model's own loss (no packing).
 """
 from __future__ import annotations
 
 from tunesmith.errors import ConfigError
 
-ADAPTER_METHODS = ("lora", "dora", "ia3", "qlora")
+ADAPTER_METHODS = ("lora", "dora", "ia3", "qlora", "prompt_tuning", "prefix_tuning")
+PROMPT_LEARNING = ("prompt_tuning", "prefix_tuning")
 
 
 def require_supported(method: str) -> None:
@@ -38,12 +41,16 @@ def quantization_config(method: str):
                               bnb_4bit_compute_dtype=torch.bfloat16)
 
 
-def wrap(model, method: str, lora, task_type: str = "CAUSAL_LM"):
-    """The model with a fresh adapter of ``method`` (``lora`` holds the LoRA/DoRA settings)."""
-    from peft import IA3Config, LoraConfig, get_peft_model
+def wrap(model, method: str, lora, prompt_learning=None, task_type: str = "CAUSAL_LM"):
+    """The model with a fresh adapter of ``method`` (``lora`` holds the LoRA/DoRA settings,
+    ``prompt_learning`` the virtual-token count)."""
+    from peft import IA3Config, LoraConfig, PrefixTuningConfig, PromptTuningConfig, get_peft_model
 
     if method == "ia3":
         return get_peft_model(model, IA3Config(task_type=task_type))
+    if method in PROMPT_LEARNING:
+        settings = PromptTuningConfig if method == "prompt_tuning" else PrefixTuningConfig
+        return get_peft_model(model, settings(task_type=task_type, num_virtual_tokens=prompt_learning.num_virtual_tokens))
     if method == "qlora":
         from peft import prepare_model_for_kbit_training
 

@@ -76,5 +76,7 @@ def supports_loss_positions(model) -> bool:
     """Whether the model's forward can compute logits at selected positions only."""
     import inspect
 
+    if getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False):
+        return False  # prompt/prefix tuning lengthens the sequence inside peft: positions would not line up
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return "logits_to_keep" in inspect.signature(base.forward).parameters

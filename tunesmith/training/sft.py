@@ -128,7 +128,7 @@ def build_model(config: SFTConfig, model_ref):
     model = load_causal_lm(model_ref, quantization=adapters.quantization_config(config.method))
     if config.method == "full":
         return model
-    return adapters.wrap(model, config.method, config.lora)
+    return adapters.wrap(model, config.method, config.lora, config.prompt_learning)
 
 
 def build_trainer(config: SFTConfig, model, tokenizer, train_set: EncodedSet, eval_set: EncodedSet,
@@ -175,7 +175,7 @@ def batch_layout(config: SFTConfig, model, train_set: EncodedSet, eval_set: Enco
     left a clearly worse held-out loss after one epoch in ../shared/research/perf-baseline.md).
     Otherwise: ``batch_size`` padded examples."""
     t = config.training
-    fused = supports_loss_positions(model)
+    fused = supports_loss_positions(model)  # not for prompt learning, which lengthens sequences in peft
     if fused and t.packing and packing_is_exact(model):
         mean_tokens = train_set.input_tokens / len(train_set.examples)
         rows_per_step = max(1, round(t.batch_size * mean_tokens / t.pack_length))
