@@ -174,6 +174,12 @@ class Distributed:
     def enabled(self) -> bool:
         return self.nproc > 1 or self.nnodes > 1
 
+    def check(self) -> None:
+        """Refuse an incomplete multi-machine setting before any directory is made."""
+        if self.nnodes > 1 and not self.rdzv_endpoint:
+            raise TunesmithError("training on several machines needs --rdzv-endpoint HOST:PORT "
+                                 "(the same on every machine)")
+
 
 def train(config: RecipeConfig | str | Path, overrides: list[str] | None = None,
           workspace: Workspace | None = None, console=None, callbacks: list | None = None,
@@ -188,6 +194,9 @@ def train(config: RecipeConfig | str | Path, overrides: list[str] | None = None,
     ws = _ws(workspace)
     if distributed and distributed.enabled:
         return _train_distributed(config, ws, name, console, distributed)
+    if distributed and distributed.run_id:
+        raise TunesmithError("--run-id names a run trained with --nproc/--nnodes; a single process names "
+                             "its run from `run_name`")
     return recipe_runner(config)(config, ws, console=console, name=name, callbacks=callbacks)
 
 
@@ -200,6 +209,7 @@ def resume(run: str, workspace: Workspace | None = None, console=None, callbacks
         raise TunesmithError(f"run {found.id} already finished; nothing to resume")
     config = load_config(found.config_path)
     if distributed and distributed.enabled:
+        distributed.check()
         return _launch(found, False, ws, distributed)
     return recipe_runner(config)(config, ws, run=found, console=console, callbacks=callbacks)
 
@@ -213,10 +223,13 @@ def _train_distributed(config: RecipeConfig, ws: Workspace, name: str, console, 
     from tunesmith.runs import new_run
     from tunesmith.training.runner import clean_first
 
+    distributed.check()
     if distributed.nnodes > 1 and not distributed.run_id:
         raise TunesmithError("a run on several machines needs --run-id ID, the same on every machine")
     if config.data.clean:
         config = clean_first(config, ws, console or Console(stderr=True))
+    resolve_model(config.model, ws)  # one clear error here, not one failure per rank
+    _check_data(config)
     if distributed.run_id:
         run = Run(ws.run_dir(distributed.run_id))
         if run.info_path.exists():
@@ -226,6 +239,15 @@ def _train_distributed(config: RecipeConfig, ws: Workspace, name: str, console, 
         run = new_run(ws, config.run_name or name)
     save_config(config, run.config_path)
     return _launch(run, True, ws, distributed)
+
+
+def _check_data(config: RecipeConfig) -> None:
+    if isinstance(config, ClassifyConfig):
+        from tunesmith.training.classify import read_splits
+        read_splits(config)
+    else:
+        from tunesmith.training.sft import check_data
+        check_data(config)
 
 
 def _launch(run: Run, fresh: bool, ws: Workspace, distributed: Distributed):

@@ -40,15 +40,15 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tiny_model_d
 def test_torchrun_command_and_strategies(monkeypatch, tmp_path):
     from tunesmith.errors import TunesmithError
     from tunesmith.training import runner
-    from tunesmith.training.distributed import torchrun_command
+    from tunesmith.training.distributed import torchrun_args
 
-    single = torchrun_command(tmp_path / "run-1", True, 2)
-    assert single[1:5] == ["-m", "torch.distributed.run", "--nproc-per-node=2", "--standalone"]
+    single = torchrun_args(tmp_path / "run-1", True, 2)
+    assert single[:2] == ["--nproc-per-node=2", "--standalone"]
     assert single[-3:] == ["--run-dir", str(tmp_path / "run-1"), "--fresh"]
-    multi = torchrun_command(tmp_path / "run-1", False, 8, nnodes=2, rdzv_endpoint="host0:29500")
+    multi = torchrun_args(tmp_path / "run-1", False, 8, nnodes=2, rdzv_endpoint="host0:29500")
     assert "--rdzv-endpoint=host0:29500" in multi and "--rdzv-id=run-1" in multi and "--fresh" not in multi
     with pytest.raises(TunesmithError, match="rdzv-endpoint"):
-        torchrun_command(tmp_path / "run-1", True, 8, nnodes=2)
+        Distributed(nproc=8, nnodes=2, run_id="run-1").check()
 
     assert runner._strategy_args("fsdp") == {}  # one process: nothing to shard
     monkeypatch.setenv("WORLD_SIZE", "2")
@@ -63,4 +63,9 @@ def test_several_machines_need_one_run_id(tiny_model_dir, chat_file, workspace):
 
     config = load_config(None, [f"model={tiny_model_dir}", f"data.train={chat_file}"])
     with pytest.raises(TunesmithError, match="--run-id"):
-        tunesmith.train(config, workspace=workspace, distributed=Distributed(nproc=1, nnodes=2))
+        tunesmith.train(config, workspace=workspace, distributed=Distributed(nproc=1, nnodes=2, rdzv_endpoint="h:1"))
+    with pytest.raises(TunesmithError, match="rdzv-endpoint"):
+        tunesmith.train(config, workspace=workspace, distributed=Distributed(nproc=1, nnodes=2, run_id="big"))
+    with pytest.raises(TunesmithError, match="single process"):
+        tunesmith.train(config, workspace=workspace, distributed=Distributed(run_id="big"))
+    assert not workspace.runs_dir.exists() or not any(workspace.runs_dir.iterdir())  # nothing half-made

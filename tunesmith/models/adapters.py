@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from tunesmith.errors import ConfigError
 
-ADAPTER_METHODS = ("lora", "dora", "ia3", "qlora", "prompt_tuning", "prefix_tuning")
 PROMPT_LEARNING = ("prompt_tuning", "prefix_tuning")
 
 

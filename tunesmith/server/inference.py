@@ -17,12 +17,12 @@ from typing import Any, Iterator
 from sqlalchemy import select
 
 from tunesmith.models.loading import load_causal_lm, load_tokenizer
-from tunesmith.training.hardware import inference_dtype
 from tunesmith.models.store import ModelRef, list_models, resolve_model
 from tunesmith.runs import Run
 from tunesmith.server.db import Database, JobRow
 from tunesmith.server.errors import APIError, model_not_found
 from tunesmith.server.jobs import checkpoint_dirs, fine_tuned_name
+from tunesmith.training.hardware import inference_dtype
 from tunesmith.training.tokenize import ensure_chat_template, prompt_ids, stop_strings, stop_token_ids
 from tunesmith.workspace import Workspace
 

@@ -24,7 +24,7 @@ from tunesmith.models.store import resolve_model
 from tunesmith.files import sha256_file, write_json_atomic
 from tunesmith.runs import Run
 from tunesmith.training.dataset import EncodedSet, PadCollator, encode_records, supports_loss_positions
-from tunesmith.training.distributed import is_main_process
+from tunesmith.training.distributed import is_main_process, world_size
 from tunesmith.training.hardware import resolve_precision
 from tunesmith.training.packed_attention import training_attention
 from tunesmith.training.packing import PackedCollator, packed_rows, packing_is_exact
@@ -114,6 +114,15 @@ def prepare_data(config: SFTConfig, tokenizer, console: Console) -> tuple[Encode
     return train_set, eval_set, hashes
 
 
+def check_data(config: SFTConfig) -> None:
+    """Validate the data files (every problem at once) without tokenizing: what a launcher of
+    several processes checks before starting them."""
+    fmt = None if config.data.format == "auto" else config.data.format
+    _validated(config.data.train, fmt, config.data.min_examples)
+    if config.data.validation:
+        _validated(config.data.validation, fmt, 1)
+
+
 def _validated(path: str, fmt, min_examples: int) -> ValidationReport:
     report = validate_file(path, fmt, min_examples=min_examples)
     if not report.ok:
@@ -143,11 +152,14 @@ def build_trainer(config: SFTConfig, model, tokenizer, train_set: EncodedSet, ev
     layout = batch_layout(config, model, train_set, eval_set, tokenizer.pad_token_id)
     if layout.packed:
         console.print(f"packing: {len(train_set.examples)} examples into {len(layout.train)} rows of up to "
-                      f"{t.pack_length} tokens; {layout.accumulation} row(s) per optimizer step",
+                      f"{t.pack_length} tokens; {layout.accumulation} row(s) per optimizer step"
+                      + (f" in each of {world_size()} processes" if world_size() > 1 else ""),
                       markup=False, highlight=False)
     elif t.packing and layout.fused:
         console.print("packing off: this model does not keep packed examples apart", style="yellow")
-    args = training_arguments(t, run, precision, has_eval, prediction_loss_only=True,
+    # Every trainable parameter takes part in every SFT forward, so DDP need not search the graph
+    # for unused ones (the Trainer's default for a model without gradient checkpointing).
+    args = training_arguments(t, run, precision, has_eval, prediction_loss_only=True, ddp_find_unused_parameters=False,
                               per_device_batch_size=layout.per_device, accumulation=layout.accumulation,
                               group_by_length=t.group_by_length and not layout.packed)
     trainer_class = FusedLossTrainer if layout.fused else Trainer
