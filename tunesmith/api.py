@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from tunesmith.config import ClassifyConfig, RecipeConfig, SFTConfig, load_config
+from tunesmith.config import ClassifyConfig, PreferenceConfig, RecipeConfig, SFTConfig, load_config
 from tunesmith.data.card import DatasetCard, label_distribution, token_summary
 from tunesmith.data.formats import SFT_FORMATS, Format, to_messages
 from tunesmith.data.split import parse_ratios
@@ -185,10 +185,10 @@ def train(config: RecipeConfig | str | Path, overrides: list[str] | None = None,
           workspace: Workspace | None = None, console=None, callbacks: list | None = None,
           distributed: Distributed | None = None):
     """Train a new run from a config object or a YAML recipe (with ``key=value`` overrides).
-    The recipe (``sft`` or ``classify``) comes from the config; ``distributed`` runs it on
+    The recipe (``sft``, ``classify`` or ``dpo``) comes from the config; ``distributed`` runs it on
     several processes or machines through torchrun."""
     name = getattr(config, "recipe", "run")
-    if not isinstance(config, (SFTConfig, ClassifyConfig)):
+    if not isinstance(config, (SFTConfig, ClassifyConfig, PreferenceConfig)):
         name = Path(config).stem
         config = load_config(config, overrides)
     ws = _ws(workspace)
@@ -228,7 +228,7 @@ def _train_distributed(config: RecipeConfig, ws: Workspace, name: str, console, 
         raise TunesmithError("a run on several machines needs --run-id ID, the same on every machine")
     if config.data.clean:
         config = clean_first(config, ws, console or Console(stderr=True))
-    resolve_model(config.model, ws)  # one clear error here, not one failure per rank
+    _check_model(config, ws)  # one clear error here, not one failure per rank
     _check_data(config)
     if distributed.run_id:
         run = Run(ws.run_dir(distributed.run_id))
@@ -241,10 +241,21 @@ def _train_distributed(config: RecipeConfig, ws: Workspace, name: str, console, 
     return _launch(run, True, ws, distributed)
 
 
+def _check_model(config: RecipeConfig, ws: Workspace) -> None:
+    if isinstance(config, PreferenceConfig):
+        from tunesmith.training.preference import starting_point
+        starting_point(config, ws)  # a model or a finished run
+    else:
+        resolve_model(config.model, ws)
+
+
 def _check_data(config: RecipeConfig) -> None:
     if isinstance(config, ClassifyConfig):
         from tunesmith.training.classify import read_splits
         read_splits(config)
+    elif isinstance(config, PreferenceConfig):
+        from tunesmith.training.preference import check_data
+        check_data(config)
     else:
         from tunesmith.training.sft import check_data
         check_data(config)
@@ -264,6 +275,9 @@ def recipe_runner(config: RecipeConfig):
     if isinstance(config, ClassifyConfig):
         from tunesmith.training.classify import run_classify
         return run_classify
+    if isinstance(config, PreferenceConfig):
+        from tunesmith.training.preference import run_preference
+        return run_preference
     from tunesmith.training.sft import run_sft
     return run_sft
 
@@ -288,7 +302,8 @@ def evaluate(run: str, data: str | Path | None = None, max_examples: int | None 
     """Evaluate a run beside its baselines on held-out data (default: the config's ``data.test``);
     writes ``runs/<id>/eval/report.{json,md,html}`` (+ confusion matrix and plots for classifiers).
 
-    sft runs: the base model, plain and with a ``few_shot`` prompt. classify runs: majority class,
+    sft runs: the base model, plain and with a ``few_shot`` prompt. dpo runs: reward accuracy,
+    margins and win rate against the starting point on held-out pairs. classify runs: majority class,
     TF-IDF + logistic regression and the base LLM (``llm`` for encoder runs) prompted zero- and
     few-shot on ``llm_examples`` sampled test examples; ``baselines=False`` skips them."""
     from tunesmith.eval import report as report_files
@@ -298,7 +313,12 @@ def evaluate(run: str, data: str | Path | None = None, max_examples: int | None 
     data = data or load_config(found.config_path).data.test
     if not data:
         raise ConfigError(f"give the held-out data to evaluate {found.id} on (--data FILE); its config has no data.test")
-    if found.info().get("recipe") == "classify":
+    recipe = found.info().get("recipe")
+    if recipe == "dpo":
+        from tunesmith.eval.preference_eval import evaluate_preference
+
+        result = evaluate_preference(found, data, ws, max_examples, batch_size, samples, max_new_tokens, log)
+    elif recipe == "classify":
         from tunesmith.eval.classify_eval import DEFAULT_LLM, evaluate_classifier
 
         result = evaluate_classifier(found, data, ws, max_examples, baselines, llm or DEFAULT_LLM, llm_examples,

@@ -160,8 +160,51 @@ class ClassifyConfig(_Strict):
     training: ClassifyTrainingSettings = Field(default_factory=ClassifyTrainingSettings, description="Optimisation settings.")
 
 
-RecipeConfig = SFTConfig | ClassifyConfig
-_RECIPES: dict[str, type[_Strict]] = {"sft": SFTConfig, "classify": ClassifyConfig}
+class PreferenceDataConfig(_Strict):
+    train: str = Field(description="Preference pairs: JSONL with `prompt`, `chosen`, `rejected` (conversational message lists or plain strings).")
+    validation: str | None = Field(None, description="Validation pairs. When absent, `validation_fraction` of `train` is held out.")
+    validation_fraction: float = Field(0.05, ge=0.0, lt=0.5, description="Share of `train` held out for validation when no `validation` file is given (0 disables).")
+    test: str | None = Field(None, description="Held-out test pairs; `tunesmith eval RUN` uses them when no --data is given.")
+    max_length: int = Field(1024, ge=16, le=131072, description="Longest prompt + answer in tokens; longer pairs are truncated at the end.")
+    min_examples: int = Field(10, ge=1, description="Fewest valid training pairs accepted.")
+    clean: bool | CleanConfig = Field(False, description="Clean the data first (`true` for the defaults of `tunesmith data clean`, or its settings); removed records go to a rejects file.")
+
+
+class PreferenceSettings(_Strict):
+    algorithm: Literal["dpo", "ipo", "orpo", "kto"] = Field("dpo", description="`dpo`: direct preference optimisation against the starting model; `ipo`: its squared-loss variant (less prone to overfitting the pairs); `orpo`: odds-ratio loss added to SFT on the chosen answers, no reference model; `kto`: each answer judged desirable or not on its own (the pairs are unpaired).")
+    beta: float = Field(0.1, gt=0, description="How far the model may move from the starting point (dpo, kto: KL strength; ipo: regularisation tau; orpo: weight lambda of the odds-ratio term).")
+
+
+class PreferenceTrainingSettings(TrainingSettings):
+    batch_size: int = Field(4, ge=1, description="Pairs per device per step.")
+    learning_rate: float | None = Field(None, gt=0, lt=1, description="Peak learning rate (default: 5e-5 with an adapter, 1e-6 for full fine-tuning, as preference tuning moves a model quickly).")
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field("linear", description="Learning-rate schedule after warmup.")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps spent warming up the learning rate.")
+    eval_steps: int = Field(25, ge=1, description="Evaluate on the validation pairs every N optimizer steps.")
+
+
+class PreferenceConfig(_Strict):
+    """Preference tuning (DPO, IPO, ORPO, KTO through TRL) of a base model or an SFT run on chosen/rejected pairs."""
+
+    recipe: Literal["dpo"] = Field("dpo", description="The training recipe.")
+    model: str = Field(DEFAULT_MODEL, description="Starting point: a model (built-in, pulled or a local directory) or an SFT run id, whose weights (adapter merged) are both the model tuned and the reference.")
+    method: Literal["lora", "dora", "ia3", "qlora", "full"] = Field("lora", description="`lora`/`dora`/`ia3` train an adapter, whose switched-off state is the reference model (no second copy in memory); `qlora` LoRA on a 4-bit base (CUDA); `full` trains every weight against a frozen copy.")
+    chat_template: str | None = Field(None, description="Jinja chat template to use instead of the model's (models without one get ChatML).")
+    run_name: str | None = Field(None, description="Name part of the run id (default: the config file name).")
+    data: PreferenceDataConfig
+    preference: PreferenceSettings = Field(default_factory=PreferenceSettings, description="The preference objective.")
+    lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA settings (methods lora, dora, qlora).")
+    training: PreferenceTrainingSettings = Field(default_factory=PreferenceTrainingSettings, description="Optimisation settings.")
+
+    @model_validator(mode="after")
+    def _default_learning_rate(self) -> "PreferenceConfig":
+        if self.training.learning_rate is None:
+            self.training.learning_rate = 1e-6 if self.method == "full" else 5e-5
+        return self
+
+
+RecipeConfig = SFTConfig | ClassifyConfig | PreferenceConfig
+_RECIPES: dict[str, type[_Strict]] = {"sft": SFTConfig, "classify": ClassifyConfig, "dpo": PreferenceConfig}
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None, base: dict | None = None) -> RecipeConfig:

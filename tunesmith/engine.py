@@ -45,17 +45,22 @@ def load(target: str, workspace: Workspace, merge: bool = False) -> Loaded:
     return Loaded(ref.name, _eval_mode(load_causal_lm(ref, inference_dtype())), tokenizer)
 
 
-def load_run(run: Run, workspace: Workspace, merge: bool = False) -> Loaded:
+def load_run(run: Run, workspace: Workspace, merge: bool = False, dtype=None) -> Loaded:
+    """A run's trained model. A run that started from another run (preference tuning on top of
+    an SFT run) has that run's weights, adapter merged, under its own adapter."""
     final = run.final_dir
     if not final.exists():
         raise TunesmithError(f"run {run.id} has no trained weights yet ({final} is missing); "
                              f"finish it with: tunesmith train --resume {run.id}")
     info = run.info()
+    dtype = dtype or inference_dtype()
     tokenizer = load_tokenizer(ModelRef(run.id, str(final)))  # the tokenizer and template it was trained with
     if info.get("method") == "full":
-        return Loaded(run.id, _eval_mode(load_causal_lm(ModelRef(run.id, str(final)), inference_dtype())), tokenizer,
-                      run=run)
-    base = load_causal_lm(base_model_of(run, workspace), inference_dtype())
+        return Loaded(run.id, _eval_mode(load_causal_lm(ModelRef(run.id, str(final)), dtype)), tokenizer, run=run)
+    if info.get("start_run"):
+        base = load_run(find_run(info["start_run"], workspace), workspace, merge=True, dtype=dtype).model
+    else:
+        base = load_causal_lm(base_model_of(run, workspace), dtype)
     from peft import PeftModel
 
     model = PeftModel.from_pretrained(base, str(final))
@@ -167,3 +172,27 @@ def mean_nll(loaded: Loaded, examples: list[dict[str, list[int]]], batch_size: i
         total += loss.item() * tokens
         count += tokens
     return (total / count if count else float("nan")), count
+
+
+def sequence_logprobs(loaded: Loaded, examples: list[dict[str, list[int]]], batch_size: int = 8) -> list[tuple[float, int]]:
+    """For each example, the summed log-probability of its label tokens and their count (what
+    preference evaluation compares between a chosen and a rejected answer)."""
+    import torch
+
+    collate = PadCollator(loaded.tokenizer.pad_token_id, loss_positions_only=True)
+    fused = supports_loss_positions(loaded.model)
+    results: list[tuple[float, int]] = []
+    for start in range(0, len(examples), batch_size):
+        batch = collate(examples[start:start + batch_size])
+        keep, targets = batch.pop("logits_to_keep"), batch.pop("shift_labels")
+        batch.pop("labels")
+        with torch.inference_mode():
+            logits = loaded.model(**batch, **({"logits_to_keep": keep} if fused else {})).logits
+            if not fused:  # prompt learning prepends virtual tokens: keep the last ``width`` positions
+                logits = logits[:, -keep.shape[1]:][keep]
+            logits = logits.reshape(-1, logits.shape[-1]).float()
+            token_logprobs = torch.log_softmax(logits, -1).gather(-1, targets[:, None])[:, 0]
+        counts = keep.sum(1).tolist()
+        for chunk, count in zip(token_logprobs.split(counts), counts):
+            results.append((chunk.sum().item(), count))
+    return results

@@ -18,6 +18,15 @@ METRICS = [
     ("exact_match", "exact match (final answer)", "{:.1%}", True),
 ]
 
+# Preference runs: how each model ranks held-out chosen vs rejected answers (eval/preference_eval.py).
+PREFERENCE_METRICS = [
+    ("preference_accuracy", "prefers chosen (per-token likelihood)", "{:.1%}", True),
+    ("preference_accuracy_total", "prefers chosen (total likelihood)", "{:.1%}", True),
+    ("chosen_loss", "loss of chosen answers", "{:.4f}", False),
+    ("chosen_perplexity", "perplexity of chosen answers", "{:.2f}", False),
+    ("rejected_loss", "loss of rejected answers", "{:.4f}", None),
+]
+
 # Column order of the side-by-side table: baselines first, the fine-tuned model last.
 SIDES = [("base", "base"), ("few_shot", "base, few-shot prompt"), ("tuned", "fine-tuned")]
 
@@ -30,22 +39,33 @@ def rows(report: dict[str, Any]) -> list[list[str]]:
     """[metric, one value per side..., change of the fine-tuned model against the best baseline]."""
     present = sides(report)
     out = []
-    for key, label, fmt, higher_better in METRICS:
+    for key, label, fmt, higher_better in PREFERENCE_METRICS if report.get("kind") == "preference" else METRICS:
         values = {side: report["metrics"][side].get(key) for side, _ in present}
         if values.get("tuned") is None or values.get("base") is None:
             continue
         baselines = [v for side, v in values.items() if side != "tuned" and v is not None]
-        best = max(baselines) if higher_better else min(baselines)
+        best = max(baselines) if higher_better in (True, None) else min(baselines)
         delta = values["tuned"] - best
-        better = delta > 0 if higher_better else delta < 0
-        change = ("+" if delta >= 0 else "") + (fmt.format(delta) if key != "exact_match" else f"{delta * 100:.1f} pts")
+        better = higher_better is not None and (delta > 0 if higher_better else delta < 0)
+        change = ("+" if delta >= 0 else "") + (fmt.format(delta) if "%" not in fmt else f"{delta * 100:.1f} pts")
         out.append([label] + [fmt.format(values[s]) if values[s] is not None else "–" for s, _ in present]
                    + [change + (" ✓" if better else "")])
     return out
 
 
 def header(report: dict[str, Any]) -> list[str]:
+    if report.get("kind") == "preference":
+        return ["metric", "starting point", "tuned", "change"]
     return ["metric"] + [title for _, title in sides(report)] + ["change vs best baseline"]
+
+
+def preference_lines(report: dict[str, Any]) -> list[str]:
+    """The rewards and the win rate of a preference run, as sentences."""
+    r = report["rewards"]
+    return [f"Win rate over the starting point: **{report['win_rate']:.1%}** of {report['examples']} held-out pairs "
+            "are separated further (chosen minus rejected, per-token log-likelihood).",
+            f"Implicit rewards (beta {r['beta']}): accuracy **{r['accuracy']:.1%}**, mean margin {r['margin']:.3f} "
+            f"(chosen {r['chosen']:+.3f}, rejected {r['rejected']:+.3f})."]
 
 
 def to_markdown(report: dict[str, Any]) -> str:
@@ -60,13 +80,17 @@ def to_markdown(report: dict[str, Any]) -> str:
         "|" + "---|" * len(head),
     ]
     lines += ["| " + " | ".join(r) + " |" for r in rows(report)]
+    if report.get("kind") == "preference":
+        lines += [""] + [f"{line}  " for line in preference_lines(report)]
     if report.get("few_shot"):
         lines += ["", f"Few-shot prompt: {report['few_shot']['shots']} training conversations before each test one."]
     lines += ["", "## Samples", ""]
     for i, sample in enumerate(report["samples"], 1):
         lines += [f"### {i}. {_one_line(sample['prompt'])}", "",
-                  f"- **reference**: {_one_line(sample['reference'])}",
-                  f"- **base**: {_one_line(sample['base'])}"]
+                  f"- **reference{' (chosen)' if report.get('kind') == 'preference' else ''}**: "
+                  f"{_one_line(sample['reference'])}",
+                  f"- **{'starting point' if report.get('kind') == 'preference' else 'base'}**: "
+                  f"{_one_line(sample['base'])}"]
         if "few_shot" in sample:
             lines.append(f"- **base, few-shot**: {_one_line(sample['few_shot'])}")
         lines += [f"- **fine-tuned**: {_one_line(sample['tuned'])}", ""]
@@ -75,6 +99,8 @@ def to_markdown(report: dict[str, Any]) -> str:
 
 def to_html(report: dict[str, Any]) -> str:
     summary = html.table(header(report), rows(report))
+    if report.get("kind") == "preference":
+        summary += "".join(html.paragraph(line.replace("**", "")) for line in preference_lines(report))
     if report.get("few_shot"):
         summary += html.paragraph(f"Few-shot prompt: {report['few_shot']['shots']} training conversations "
                                   "before each test one.")

@@ -68,7 +68,8 @@ class ProgressDisplay(TrainerCallback):
             parts.append(f"val {self.eval_loss:.4f}")
         if self.eval_f1 is not None:
             parts.append(f"val macro-F1 {self.eval_f1:.3f}")
-        parts.append(f"{self.tokens_per_second(state):.0f} tok/s")
+        if state.num_input_tokens_seen:  # not counted by trainers whose batches name their inputs otherwise (ORPO, KTO)
+            parts.append(f"{self.tokens_per_second(state):.0f} tok/s")
         return "  ".join(parts)
 
     def on_step_end(self, args, state, control, **kwargs):

@@ -82,14 +82,16 @@ def open_run(config: RecipeConfig, workspace: Workspace, run: Run | None, base_n
 def training_arguments(t: TrainingSettings, run: Run, precision: str, has_eval: bool,
                        best_metric: str = "eval_loss", greater_is_better: bool = False,
                        per_device_batch_size: int | None = None, accumulation: int | None = None,
-                       group_by_length: bool | None = None, **extra: Any):
+                       group_by_length: bool | None = None, args_class=None, **extra: Any):
     """TrainingArguments from our settings; a recipe that lays out batches itself (packed rows)
-    passes its own per-device batch size, accumulation and grouping."""
+    passes its own per-device batch size, accumulation and grouping, and a TRL recipe its
+    trainer's subclass of TrainingArguments (``args_class``) with that trainer's settings."""
     from transformers import TrainingArguments
 
+    args_class = args_class or TrainingArguments
     early_stopping = bool(t.early_stopping_patience and has_eval)
     group_by_length = t.group_by_length if group_by_length is None else group_by_length
-    return TrainingArguments(
+    return args_class(
         output_dir=str(run.checkpoints_dir),
         num_train_epochs=t.epochs,
         max_steps=t.max_steps or -1,
@@ -117,7 +119,7 @@ def training_arguments(t: TrainingSettings, run: Run, precision: str, has_eval: 
         # Liger's Triton kernels (RMSNorm, SwiGLU, RoPE) on CUDA where installed; its fused loss stays
         # unused with ours, which passes no labels to the model. liger-kernel needs triton: no CPU.
         use_liger_kernel=cuda_available() and _installed("liger_kernel"),
-        train_sampling_strategy="group_by_length" if group_by_length else "random",
+        train_sampling_strategy=extra.pop("train_sampling_strategy", "group_by_length" if group_by_length else "random"),
         **_checkpointing_args(t.gradient_checkpointing),
         **_strategy_args(t.strategy),
         include_num_input_tokens_seen="non_padding",
