@@ -298,14 +298,17 @@ def list_runs(workspace: Workspace | None = None) -> list[Run]:
 def evaluate(run: str, data: str | Path | None = None, max_examples: int | None = None,
              max_new_tokens: int | None = None, batch_size: int = 8, samples: int = 3, few_shot: int = 3,
              baselines: bool = True, llm: str | None = None, llm_examples: int = 200,
-             workspace: Workspace | None = None, log: Log = print) -> dict[str, Any]:
+             workspace: Workspace | None = None, log: Log = print, forgetting: bool = False,
+             general_data: str | Path | None = None) -> dict[str, Any]:
     """Evaluate a run beside its baselines on held-out data (default: the config's ``data.test``);
     writes ``runs/<id>/eval/report.{json,md,html}`` (+ confusion matrix and plots for classifiers).
 
     sft runs: the base model, plain and with a ``few_shot`` prompt. dpo runs: reward accuracy,
     margins and win rate against the starting point on held-out pairs. classify runs: majority class,
     TF-IDF + logistic regression and the base LLM (``llm`` for encoder runs) prompted zero- and
-    few-shot on ``llm_examples`` sampled test examples; ``baselines=False`` skips them."""
+    few-shot on ``llm_examples`` sampled test examples; ``baselines=False`` skips them.
+    ``forgetting`` adds base vs tuned on general data (``general_data``: a directory with
+    heldout.jsonl and questions.jsonl; default examples/general) for sft and dpo runs."""
     from tunesmith.eval import report as report_files
 
     ws = _ws(workspace)
@@ -314,6 +317,9 @@ def evaluate(run: str, data: str | Path | None = None, max_examples: int | None 
     if not data:
         raise ConfigError(f"give the held-out data to evaluate {found.id} on (--data FILE); its config has no data.test")
     recipe = found.info().get("recipe")
+    if forgetting and recipe == "classify":
+        raise ConfigError("--forgetting measures what a language model lost on general text and questions; "
+                          f"{found.id} is a classifier")
     if recipe == "dpo":
         from tunesmith.eval.preference_eval import evaluate_preference
 
@@ -328,6 +334,10 @@ def evaluate(run: str, data: str | Path | None = None, max_examples: int | None 
 
         result = evaluate_run(found, data, ws, max_examples, max_new_tokens, batch_size, samples,
                               few_shot if baselines else 0, log)
+    if forgetting:
+        from tunesmith.eval.forgetting import measure_forgetting
+
+        result["forgetting"] = measure_forgetting(found, ws, general_data, batch_size, log)
     result["report_files"] = report_files.write(result, found.eval_dir)
     return result
 

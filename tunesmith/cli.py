@@ -155,10 +155,13 @@ def eval_(run: str = typer.Argument(..., help="Run id or directory."),
           baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Also score the baselines (majority, TF-IDF, prompted LLM; base model few-shot)."),
           llm: Optional[str] = typer.Option(None, "--llm", help="LLM prompted as a baseline for an encoder classifier (default: smollm2-135m-instruct)."),
           llm_examples: int = typer.Option(200, "--llm-examples", help="Stratified test sample for the prompted-LLM baselines (they generate, so they are slow)."),
+          forgetting: bool = typer.Option(False, "--forgetting", help="Also measure base vs tuned on general data (perplexity of general conversations, general questions answered): what the specialisation cost."),
+          general_data: Optional[Path] = typer.Option(None, "--general-data", help="Directory with heldout.jsonl and questions.jsonl for --forgetting (default: examples/general)."),
           as_json: bool = typer.Option(False, "--json", help="Print the JSON report.")):
     """Evaluate a run beside its baselines on held-out data; writes HTML, Markdown and JSON reports."""
     report = api.evaluate(run, data, max_examples, max_new_tokens, batch_size, samples, few_shot, baselines, llm,
-                          llm_examples, log=lambda m: err.print(m, highlight=False))
+                          llm_examples, log=lambda m: err.print(m, highlight=False), forgetting=forgetting,
+                          general_data=general_data)
     if as_json:
         out.print_json(data=report)
     else:

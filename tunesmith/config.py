@@ -59,6 +59,11 @@ class PromptLearningSettings(_Strict):
     num_virtual_tokens: int = Field(20, ge=1, le=512, description="Virtual tokens learned (methods prompt_tuning, prefix_tuning).")
 
 
+class ReplaySettings(_Strict):
+    data: str | None = Field(None, description="General-purpose chat data to mix in (default: examples/general/replay.jsonl, 250 helpful conversations).")
+    fraction: float = Field(0.1, gt=0.0, lt=1.0, description="Share of the training examples that are replayed general data (0.1: one in ten).")
+
+
 class TrainingSettings(_Strict):
     epochs: float = Field(1.0, gt=0, description="Passes over the training data.")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides `epochs`).")
@@ -117,6 +122,7 @@ class SFTConfig(_Strict):
     data: DataConfig
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA settings (methods lora, dora, qlora).")
     prompt_learning: PromptLearningSettings = Field(default_factory=PromptLearningSettings, description="Settings of methods prompt_tuning and prefix_tuning.")
+    replay: ReplaySettings | None = Field(None, description="Mix general-purpose data into training, against forgetting what the model knew (`tunesmith eval RUN --forgetting` measures it).")
     training: SFTTrainingSettings = Field(default_factory=SFTTrainingSettings, description="Optimisation settings.")
 
 
@@ -220,10 +226,11 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None, bas
         _apply_override(raw, override)
     # Paths given as overrides are relative to where the command runs: made absolute here, the
     # config saved with the run still finds its data from any directory.
-    overridden = {o.split("=", 1)[0].strip().removeprefix("data.") for o in overrides or [] if o.startswith("data.")}
-    if overridden and isinstance(raw.get("data"), dict):
-        _resolve_relative_paths({"data": {k: v for k, v in raw["data"].items() if k in overridden}}, Path.cwd(),
-                                into=raw)
+    overridden = {tuple(o.split("=", 1)[0].strip().split(".", 1)) for o in overrides or []}
+    given = {section: {k: v for k, v in raw[section].items() if (section, k) in overridden}
+             for section in ("data", "replay") if isinstance(raw.get(section), dict)}
+    if any(given.values()):
+        _resolve_relative_paths(given, Path.cwd(), into=raw)
     recipe = raw.get("recipe", "sft")
     if recipe not in _RECIPES:
         where = f"{source}:{lines[('recipe',)]}" if ("recipe",) in lines else source
@@ -270,13 +277,14 @@ def _key_lines(node, prefix: tuple = ()) -> dict[tuple, int]:
 def _resolve_relative_paths(raw: dict, base_dir: Path, into: dict | None = None) -> None:
     """Data paths in a config file are relative to that file, so recipes can travel with their data.
     ``into``: write the resolved paths there instead (the same keys)."""
-    data = raw.get("data")
-    target = (into if into is not None else raw).get("data")
-    if isinstance(data, dict):
-        for key in ("train", "validation", "test"):
-            value = data.get(key)
-            if isinstance(value, str) and not Path(value).is_absolute():
-                target[key] = str((base_dir / value).resolve())
+    for section, keys in (("data", ("train", "validation", "test")), ("replay", ("data",))):
+        data = raw.get(section)
+        target = (into if into is not None else raw).get(section)
+        if isinstance(data, dict):
+            for key in keys:
+                value = data.get(key)
+                if isinstance(value, str) and not Path(value).is_absolute():
+                    target[key] = str((base_dir / value).resolve())
 
 
 def _apply_override(raw: dict, override: str) -> None:

@@ -158,6 +158,18 @@ def _print_generation(console: Console, report: dict[str, Any]) -> None:
     for row in eval_rows(report):
         table.add_row(*row)
     console.print(table)
+    if report.get("kind") == "preference":
+        from tunesmith.eval.report import preference_lines
+        for line in preference_lines(report):
+            console.print(line.replace("**", ""), highlight=False, markup=False)
+    if report.get("forgetting"):
+        from tunesmith.eval.report import FORGETTING_HEADER, forgetting_rows
+        forgetting = Table(title="forgetting: base vs fine-tuned on general data")
+        for column in FORGETTING_HEADER:
+            forgetting.add_column(column)
+        for row in forgetting_rows(report):
+            forgetting.add_row(*row)
+        console.print(forgetting)
     for i, sample in enumerate(report["samples"], 1):
         few_shot = f"[bold]base, few-shot:[/] {_escape(sample['few_shot'])}\n" if "few_shot" in sample else ""
         console.print(Panel(

@@ -31,6 +31,10 @@ COLUMNS = [
     ("rouge_l", "ROUGE-L", "{:.3f}"),
     ("bleu", "BLEU", "{:.2f}"),
     ("base_exact_match", "base exact match", "{:.1%}"),
+    ("reward_accuracy", "reward accuracy", "{:.1%}"),
+    ("win_rate", "win rate vs start", "{:.1%}"),
+    ("general_perplexity_change", "general perplexity change", "{:+.1%}"),
+    ("general_questions", "general questions (base → tuned)", "{}"),
     ("train_seconds", "train s", "{:,.0f}"),
 ]
 
@@ -53,10 +57,17 @@ def run_row(run: Run) -> dict[str, Any]:
         if full:
             best = max(full, key=lambda s: s["accuracy"])
             row |= {"best_baseline": best["name"], "best_baseline_accuracy": best["accuracy"]}
+    elif report.get("kind") == "preference":
+        row |= {"reward_accuracy": report["rewards"]["accuracy"], "win_rate": report["win_rate"]}
     else:
         tuned, base = report["metrics"]["tuned"], report["metrics"]["base"]
         row |= {k: tuned.get(k) for k in ("loss", "exact_match", "rouge_l", "bleu")}
         row["base_exact_match"] = base.get("exact_match")
+    forgetting = report.get("forgetting")
+    if forgetting:
+        base, tuned = forgetting["base"], forgetting["tuned"]
+        row["general_perplexity_change"] = tuned["perplexity"] / base["perplexity"] - 1
+        row["general_questions"] = f"{base['question_accuracy']:.0%} → {tuned['question_accuracy']:.0%}"
     return row
 
 

@@ -59,6 +59,22 @@ def header(report: dict[str, Any]) -> list[str]:
     return ["metric"] + [title for _, title in sides(report)] + ["change vs best baseline"]
 
 
+FORGETTING_HEADER = ["general data", "base", "fine-tuned", "change"]
+
+
+def forgetting_rows(report: dict[str, Any]) -> list[list[str]]:
+    """Base vs tuned on general data (eval/forgetting.py): what the specialisation cost."""
+    f = report["forgetting"]
+    base, tuned, change = f["base"], f["tuned"], f["change"]
+    return [
+        ["loss (general conversations)", f"{base['loss']:.4f}", f"{tuned['loss']:.4f}", f"{change['loss']:+.4f}"],
+        ["perplexity (general conversations)", f"{base['perplexity']:.2f}", f"{tuned['perplexity']:.2f}",
+         f"{change['perplexity'] / base['perplexity']:+.1%}"],
+        [f"general questions answered ({base['questions']})", f"{base['question_accuracy']:.1%}",
+         f"{tuned['question_accuracy']:.1%}", f"{change['question_accuracy'] * 100:+.1f} pts"],
+    ]
+
+
 def preference_lines(report: dict[str, Any]) -> list[str]:
     """The rewards and the win rate of a preference run, as sentences."""
     r = report["rewards"]
@@ -84,6 +100,9 @@ def to_markdown(report: dict[str, Any]) -> str:
         lines += [""] + [f"{line}  " for line in preference_lines(report)]
     if report.get("few_shot"):
         lines += ["", f"Few-shot prompt: {report['few_shot']['shots']} training conversations before each test one."]
+    if report.get("forgetting"):
+        lines += ["", "## Forgetting", "", "| " + " | ".join(FORGETTING_HEADER) + " |", "|" + "---|" * 4]
+        lines += ["| " + " | ".join(r) + " |" for r in forgetting_rows(report)]
     lines += ["", "## Samples", ""]
     for i, sample in enumerate(report["samples"], 1):
         lines += [f"### {i}. {_one_line(sample['prompt'])}", "",
@@ -112,8 +131,10 @@ def to_html(report: dict[str, Any]) -> str:
     subtitle = (f"Run <code>{html.escape(report['run_id'])}</code>, base model "
                 f"<code>{html.escape(str(report['base_model']))}</code>, data <code>{html.escape(report['data'])}</code>: "
                 f"{report['examples']} examples, greedy decoding, up to {report['max_new_tokens']} new tokens.")
-    return html.page(f"Evaluation: {report['run_id']}", [("Metrics side by side", summary), ("Samples", samples),
-                                                         ("Time", timing)], subtitle)
+    sections = [("Metrics side by side", summary)]
+    if report.get("forgetting"):
+        sections.append(("Forgetting: general data", html.table(FORGETTING_HEADER, forgetting_rows(report))))
+    return html.page(f"Evaluation: {report['run_id']}", sections + [("Samples", samples), ("Time", timing)], subtitle)
 
 
 def write(report: dict[str, Any], directory: Path) -> dict[str, str]:

@@ -30,6 +30,7 @@ from tunesmith.training.packed_attention import training_attention
 from tunesmith.training.packing import PackedCollator, packed_rows, packing_is_exact
 from tunesmith.training.runner import (clean_first, fit, open_run, prepare_process, save_final, standard_callbacks,
                                        training_arguments)
+from tunesmith.training.replay import replay_examples, replay_path
 from tunesmith.training.sft_trainer import FusedLossTrainer
 from tunesmith.training.tokenize import ensure_chat_template
 from tunesmith.workspace import Workspace
@@ -111,6 +112,13 @@ def prepare_data(config: SFTConfig, tokenizer, console: Console) -> tuple[Encode
                       f"were skipped (lines {', '.join(map(str, dropped[:10]))}{'...' if len(dropped) > 10 else ''})[/]")
     if not train_set.examples:
         raise DataError(f"{config.data.train}: no trainable example left")
+    if config.replay:
+        replayed = replay_examples(config.replay, tokenizer, max_length, len(train_set.examples), config.training.seed,
+                                   train_on)
+        hashes["replay"] = sha256_file(replay_path(config.replay))
+        console.print(f"replay: {len(replayed.examples)} general examples mixed into {len(train_set.examples)} "
+                      f"task examples ({config.replay.fraction:.0%} of training)", markup=False, highlight=False)
+        train_set.examples += replayed.examples
     return train_set, eval_set, hashes
 
 
@@ -121,6 +129,8 @@ def check_data(config: SFTConfig) -> None:
     _validated(config.data.train, fmt, config.data.min_examples)
     if config.data.validation:
         _validated(config.data.validation, fmt, 1)
+    if config.replay:
+        _validated(str(replay_path(config.replay)), None, 1)
 
 
 def _validated(path: str, fmt, min_examples: int) -> ValidationReport:
@@ -213,6 +223,7 @@ def summarize(run: Run, config: SFTConfig, trainer, output, train_set: EncodedSe
         "global_step": state.global_step,
         "epochs": round(epochs, 3),
         "train_examples": len(train_set.examples),
+        "replay_fraction": config.replay.fraction if config.replay else 0.0,
         "validation_examples": len(eval_set.examples),
         "first_train_loss": losses[0] if losses else None,
         "last_train_loss": losses[-1] if losses else None,
