@@ -5,6 +5,7 @@ The public Python API (see tunesmith/api.py); the ``tunesmith`` command is a thi
 from tunesmith.api import (
     check_data,
     clean,
+    compare,
     evaluate,
     generate,
     get_run,
@@ -20,13 +21,13 @@ from tunesmith.api import (
     train,
     validate_data,
 )
-from tunesmith.config import SFTConfig, load_config
+from tunesmith.config import ClassifyConfig, PreferenceConfig, SFTConfig, load_config
 from tunesmith.errors import ConfigError, DataError, ModelNotFound, RunNotFound, TunesmithError
 from tunesmith.workspace import Workspace
 
 __version__ = "0.1.0"
 __all__ = [
-    "check_data", "clean", "evaluate", "generate", "get_run", "leakage", "list_models", "list_runs", "load", "pull_model",
-    "resume", "split", "split_data", "stream_reply", "train", "validate_data", "SFTConfig", "load_config",
+    "check_data", "clean", "compare", "evaluate", "generate", "get_run", "leakage", "list_models", "list_runs", "load", "pull_model",
+    "resume", "split", "split_data", "stream_reply", "train", "validate_data", "SFTConfig", "ClassifyConfig", "PreferenceConfig", "load_config",
     "ConfigError", "DataError", "ModelNotFound", "RunNotFound", "TunesmithError", "Workspace",
 ]
