@@ -351,6 +351,17 @@ def compare(runs: list[str], out: str | Path | None = None, workspace: Workspace
     return compare_runs([find_run(r, ws) for r in runs], Path(out) if out else None, ws)
 
 
+def compare_methods(config: str | Path, methods: list[str] | None = None, overrides: list[str] | None = None,
+                    evaluate: bool = True, eval_examples: int | None = None, out: str | Path | None = None,
+                    workspace: Workspace | None = None, log: Log = print) -> dict[str, Any]:
+    """Train ``config`` once per tuning method (default: every method this recipe and machine
+    allow), same data and steps; one table of trainable parameters, speed, memory and metrics."""
+    from tunesmith.methods import compare_methods as _compare
+
+    return _compare(config, methods, overrides or [], _ws(workspace), evaluate, eval_examples,
+                    Path(out) if out else None, log)
+
+
 def predict(run: str, texts: list[str], top_k: int = 3, workspace: Workspace | None = None) -> list[dict[str, Any]]:
     """Labels with probabilities from a classify run, one result per text."""
     from tunesmith.predict import load_classifier, predict_texts

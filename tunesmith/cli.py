@@ -18,10 +18,12 @@ models_app = typer.Typer(help="Pull and list models.", no_args_is_help=True)
 data_app = typer.Typer(help="Check and split data files.", no_args_is_help=True)
 runs_app = typer.Typer(help="List training runs.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys for `tunesmith serve`.", no_args_is_help=True)
+methods_app = typer.Typer(help="Tuning methods: list them, compare them on your data.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(data_app, name="data")
 app.add_typer(runs_app, name="runs")
 app.add_typer(keys_app, name="keys")
+app.add_typer(methods_app, name="methods")
 
 out = Console()
 err = Console(stderr=True)
@@ -134,6 +136,30 @@ def train(config: Optional[Path] = typer.Argument(None, help="YAML recipe (see e
         raise TunesmithError("give a CONFIG file, or --resume RUN")
     out.print(render.summary_table(result.summary))
     out.print(f"run: {result.run.id}\nweights: {result.summary['final_dir']}", highlight=False)
+
+
+@methods_app.command("list")
+def methods_list(recipe: str = typer.Option("sft", "--recipe", help="sft, classify or dpo.")):
+    """The values of the `method` key for a recipe, with what each trains."""
+    out.print(render.methods_table(recipe))
+
+
+@methods_app.command("compare")
+def methods_compare(config: Path = typer.Argument(..., help="YAML recipe; only `method` changes between runs."),
+                    method: List[str] = typer.Option([], "--method", "-m", help="A method to include (repeatable; default: all that run here)."),
+                    set_: List[str] = typer.Option([], "--set", help="Override a setting for every run: key=value (e.g. training.max_steps=20)."),
+                    evaluate: bool = typer.Option(True, "--eval/--no-eval", help="Evaluate each run on the config's data.test."),
+                    eval_examples: Optional[int] = typer.Option(None, "--eval-examples", help="Evaluate on the first N test examples only."),
+                    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Directory for methods.md/.csv/.json and the logs."),
+                    as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
+    """Train the same recipe with each tuning method (same data and steps) and print one table."""
+    table = api.compare_methods(config, method or None, set_, evaluate, eval_examples, output,
+                                log=lambda m: err.print(m, highlight=False, markup=False))
+    if as_json:
+        out.print_json(data=table["runs"])
+        return
+    out.print(render.compare_table(table, title="methods on the same data and steps"))
+    out.print(f"written: {table['files']['md']}", highlight=False)
 
 
 @runs_app.command("list")

@@ -233,13 +233,32 @@ def predict_file_summary(summary: dict[str, Any]) -> Table:
     return table
 
 
-def compare_table(table: dict[str, Any]) -> Table:
+def compare_table(table: dict[str, Any], title: str | None = None) -> Table:
     """Runs as columns and figures as rows: a terminal is narrower than the number of figures."""
     runs = table["rows"]
-    grid = Table(title=f"{len(runs)} runs")
+    grid = Table(title=title or f"{len(runs)} runs")
     grid.add_column("")
     for row in runs:
         grid.add_column(row[0], overflow="fold")
     for i, name in enumerate(table["columns"][1:], start=1):  # column 0, the run id, heads the columns
         grid.add_row(name, *[_escape(str(row[i])) for row in runs])
     return grid
+
+
+def methods_table(recipe: str) -> Table:
+    """Each value of a recipe's ``method`` key and what it trains."""
+    import typing
+
+    from tunesmith.config import _RECIPES
+    from tunesmith.errors import ConfigError
+    from tunesmith.models.adapters import METHODS
+
+    if recipe not in _RECIPES:
+        raise ConfigError(f"--recipe: unknown recipe {recipe!r}; choose one of {', '.join(_RECIPES)}")
+    field = _RECIPES[recipe].model_fields["method"]
+    table = Table(title=f"method (recipe {recipe}; default {field.default})")
+    table.add_column("method")
+    table.add_column("what it trains", overflow="fold")
+    for method in typing.get_args(field.annotation):
+        table.add_row(method, METHODS[method])
+    return table

@@ -13,6 +13,17 @@ from tunesmith.errors import ConfigError
 
 PROMPT_LEARNING = ("prompt_tuning", "prefix_tuning")
 
+# What each value of the `method` key trains (`tunesmith methods list`).
+METHODS = {
+    "full": "every weight (most memory: weights, gradients and AdamW state for all of them)",
+    "lora": "low-rank adapters on the linear layers (`lora.r`, `lora.alpha`); the base stays frozen",
+    "dora": "LoRA with each weight split into magnitude and direction: slower per step, often better at low rank",
+    "qlora": "LoRA on a 4-bit NF4 base (bitsandbytes): the least memory; needs a CUDA GPU",
+    "ia3": "learned rescaling vectors on attention keys/values and the MLP: the fewest parameters",
+    "prompt_tuning": "virtual input tokens before every example (`prompt_learning.num_virtual_tokens`)",
+    "prefix_tuning": "virtual keys and values in every layer (`prompt_learning.num_virtual_tokens`)",
+}
+
 
 def require_supported(method: str) -> None:
     """Fail before any data or model is touched when the method cannot run here."""

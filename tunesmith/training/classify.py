@@ -96,6 +96,7 @@ def run_classify(config: ClassifyConfig, workspace: Workspace, run: Run | None =
         return ClassifyResult(run, {})
     write_json_atomic(final_dir / LABELS_FILE, {"labels": splits.labels, "pooling": resolved_pooling(config, model_ref)})
     summary = summarize(run, config, trainer, output, splits, time.time() - started, final_dir, precision)
+    summary |= {"trainable_parameters": trainable, "total_parameters": total}
     write_json_atomic(run.summary_path, summary)
     run.update_info(status="succeeded", finished_at=time.time())
     return ClassifyResult(run, summary)

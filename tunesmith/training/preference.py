@@ -92,6 +92,7 @@ def run_preference(config: PreferenceConfig, workspace: Workspace, run: Run | No
         return RunResult(run, {}, trainer.model, tokenizer)
     summary = summarize(run, config, trainer, output, train_pairs, eval_pairs, time.time() - started, precision,
                         str(final_dir))
+    summary |= {"trainable_parameters": trainable, "total_parameters": total}
     write_json_atomic(run.summary_path, summary)
     run.update_info(status="succeeded", finished_at=time.time())
     return RunResult(run, summary, trainer.model, tokenizer)
@@ -258,6 +259,7 @@ def summarize(run: Run, config: PreferenceConfig, trainer, output, train_pairs: 
         "last_eval_loss": last_eval.get("eval_loss"),
         "last_eval_reward_accuracy": last_eval.get("eval_rewards/accuracies"),
         "last_eval_reward_margin": last_eval.get("eval_rewards/margins"),
+        "input_tokens_seen": state.num_input_tokens_seen,
         "train_seconds": round(seconds, 1),
         "final_dir": final_dir,
     }

@@ -80,6 +80,7 @@ def run_sft(config: SFTConfig, workspace: Workspace, run: Run | None = None,
     if not is_main_process():  # rank 0 reports
         return RunResult(run, {}, trainer.model, tokenizer)
     summary = summarize(run, config, trainer, output, train_set, eval_set, time.time() - started, final_dir, precision)
+    summary |= {"trainable_parameters": trainable, "total_parameters": total}
     write_json_atomic(run.summary_path, summary)
     run.update_info(status="succeeded", finished_at=time.time())
     return RunResult(run, summary, trainer.model, tokenizer)
