@@ -1,6 +1,7 @@
 """Serving models: base models, fine-tuned runs and their checkpoints, by OpenAI model name.
 
-Each base model is loaded once. A LoRA fine-tune is an adapter on it (peft ``load_adapter`` /
+Each base model is loaded once (once more per other adapter type: IA3, prompt or prefix
+tuning, which peft cannot hold beside LoRA in one model). A LoRA fine-tune is an adapter on it (peft ``load_adapter`` /
 ``set_adapter``), so requests for different fine-tunes interleave without reloading the base;
 at most ``max_adapters`` stay loaded per base (least recently used is dropped). A fully
 fine-tuned run is its own model. Requests on one model take turns (one lock per base: the active
@@ -150,7 +151,11 @@ class ModelServer:
         if target.full_dir is not None:
             slot = self._slot(f"full:{target.full_dir}", ModelRef(target.name, str(target.full_dir)))
             return slot, slot.tokenizer, None
-        slot = self._slot(target.base, resolve_model(target.base, self.workspace))
+        # peft holds adapters of one type per model (LoRA and DoRA together; IA3 or prompt learning
+        # cannot join them): each other type gets a base of its own.
+        kind = _adapter_kind(target.adapter_dir)
+        key = target.base if kind == "LORA" else f"{target.base}|{kind}"
+        slot = self._slot(key, resolve_model(target.base, self.workspace))
         return slot, slot.tokenizer, target.adapter_dir
 
     def _activate(self, slot: BaseSlot, name: str, adapter_dir: Path | None):
@@ -214,6 +219,12 @@ class _Null:
 
     def __exit__(self, *exc):
         return False
+
+
+def _adapter_kind(adapter_dir: Path) -> str:
+    import json
+
+    return json.loads((adapter_dir / "adapter_config.json").read_text()).get("peft_type", "LORA")
 
 
 def _adapter_key(name: str) -> str:
