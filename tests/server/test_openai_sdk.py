@@ -207,3 +207,28 @@ def test_two_fine_tunes_interleave_on_one_loaded_base(live, tmp_path):
             run_id = session.get(JobRow, job.id).run_id
         alone = engine.load(run_id, Workspace(home), merge=True)
         assert engine.generate(alone, [ask], max_new_tokens=6)[0] == reply.strip()
+
+
+def test_a_dpo_job_on_openai_preference_lines(live, tmp_path):
+    from tests.training.test_preference import pair_records
+
+    client, _, home = live
+    lines = [{"input": {"messages": [{"role": "user", "content": r["prompt"] if isinstance(r["prompt"], str)
+                                      else r["prompt"][0]["content"]}]},
+              "preferred_output": [{"role": "assistant", "content": "Yes, it is ready."}],
+              "non_preferred_output": [{"role": "assistant", "content": "No."}]} for r in pair_records(12)]
+    uploaded = client.files.create(file=open(write_jsonl(tmp_path / "dpo.jsonl", lines), "rb"), purpose="fine-tune")
+    assert uploaded.status == "processed"
+    job = client.fine_tuning.jobs.create(model="tiny-chat", training_file=uploaded.id, suffix="pref", seed=0,
+                                         method={"type": "dpo", "dpo": {"hyperparameters": {
+                                             "beta": 0.2, "n_epochs": 2, "batch_size": 4,
+                                             "learning_rate_multiplier": 100}}})
+    done = wait_for(client, job.id)
+    assert done.status == "succeeded", done.error
+    assert done.method.type == "dpo" and done.method.dpo.hyperparameters.beta == 0.2
+    reply = client.chat.completions.create(model=done.fine_tuned_model, max_tokens=4, temperature=0,
+                                           messages=[{"role": "user", "content": "Is item 1 ready?"}])
+    assert reply.choices[0].message.content is not None
+    with pytest.raises(openai.BadRequestError, match="beta must be"):
+        client.fine_tuning.jobs.create(model="tiny-chat", training_file=uploaded.id,
+                                       method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 5}}})

@@ -6,7 +6,9 @@
 | `prompt_completion` | `prompt`, `completion`                          | sft            |
 | `instruction`       | `instruction`, `input`?, `output`               | sft            |
 | `classification`    | `text`, `label` (CSV or JSONL)                  | classify       |
-| `preference`        | `prompt`, `chosen`, `rejected`                  | dpo            |
+| `preference`        | `prompt`, `chosen`, `rejected` (or OpenAI's     | dpo            |
+|                     | `input.messages`, `preferred_output`,           |                |
+|                     | `non_preferred_output`)                         |                |
 
 Every supervised format converts to one canonical record: a list of chat messages
 (``to_messages``), so the trainer and the evaluator only ever see conversations.
@@ -31,6 +33,7 @@ SFT_FORMATS = (Format.CHAT, Format.PROMPT_COMPLETION, Format.INSTRUCTION)
 _SIGNATURES: list[tuple[Format, frozenset[str]]] = [
     (Format.CHAT, frozenset({"messages"})),
     (Format.PREFERENCE, frozenset({"chosen", "rejected"})),
+    (Format.PREFERENCE, frozenset({"preferred_output", "non_preferred_output"})),  # OpenAI's DPO lines
     (Format.PROMPT_COMPLETION, frozenset({"prompt", "completion"})),
     (Format.INSTRUCTION, frozenset({"instruction", "output"})),
     (Format.CLASSIFICATION, frozenset({"text", "label"})),
@@ -74,6 +77,32 @@ def to_messages(record: dict[str, Any], fmt: Format) -> list[dict[str, Any]]:
         prompt = record["instruction"] + (f"\n\n{extra}" if extra.strip() else "")
         return [{"role": "user", "content": prompt}, {"role": "assistant", "content": record["output"]}]
     raise ValueError(f"{fmt.value} records are not conversations")
+
+
+# Our names for the parts of a preference record in OpenAI's DPO shape, and theirs.
+OPENAI_PREFERENCE_FIELDS = {"prompt": "input.messages", "chosen": "preferred_output",
+                            "rejected": "non_preferred_output"}
+
+
+def as_preference(record: dict[str, Any]) -> dict[str, Any]:
+    """A preference record in our shape (``prompt``/``chosen``/``rejected``), from either shape.
+
+    >>> as_preference({"input": {"messages": [{"role": "user", "content": "Hi"}]},
+    ...                "preferred_output": [{"role": "assistant", "content": "Hello!"}],
+    ...                "non_preferred_output": [{"role": "assistant", "content": "What?"}]})["rejected"]
+    [{'role': 'assistant', 'content': 'What?'}]
+    """
+    if "preferred_output" not in record:
+        return record
+    source = record.get("input")
+    messages = source.get("messages") if isinstance(source, dict) else None
+    out = {k: v for k, v in record.items() if k not in ("input", "preferred_output", "non_preferred_output")}
+    if messages is not None:
+        out["prompt"] = messages
+    for ours, theirs in (("chosen", "preferred_output"), ("rejected", "non_preferred_output")):
+        if theirs in record:
+            out[ours] = record[theirs]
+    return out
 
 
 def split_prompt_and_reference(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunesmith.data.formats import Format, detect_format
+from tunesmith.data.formats import OPENAI_PREFERENCE_FIELDS, Format, as_preference, detect_format
 from tunesmith.data.io import Row, is_csv, read_rows
 
 ROLES = ("system", "user", "assistant")
@@ -205,6 +205,10 @@ def _check_classification(record: dict) -> list[Problem]:
 
 
 def _check_preference(record: dict) -> list[Problem]:
+    if "preferred_output" in record:  # OpenAI's DPO shape: checked as ours, reported in its names
+        problems = _check_preference(as_preference(record))
+        return [(_openai_name(f), code, msg.replace(f"`{f}`", f"`{_openai_name(f)}`") if f else msg)
+                for f, code, msg in problems]
     problems: list[Problem] = []
     for name in ("prompt", "chosen", "rejected"):
         value = record.get(name)
@@ -220,6 +224,13 @@ def _check_preference(record: dict) -> list[Problem]:
     if not problems and record["chosen"] == record["rejected"]:
         problems.append(("rejected", "identical_pair", "is identical to `chosen`"))
     return problems
+
+
+def _openai_name(field: str | None) -> str | None:
+    if field is None:
+        return None
+    head, dot, rest = field.partition("[")
+    return OPENAI_PREFERENCE_FIELDS.get(head, head) + (dot + rest if dot else "")
 
 
 def _type(value: Any) -> str:

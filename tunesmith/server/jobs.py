@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from tunesmith.config import SFTConfig, load_config
+from tunesmith.config import RecipeConfig, load_config
 from tunesmith.server.db import Database, EventRow, FileRow, JobRow
 from tunesmith.server.errors import APIError, not_found
 from tunesmith.training.checkpoints import checkpoints_by_step, problems_with
@@ -20,6 +20,9 @@ from tunesmith.workspace import Workspace
 
 ORGANIZATION = "tunesmith"
 BASE_LEARNING_RATE = 2e-4  # the LoRA rate learning_rate_multiplier scales
+DPO_BASE_LEARNING_RATE = 5e-5  # the dpo recipe's LoRA rate (preference tuning moves a model fast)
+DPO_BETA = 0.1  # "auto" beta: TRL's and the DPO paper's usual value
+METHODS = ("supervised", "dpo")
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
@@ -82,10 +85,10 @@ def create_job(db: Database, body: dict[str, Any]) -> dict:
 def _method(body: dict[str, Any]) -> dict:
     method = body.get("method") or {"type": "supervised"}
     kind = method.get("type", "supervised")
-    if kind != "supervised":
-        raise APIError(400, f"method type '{kind}' is not supported yet (supported: supervised).",
+    if kind not in METHODS:
+        raise APIError(400, f"method type '{kind}' is not supported (supported: {', '.join(METHODS)}).",
                        "invalid_value", "method")
-    hyper = dict((method.get("supervised") or {}).get("hyperparameters") or body.get("hyperparameters") or {})
+    hyper = dict((method.get(kind) or {}).get("hyperparameters") or body.get("hyperparameters") or {})
     for key, low, high in (("n_epochs", 1, 50), ("batch_size", 1, 256)):
         value = hyper.get(key, "auto")
         if value != "auto" and not (isinstance(value, int) and low <= value <= high):
@@ -96,7 +99,17 @@ def _method(body: dict[str, Any]) -> dict:
         raise APIError(400, "learning_rate_multiplier must be 'auto' or a number > 0.", "invalid_value",
                        "learning_rate_multiplier")
     hyper["learning_rate_multiplier"] = rate
-    return {"type": "supervised", "supervised": {"hyperparameters": hyper}}
+    if kind == "dpo":
+        beta = hyper.get("beta", "auto")
+        if beta != "auto" and not (isinstance(beta, (int, float)) and 0 < beta <= 2):
+            raise APIError(400, "beta must be 'auto' or a number in (0, 2].", "invalid_value", "beta")
+        hyper["beta"] = beta
+    return {"type": kind, kind: {"hyperparameters": hyper}}
+
+
+def hyperparameters(method: dict) -> dict:
+    """The hyperparameters of a job's method (``{"type": T, T: {"hyperparameters": ...}}``)."""
+    return method[method["type"]]["hyperparameters"]
 
 
 def _file_problem(db: Database, job: JobRow) -> dict | None:
@@ -112,7 +125,9 @@ def _file_problem(db: Database, job: JobRow) -> dict | None:
 
 
 def resolved_hyperparameters(job: JobRow, n_examples: int) -> dict:
-    hyper = dict(job.method["supervised"]["hyperparameters"])
+    hyper = dict(hyperparameters(job.method))
+    if hyper.get("beta") == "auto":
+        hyper["beta"] = DPO_BETA
     if hyper["n_epochs"] == "auto":
         hyper["n_epochs"] = auto_epochs(n_examples)
     if hyper["batch_size"] == "auto":
@@ -122,17 +137,21 @@ def resolved_hyperparameters(job: JobRow, n_examples: int) -> dict:
     return hyper
 
 
-def job_config(job: JobRow, files_dir: Path, n_examples: int) -> tuple[SFTConfig, dict]:
-    """The SFT recipe a job trains with (LoRA on the base model, checkpoints every epoch)."""
+def job_config(job: JobRow, files_dir: Path, n_examples: int) -> tuple[RecipeConfig, dict]:
+    """The recipe a job trains with: sft, or dpo for ``method.type: dpo`` (LoRA on the base model,
+    checkpoints every epoch)."""
     hyper = resolved_hyperparameters(job, n_examples)
     steps_per_epoch = max(1, -(-n_examples // hyper["batch_size"]))
+    dpo = job.method["type"] == "dpo"
+    rate = (DPO_BASE_LEARNING_RATE if dpo else BASE_LEARNING_RATE) * hyper["learning_rate_multiplier"]
     base = {
+        "recipe": "dpo" if dpo else "sft", **({"preference": {"beta": hyper["beta"]}} if dpo else {}),
         "model": job.model, "run_name": job.id,
         "data": {"train": str(files_dir / job.training_file),
                  "validation": str(files_dir / job.validation_file) if job.validation_file else None,
                  "validation_fraction": 0.0, "min_examples": 10},
         "training": {"epochs": hyper["n_epochs"], "batch_size": hyper["batch_size"],
-                     "learning_rate": BASE_LEARNING_RATE * hyper["learning_rate_multiplier"], "seed": job.seed,
+                     "learning_rate": rate, "seed": job.seed,
                      "eval_steps": steps_per_epoch, "save_steps": steps_per_epoch, "save_total_limit": 3,
                      "logging_steps": max(1, min(10, steps_per_epoch))},
     }
@@ -267,7 +286,7 @@ def _metrics_at(path: Path, step: int) -> dict:
 
 
 def job_object(row: JobRow) -> dict:
-    hyper = row.method["supervised"]["hyperparameters"]
+    hyper = hyperparameters(row.method)
     return {
         "id": row.id, "object": "fine_tuning.job", "created_at": row.created_at, "finished_at": row.finished_at,
         "model": row.model, "fine_tuned_model": row.fine_tuned_model, "organization_id": ORGANIZATION,

@@ -1,7 +1,7 @@
 """Workers run fine-tuning jobs, in their own processes (never in the web process).
 
 A worker claims the oldest ``queued`` job with a conditional UPDATE (two workers cannot claim one
-job), trains it with the SFT recipe and records events and a heartbeat as it goes. A job whose
+job), trains it with the job's recipe (sft, or dpo for method type dpo) and records events and a heartbeat as it goes. A job whose
 worker died (kill -9, power loss) is noticed by its stale heartbeat, put back in the queue with an
 event, and the next worker resumes it from its last complete checkpoint (``tunesmith.resume``).
 """
@@ -107,15 +107,16 @@ class Worker:
         return True
 
     def _train(self, job: JobRow) -> None:
+        from tunesmith.api import recipe_runner
         from tunesmith.data.validate import validate_file
-        from tunesmith.training.sft import run_sft
 
         n_examples = len(validate_file(self.files_dir / job.training_file).records)
         config, hyper = job_config(job, self.files_dir, n_examples)
         progress = JobProgress(self.db, job.id)
         console = Console(stderr=True, quiet=True)
         run = self._run_of(job, hyper)
-        result = run_sft(config, self.workspace, run=run, console=console, name=job.id, callbacks=[progress])
+        result = recipe_runner(config)(config, self.workspace, run=run, console=console, name=job.id,
+                                       callbacks=[progress])
         stop = get_job(self.db, job.id).stop_requested
         if stop == "cancel":
             self._finish(job.id, "cancelled")
@@ -127,7 +128,7 @@ class Worker:
                 row.status, row.stop_requested, row.worker, row.estimated_finish = "paused", None, None, None
             add_event(self.db, job.id, "Job paused after writing a checkpoint")
             return
-        tokens = result.summary.get("trained_loss_tokens")
+        tokens = result.summary.get("trained_loss_tokens") or result.summary.get("input_tokens_seen")
         results = write_results_file(self.db, self.files_dir, result.run.metrics_path)
         self._finish(job.id, "succeeded", fine_tuned_model=fine_tuned_name(job), trained_tokens=tokens,
                      result_files=[results])
@@ -143,7 +144,7 @@ class Worker:
         with self.db.session() as session:
             row = session.get(JobRow, job.id)
             row.run_id = run.id
-            row.method = {"type": "supervised", "supervised": {"hyperparameters": hyper}}  # "auto" resolved
+            row.method = {"type": row.method["type"], row.method["type"]: {"hyperparameters": hyper}}  # "auto" resolved
         return run
 
     def _finish(self, job_id: str, status: str, **fields) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 from rich.console import Console
 
 from tunesmith.config import PreferenceConfig
-from tunesmith.data.formats import Format
+from tunesmith.data.formats import as_preference
 from tunesmith.data.split import split_indices
 from tunesmith.data.validate import validate_file
 from tunesmith.errors import ConfigError, DataError
@@ -125,7 +125,7 @@ def read_pairs(path: str, min_examples: int) -> list[Pair]:
     report = validate_file(path, "preference", min_examples=min_examples)
     if not report.ok:
         raise DataError(report.summary(), report)
-    return [as_conversations(r.value) for r in report.records]
+    return [as_conversations(as_preference(r.value)) for r in report.records]
 
 
 def as_conversations(record: dict[str, Any]) -> Pair:
