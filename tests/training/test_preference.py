@@ -97,3 +97,23 @@ def test_learning_rate_defaults_by_method():
     full = load_config(None, ["recipe=dpo", "data.train=x.jsonl", "method=full"])
     assert (lora.training.learning_rate, full.training.learning_rate) == (5e-5, 1e-6)
     assert json.loads(lora.model_dump_json())["preference"]["algorithm"] == "dpo"
+
+
+def test_an_interrupted_dpo_run_resumes_from_its_checkpoint(tiny_model_dir, pairs_file, workspace):
+    from transformers import TrainerCallback
+
+    from tunesmith.errors import TunesmithError
+
+    class Interrupt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 5:
+                raise KeyboardInterrupt
+
+    config = dpo_config(tiny_model_dir, pairs_file, "training.save_steps=4", "run_name=pref")
+    with pytest.raises(TunesmithError, match="interrupted; continue with: tunesmith train --resume"):
+        tunesmith.train(config, workspace=workspace, callbacks=[Interrupt()])
+    run = tunesmith.get_run("pref", workspace)
+    assert run.info()["status"] == "interrupted"
+    result = tunesmith.resume(run.id, workspace)
+    assert result.summary["global_step"] == 8 and run.info()["resumed_from_step"] == 4
+    assert run.info()["status"] == "succeeded" and (run.dir / "adapter").is_dir()
