@@ -152,7 +152,9 @@ def print_eval(console: Console, report: dict[str, Any]) -> None:
 
 
 def _print_generation(console: Console, report: dict[str, Any]) -> None:
-    table = Table(title=f"{report['run_id']}: baselines vs fine-tuned on {report['examples']} held-out examples")
+    compared = "starting point vs tuned" if report.get("kind") == "preference" else "baselines vs fine-tuned"
+    unit = "pairs" if report.get("kind") == "preference" else "examples"
+    table = Table(title=f"{report['run_id']}: {compared} on {report['examples']} held-out {unit}")
     for column in eval_header(report):
         table.add_column(column)
     for row in eval_rows(report):
