@@ -94,8 +94,15 @@ def _add_token_stats(card: DatasetCard, report: ValidationReport, model: str, ma
         encoded = [encode_chat(tokenizer, to_messages(r.value, report.format), 10**9) for r in report.records]
         lengths = [len(e.input_ids) for e in encoded]
         card.loss_tokens_per_epoch = sum(min(e.loss_tokens, max_length) for e in encoded)
+    elif report.format is Format.PREFERENCE:  # the longer of prompt + chosen and prompt + rejected
+        from tunesmith.data.formats import as_preference
+        from tunesmith.training.preference import as_conversations
+
+        pairs = [as_conversations(as_preference(r.value)) for r in report.records]
+        lengths = [max(len(encode_chat(tokenizer, p["prompt"] + p[side], 10**9, "all").input_ids)
+                       for side in ("chosen", "rejected")) for p in pairs]
     else:
-        lengths = [len(tokenizer(str(r.value.get("text") or r.value.get("prompt")), add_special_tokens=False)["input_ids"])
+        lengths = [len(tokenizer(str(r.value.get("text")), add_special_tokens=False)["input_ids"])
                    for r in report.records]
     card.lengths, card.over_max_length, card.tokens_per_epoch = token_summary(lengths, max_length)
     parameters = parameter_count(ref.path) if ref.local else None
