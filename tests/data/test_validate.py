@@ -117,6 +117,22 @@ def test_preference_rules(tmp_path):
         (11, "rejected", "identical_pair"), (12, "rejected", "missing_field")]
 
 
+def test_openai_dpo_lines_are_preference_records_with_problems_in_their_names(tmp_path):
+    def line(chosen="Hello!", rejected="What?"):
+        return {"input": {"messages": [{"role": "user", "content": "Hi"}]},
+                "preferred_output": [{"role": "assistant", "content": chosen}],
+                "non_preferred_output": [{"role": "assistant", "content": rejected}]}
+
+    lines = [line()] * 10 + [line(chosen=""), {"input": {}, **{k: v for k, v in line().items() if k != "input"}},
+                             {k: v for k, v in line().items() if k != "non_preferred_output"}]
+    report = validate_file(write_lines(tmp_path, lines))
+    assert report.format.value == "preference"
+    assert [(i.line, i.field, i.code) for i in report.issues] == [
+        (11, "preferred_output[0].content", "empty_content"), (12, "input.messages", "missing_field"),
+        (13, "non_preferred_output", "missing_field")]
+    assert "missing field `non_preferred_output`" in report.summary()
+
+
 def test_missing_file(tmp_path):
     assert only_issue(validate_file(tmp_path / "nope.jsonl")).code == "file_not_found"
 
