@@ -158,7 +158,7 @@ def methods_compare(config: Path = typer.Argument(..., help="YAML recipe; only `
     if as_json:
         out.print_json(data=table["runs"])
         return
-    out.print(render.compare_table(table, title="methods on the same data and steps"))
+    out.print(render.methods_compare_table(table))
     out.print(f"written: {table['files']['md']}", highlight=False)
 
 

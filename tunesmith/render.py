@@ -235,10 +235,10 @@ def predict_file_summary(summary: dict[str, Any]) -> Table:
     return table
 
 
-def compare_table(table: dict[str, Any], title: str | None = None) -> Table:
+def compare_table(table: dict[str, Any]) -> Table:
     """Runs as columns and figures as rows: a terminal is narrower than the number of figures."""
     runs = table["rows"]
-    grid = Table(title=title or f"{len(runs)} runs")
+    grid = Table(title=f"{len(runs)} runs")
     grid.add_column("")
     for row in runs:
         grid.add_column(row[0], overflow="fold")
@@ -264,3 +264,14 @@ def methods_table(recipe: str) -> Table:
     for method in typing.get_args(field.annotation):
         table.add_row(method, METHODS[method])
     return table
+
+
+def methods_compare_table(table: dict[str, Any]) -> Table:
+    """One row per method: few rows, and columns a reader compares down."""
+    grid = Table(title="methods on the same data and steps")
+    for i, column in enumerate(table["columns"]):
+        grid.add_column(column, justify="left" if i == 0 or column in ("test metric", "run") else "right",
+                        overflow="fold")
+    for row in table["rows"]:
+        grid.add_row(*[_escape(str(cell)) for cell in row])
+    return grid
