@@ -69,6 +69,14 @@ def load_run(run: Run, workspace: Workspace, merge: bool = False, dtype=None) ->
     return Loaded(run.id, _eval_mode(model), tokenizer, is_adapter=True, run=run)
 
 
+def load_start(run: Run, workspace: Workspace) -> Loaded:
+    """What a run started from, loaded on its own: another run (merged) or its base model."""
+    info = run.info()
+    if info.get("start_run"):
+        return load_run(find_run(info["start_run"], workspace), workspace, merge=True)
+    return load(info["base_model"], workspace)
+
+
 def base_model_of(run: Run, workspace: Workspace) -> ModelRef:
     """The run's base model, found by the name recorded in run.json (never the adapter's absolute path)."""
     info = run.info()

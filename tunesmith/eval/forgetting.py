@@ -33,7 +33,7 @@ def measure_forgetting(run: Run, workspace: Workspace, general_dir: str | Path |
     directory = Path(general_dir) if general_dir else GENERAL_DIR
     conversations, questions = _general_files(directory)
     tuned = engine.load_run(run, workspace)
-    base = tuned if tuned.is_adapter else _load_base(run, workspace)
+    base = tuned if tuned.is_adapter else engine.load_start(run, workspace)
     report = validate_file(conversations, min_examples=1)
     if not report.ok:
         raise DataError(report.summary(), report)
@@ -87,11 +87,3 @@ def _general_files(directory: Path) -> tuple[Path, Path]:
                         "heldout.jsonl and questions.jsonl; the set ships in the repository's examples/general)")
     return files
 
-
-def _load_base(run: Run, workspace: Workspace):
-    from tunesmith.runs import find_run
-
-    info = run.info()
-    if info.get("start_run"):
-        return engine.load_run(find_run(info["start_run"], workspace), workspace, merge=True)
-    return engine.load(info["base_model"], workspace)

@@ -24,7 +24,7 @@ from typing import Any, Callable
 from tunesmith import engine
 from tunesmith.config import load_config
 from tunesmith.eval import metrics
-from tunesmith.runs import Run, find_run
+from tunesmith.runs import Run
 from tunesmith.training.preference import Pair, read_pairs
 from tunesmith.training.tokenize import encode_chat
 from tunesmith.workspace import Workspace
@@ -40,7 +40,7 @@ def evaluate_preference(run: Run, data: str | Path, workspace: Workspace, max_ex
     config = load_config(run.config_path)
     pairs = read_pairs(str(data), 1)[:max_examples]
     loaded = engine.load_run(run, workspace)
-    start = loaded if loaded.is_adapter else _load_start(run, workspace)
+    start = loaded if loaded.is_adapter else engine.load_start(run, workspace)
     chosen, rejected, kept = _encode(pairs, loaded.tokenizer, config.data.max_length)
     log(f"scoring {len(kept)} held-out pairs with the starting point and the tuned model")
     scores = {}
@@ -111,13 +111,6 @@ def _encode(pairs: list[Pair], tokenizer, max_length: int):
             rejected.append({"input_ids": r.input_ids, "labels": r.labels})
             kept.append(i)
     return chosen, rejected, kept
-
-
-def _load_start(run: Run, workspace: Workspace) -> engine.Loaded:
-    info = run.info()
-    if info.get("start_run"):
-        return engine.load_run(find_run(info["start_run"], workspace), workspace, merge=True)
-    return engine.load(info["base_model"], workspace)
 
 
 def _samples(pairs: list[Pair], start, tuned, max_new_tokens: int | None, log) -> list[dict[str, str]]:

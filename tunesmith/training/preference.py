@@ -50,6 +50,7 @@ class StartingPoint:
     name: str  # a model name or a run id
     path: str
     run: Run | None = None
+    ref: ModelRef | None = None  # for a model
 
 
 def run_preference(config: PreferenceConfig, workspace: Workspace, run: Run | None = None,
@@ -159,7 +160,7 @@ def starting_point(config: PreferenceConfig, workspace: Workspace) -> StartingPo
             raise ConfigError(f"model: run {run.id} has no trained weights yet ({run.final_dir} is missing)")
         return StartingPoint(run.id, str(run.final_dir), run)
     ref = resolve_model(config.model, workspace)
-    return StartingPoint(ref.name, ref.path)
+    return StartingPoint(ref.name, ref.path, ref=ref)
 
 
 def load_start(start: StartingPoint, config: PreferenceConfig, workspace: Workspace):
@@ -171,8 +172,8 @@ def load_start(start: StartingPoint, config: PreferenceConfig, workspace: Worksp
 
         loaded = engine.load_run(start.run, workspace, merge=True, dtype=torch.float32)
         return loaded.model.train(), loaded.tokenizer
-    ref = ModelRef(start.name, start.path, local=resolve_model(config.model, workspace).local)
-    return load_causal_lm(ref, quantization=adapters.quantization_config(config.method)), load_tokenizer(ref)
+    return (load_causal_lm(start.ref, quantization=adapters.quantization_config(config.method)),
+            load_tokenizer(start.ref))
 
 
 def needs_reference(config: PreferenceConfig) -> bool:
