@@ -327,6 +327,9 @@ def evaluate(run: str, data: str | Path | None = None, max_examples: int | None 
     if forgetting and recipe == "classify":
         raise ConfigError("--forgetting measures what a language model lost on general text and questions; "
                           f"{found.id} is a classifier")
+    if forgetting:  # before the task evaluation, not after it
+        from tunesmith.eval.forgetting import general_files
+        general_files(general_data)
     if recipe == "dpo":
         from tunesmith.eval.preference_eval import evaluate_preference
 

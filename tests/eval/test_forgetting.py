@@ -62,9 +62,9 @@ def test_eval_forgetting_reports_base_and_tuned_on_general_data(tiny_model_dir, 
 
 def test_forgetting_is_refused_for_a_classifier_and_without_general_data(tmp_path, workspace):
     assert answered("It is Paris.", ["paris"]) and not answered("Parisian", ["Paris"])
-    from tunesmith.eval.forgetting import _general_files
+    from tunesmith.eval.forgetting import general_files
     with pytest.raises(DataError, match="general data not found"):
-        _general_files(tmp_path)
+        general_files(tmp_path)
     classifier = workspace.run_dir("20261122-000000-intents")
     classifier.mkdir(parents=True)
     (classifier / "run.json").write_text(json.dumps({"id": classifier.name, "recipe": "classify"}))

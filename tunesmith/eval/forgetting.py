@@ -30,8 +30,7 @@ ANSWER_TOKENS = 32  # the known answers are a word or a number
 
 def measure_forgetting(run: Run, workspace: Workspace, general_dir: str | Path | None = None, batch_size: int = 8,
                        log: Callable[[str], None] = print) -> dict[str, Any]:
-    directory = Path(general_dir) if general_dir else GENERAL_DIR
-    conversations, questions = _general_files(directory)
+    conversations, questions = general_files(general_dir)
     tuned = engine.load_run(run, workspace)
     base = tuned if tuned.is_adapter else engine.load_start(run, workspace)
     report = validate_file(conversations, min_examples=1)
@@ -79,7 +78,9 @@ def _questions(path: Path):
         yield value["question"], [a.strip() for a in str(value["answer"]).split("|")]
 
 
-def _general_files(directory: Path) -> tuple[Path, Path]:
+def general_files(general_dir: str | Path | None = None) -> tuple[Path, Path]:
+    """The general conversations and questions (default: the shipped set); a clear error when absent."""
+    directory = Path(general_dir) if general_dir else GENERAL_DIR
     files = directory / "heldout.jsonl", directory / "questions.jsonl"
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
