@@ -46,7 +46,8 @@ def compare_methods(config_path: str | Path, methods: list[str] | None, override
     methods = methods or allowed
     unknown = [m for m in methods if m not in allowed]
     if unknown:
-        raise TunesmithError(f"method(s) {', '.join(unknown)} cannot run for recipe {config.recipe} here; "
+        why = " (qlora needs a CUDA GPU)" if "qlora" in unknown else ""
+        raise TunesmithError(f"method(s) {', '.join(unknown)} cannot run for recipe {config.recipe} here{why}; "
                              f"choose from {', '.join(allowed)}")
     out = out or workspace.home / "compare" / f"methods-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
