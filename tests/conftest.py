@@ -93,6 +93,8 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 def workspace(tmp_path, monkeypatch) -> Workspace:
     home = tmp_path / "home"
     monkeypatch.setenv("TUNESMITH_HOME", str(home))
+    for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME"):  # the home's own store, nobody else's
+        monkeypatch.delenv(variable, raising=False)
     return Workspace(home)
 
 

@@ -300,6 +300,28 @@ def list_runs(workspace: Workspace | None = None) -> list[Run]:
     return [Run(d) for d in sorted(ws.runs_dir.iterdir()) if (d / "run.json").exists()]
 
 
+def tracked_runs(workspace: Workspace | None = None, experiment: str | None = None, include_evals: bool = False,
+                 tracking_uri: str | None = None) -> list[dict[str, Any]]:
+    """Runs as the tracking store (MLflow) records them, plus run directories it does not know."""
+    from tunesmith.tracking.views import list_runs as list_tracked
+
+    return list_tracked(_ws(workspace), tracking_uri, experiment, include_evals)
+
+
+def show_run(run: str, workspace: Workspace | None = None, tracking_uri: str | None = None) -> dict[str, Any]:
+    """A tracked run: parameters, metrics, tags, datasets, artefacts and its evaluations."""
+    from tunesmith.tracking.views import show_run as show
+
+    return show(run, _ws(workspace), tracking_uri)
+
+
+def compare_tracked(runs: list[str], workspace: Workspace | None = None, tracking_uri: str | None = None) -> dict[str, Any]:
+    """Tracked runs side by side: the parameters that differ and every metric."""
+    from tunesmith.tracking.views import compare_runs
+
+    return compare_runs(runs, _ws(workspace), tracking_uri)
+
+
 # ── evaluation and use ──────────────────────────────────────────────────────────────────────
 
 def evaluate(run: str, data: str | Path | None = None, max_examples: int | None = None,
@@ -349,6 +371,9 @@ def evaluate(run: str, data: str | Path | None = None, max_examples: int | None 
 
         result["forgetting"] = measure_forgetting(found, ws, general_data, batch_size, log)
     result["report_files"] = report_files.write(result, found.eval_dir)
+    from tunesmith.tracking.evaluation import log_evaluation
+
+    log_evaluation(found, result, result["report_files"], ws, warn=lambda message: log(f"warning: {message}"))
     return result
 
 

@@ -163,9 +163,40 @@ def methods_compare(config: Path = typer.Argument(..., help="YAML recipe; only `
 
 
 @runs_app.command("list")
-def runs_list():
-    """Runs in the tunesmith home, newest last."""
-    out.print(render.runs_table(api.list_runs()))
+def runs_list(experiment: Optional[str] = typer.Option(None, "--experiment", help="Only this MLflow experiment."),
+              evals: bool = typer.Option(False, "--evals", help="Also list evaluation runs."),
+              tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="Tracking store (default: $MLFLOW_TRACKING_URI, else the home's SQLite store)."),
+              as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
+    """Runs as the tracking store records them (oldest first), and run directories it does not know."""
+    rows = api.tracked_runs(experiment=experiment, include_evals=evals, tracking_uri=tracking_uri)
+    if as_json:
+        out.print_json(data=rows)
+    else:
+        out.print(render.tracked_runs_table(rows))
+
+
+@runs_app.command("show")
+def runs_show(run: str = typer.Argument(..., help="Run id, directory or MLflow run id."),
+              tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="Tracking store (default: the run's own)."),
+              as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
+    """Parameters, metrics, tags, datasets, artefacts and evaluations of one tracked run."""
+    shown = api.show_run(run, tracking_uri=tracking_uri)
+    if as_json:
+        out.print_json(data=shown)
+    else:
+        render.print_tracked_run(out, shown)
+
+
+@runs_app.command("compare")
+def runs_compare(runs: List[str] = typer.Argument(..., help="Two or more run ids (or MLflow run ids)."),
+                 tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="Tracking store (default: each run's own)."),
+                 as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
+    """Tracked runs side by side: the parameters that differ, and every metric."""
+    compared = api.compare_tracked(runs, tracking_uri=tracking_uri)
+    if as_json:
+        out.print_json(data=compared)
+    else:
+        out.print(render.tracked_compare_table(compared))
 
 
 # ── evaluation and use ──────────────────────────────────────────────────────────────────────

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tunesmith.errors import ConfigError
 from tunesmith.models.registry import DEFAULT_MODEL
@@ -62,6 +62,22 @@ class PromptLearningSettings(_Strict):
 class ReplaySettings(_Strict):
     data: str | None = Field(None, description="General-purpose chat data to mix in (default: examples/general/replay.jsonl, 250 helpful conversations).")
     fraction: float = Field(0.1, gt=0.0, lt=1.0, description="Share of the training examples that are replayed general data (0.1: one in ten).")
+
+
+class TrackingSettings(_Strict):
+    """Where a run's parameters, metrics and artefacts are recorded (MLflow; W&B or TensorBoard too)."""
+
+    tracking_uri: str | None = Field(None, description="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else a SQLite store in the tunesmith home, no server needed).")
+    experiment: str | None = Field(None, description="MLflow experiment (default: $MLFLOW_EXPERIMENT_NAME, else `tunesmith`).")
+    report_to: list[Literal["mlflow", "wandb", "tensorboard"]] = Field(["mlflow"], description="Trackers: `mlflow` (tunesmith's own, never stops training), `wandb` and `tensorboard` (through transformers, where installed; W&B offline unless WANDB_API_KEY is set); `none` for no tracking.")
+    log_weights: Literal["adapter", "all", "none"] = Field("adapter", description="Trained weights logged as artefacts: `adapter` (adapters only; a full model is recorded by its path), `all`, or `none`.")
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [] if value == "none" else [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
 
 class TrainingSettings(_Strict):
@@ -124,6 +140,7 @@ class SFTConfig(_Strict):
     prompt_learning: PromptLearningSettings = Field(default_factory=PromptLearningSettings, description="Settings of methods prompt_tuning and prefix_tuning.")
     replay: ReplaySettings | None = Field(None, description="Mix general-purpose data into training, against forgetting what the model knew (`tunesmith eval RUN --forgetting` measures it).")
     training: SFTTrainingSettings = Field(default_factory=SFTTrainingSettings, description="Optimisation settings.")
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings, description="Experiment tracking (MLflow by default).")
 
 
 class ClassifyDataConfig(_Strict):
@@ -164,6 +181,7 @@ class ClassifyConfig(_Strict):
     data: ClassifyDataConfig
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA settings (method: lora).")
     training: ClassifyTrainingSettings = Field(default_factory=ClassifyTrainingSettings, description="Optimisation settings.")
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings, description="Experiment tracking (MLflow by default).")
 
 
 class PreferenceDataConfig(_Strict):
@@ -201,6 +219,7 @@ class PreferenceConfig(_Strict):
     preference: PreferenceSettings = Field(default_factory=PreferenceSettings, description="The preference objective.")
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA settings (methods lora, dora, qlora).")
     training: PreferenceTrainingSettings = Field(default_factory=PreferenceTrainingSettings, description="Optimisation settings.")
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings, description="Experiment tracking (MLflow by default).")
 
     @model_validator(mode="after")
     def _default_learning_rate(self) -> "PreferenceConfig":

@@ -140,6 +140,61 @@ def runs_table(runs) -> Table:
     return table
 
 
+def tracked_runs_table(rows: list[dict[str, Any]]) -> Table:
+    from tunesmith.tracking.views import started_text
+
+    table = Table(title=f"{len(rows)} runs")
+    for column in ("run", "kind", "status", "recipe", "method", "base model", "started", "val loss", "test", "tracked"):
+        table.add_column(column, overflow="fold")
+    for r in rows:
+        figure = (f"best {_number(r.get('best'))}" if r["kind"] == "study" else
+                  f"{r['test_metric']} {_number(r['test'])}" if r.get("test") is not None else "-")
+        table.add_row(r["run"], r["kind"], str(r["status"]), r.get("recipe") or "-", r.get("method") or "-",
+                      r.get("base_model") or "-", started_text(r.get("started")), _number(r.get("val loss")),
+                      figure, "yes" if r["tracked"] else "[yellow]no[/]")
+    return table
+
+
+def print_tracked_run(console: Console, shown: dict[str, Any]) -> None:
+    console.print(f"[bold]{_escape(shown['run'])}[/]  {shown['kind']}  {shown['status']}  "
+                  f"MLflow run {shown['mlflow_run_id']} in {_escape(shown['tracking_uri'])}", highlight=False)
+    metrics = Table(title="metrics (last value, points logged)")
+    for column in ("metric", "last", "points"):
+        metrics.add_column(column)
+    for key, value in shown["metrics"].items():
+        metrics.add_row(key, _number(value["last"]), str(value["points"]))
+    params = Table(title="parameters", show_header=False)
+    for key, value in shown["params"].items():
+        params.add_row(key, _escape(value))
+    console.print(metrics, params)
+    for d in shown["datasets"]:
+        console.print(f"dataset {d['name']}: {_escape(d['source'])}  digest {d['digest']}  {d['profile']}", highlight=False)
+    console.print(f"tags: {', '.join(f'{k}={v}' for k, v in shown['tags'].items())}", highlight=False, markup=False)
+    console.print(f"artefacts: {', '.join(shown['artifacts']) or '-'}", highlight=False, markup=False)
+    for child in shown["children"]:
+        console.print(f"{child['kind']} {child['mlflow_run_id']}: {child['status']}, {len(child['metrics'])} metrics",
+                      highlight=False)
+
+
+def tracked_compare_table(compared: dict[str, Any]) -> Table:
+    grid = Table(title=f"{len(compared['runs'])} runs: parameters that differ ({compared['same_params']} the same), then metrics")
+    grid.add_column("")
+    for name in compared["runs"]:
+        grid.add_column(name, overflow="fold")
+    for key, values in compared["params"].items():
+        grid.add_row(key, *[_escape(str(v)) if v is not None else "-" for v in values])
+    grid.add_section()
+    for key, values in compared["metrics"].items():
+        grid.add_row(key, *[_number(v) for v in values])
+    return grid
+
+
+def _number(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def print_eval(console: Console, report: dict[str, Any]) -> None:
     if report.get("kind") == "classification":
         _print_classification(console, report)

@@ -30,7 +30,8 @@ from tunesmith.models.store import ModelRef, resolve_model
 from tunesmith.runs import Run
 from tunesmith.training.distributed import is_main_process
 from tunesmith.training.hardware import resolve_precision
-from tunesmith.training.runner import (clean_first, fit, open_run, prepare_process, save_final, standard_callbacks,
+from tunesmith.tracking.callback import hf_report_to, tracking_callbacks
+from tunesmith.training.runner import (clean_first, finish_run, fit, open_run, prepare_process, save_final, standard_callbacks,
                                        training_arguments)
 from tunesmith.workspace import Workspace
 
@@ -80,6 +81,7 @@ def run_classify(config: ClassifyConfig, workspace: Workspace, run: Run | None =
     run, resume_from = open_run(config, workspace, run, model_ref.name, model_ref.path, splits.hashes, name, console, fresh,
                                 labels=splits.labels)
     console.print(f"run {run.id}  ({run.dir})", markup=False, highlight=False)
+    callbacks = tracking_callbacks(config, workspace, run, console) + (callbacks or [])
     precision = resolve_precision(config.training.precision)
     from transformers import set_seed
     set_seed(config.training.seed)  # before the new head (and any adapter) is drawn
@@ -97,8 +99,7 @@ def run_classify(config: ClassifyConfig, workspace: Workspace, run: Run | None =
     write_json_atomic(final_dir / LABELS_FILE, {"labels": splits.labels, "pooling": resolved_pooling(config, model_ref)})
     summary = summarize(run, config, trainer, output, splits, time.time() - started, final_dir, precision)
     summary |= {"trainable_parameters": trainable, "total_parameters": total}
-    write_json_atomic(run.summary_path, summary)
-    run.update_info(status="succeeded", finished_at=time.time())
+    finish_run(trainer, run, summary, final_dir)
     return ClassifyResult(run, summary)
 
 
@@ -219,7 +220,8 @@ def build_trainer(config: ClassifyConfig, model, tokenizer, train_set, eval_set,
 
     has_eval = bool(eval_set)
     args = training_arguments(config.training, run, precision, has_eval, best_metric="eval_macro_f1",
-                              greater_is_better=True, prediction_loss_only=False)
+                              greater_is_better=True, prediction_loss_only=False,
+                              report_to=hf_report_to(config.tracking, run, console))
     trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set or None,
                       data_collator=ClassifyCollator(tokenizer.pad_token_id), processing_class=tokenizer,
                       compute_metrics=_metrics_for(splits.labels),

@@ -27,14 +27,15 @@ from tunesmith.data.formats import as_preference
 from tunesmith.data.split import split_indices
 from tunesmith.data.validate import validate_file
 from tunesmith.errors import ConfigError, DataError
-from tunesmith.files import sha256_file, write_json_atomic
+from tunesmith.files import sha256_file
 from tunesmith.models import adapters
 from tunesmith.models.loading import count_parameters, load_causal_lm, load_tokenizer
 from tunesmith.models.store import ModelRef, resolve_model
 from tunesmith.runs import Run, find_run, is_run_ref
 from tunesmith.training.distributed import is_main_process
 from tunesmith.training.hardware import resolve_precision
-from tunesmith.training.runner import (clean_first, fit, open_run, prepare_process, save_final, standard_callbacks,
+from tunesmith.tracking.callback import hf_report_to, tracking_callbacks
+from tunesmith.training.runner import (clean_first, finish_run, fit, open_run, prepare_process, save_final, standard_callbacks,
                                        training_arguments)
 from tunesmith.training.sft import RunResult
 from tunesmith.training.tokenize import ensure_chat_template
@@ -69,6 +70,7 @@ def run_preference(config: PreferenceConfig, workspace: Workspace, run: Run | No
     run, resume_from = open_run(config, workspace, run, start.name, start.path, hashes, name, console, fresh,
                                 algorithm=config.preference.algorithm, **extra)
     console.print(f"run {run.id}  ({run.dir})", markup=False, highlight=False)
+    callbacks = tracking_callbacks(config, workspace, run, console) + (callbacks or [])
 
     precision = resolve_precision(config.training.precision)
     from transformers import set_seed
@@ -94,8 +96,7 @@ def run_preference(config: PreferenceConfig, workspace: Workspace, run: Run | No
     summary = summarize(run, config, trainer, output, train_pairs, eval_pairs, time.time() - started, precision,
                         str(final_dir))
     summary |= {"trainable_parameters": trainable, "total_parameters": total}
-    write_json_atomic(run.summary_path, summary)
-    run.update_info(status="succeeded", finished_at=time.time())
+    finish_run(trainer, run, summary, final_dir)
     return RunResult(run, summary, trainer.model, tokenizer)
 
 
@@ -191,7 +192,7 @@ def build_trainer(config: PreferenceConfig, model, reference, tokenizer, train_p
     has_eval = bool(eval_pairs)
     trainer_class, args_class, objective = _objective(algorithm, config.preference.beta)
     args = training_arguments(t, run, precision, has_eval, args_class=args_class, max_length=config.data.max_length,
-                              **objective)
+                              report_to=hf_report_to(config.tracking, run, console), **objective)
     kwargs: dict[str, Any] = {"ref_model": reference} if needs_reference(config) else {}
     if algorithm == "kto":  # unpaired and shuffled here: KTO reads its data in order (see below)
         train_pairs, eval_pairs = unpaired(train_pairs, t.seed), unpaired(eval_pairs, t.seed)

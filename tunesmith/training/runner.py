@@ -12,9 +12,10 @@ from rich.console import Console
 
 from tunesmith.config import CleanConfig, RecipeConfig, TrainingSettings, save_config
 from tunesmith.errors import TunesmithError
-from tunesmith.files import sha256_file
+from tunesmith.files import sha256_file, write_json_atomic
 from tunesmith.models.loading import quiet_transformers
 from tunesmith.runs import Run, new_run
+from tunesmith.tracking.callback import TrainingTracker
 from tunesmith.training.callbacks import MetricsLog, ProgressDisplay
 from tunesmith.training.checkpoints import CompletenessMarker, last_complete_checkpoint
 from tunesmith.training.distributed import is_main_process
@@ -82,10 +83,13 @@ def open_run(config: RecipeConfig, workspace: Workspace, run: Run | None, base_n
 def training_arguments(t: TrainingSettings, run: Run, precision: str, has_eval: bool,
                        best_metric: str = "eval_loss", greater_is_better: bool = False,
                        per_device_batch_size: int | None = None, accumulation: int | None = None,
-                       group_by_length: bool | None = None, args_class=None, **extra: Any):
+                       group_by_length: bool | None = None, args_class=None, report_to: list[str] | None = None,
+                       **extra: Any):
     """TrainingArguments from our settings; a recipe that lays out batches itself (packed rows)
     passes its own per-device batch size, accumulation and grouping, and a TRL recipe its
-    trainer's subclass of TrainingArguments (``args_class``) with that trainer's settings."""
+    trainer's subclass of TrainingArguments (``args_class``) with that trainer's settings.
+    ``report_to`` names the trackers transformers runs itself (W&B, TensorBoard; see
+    tracking/callback.py for why MLflow is not among them)."""
     from transformers import TrainingArguments
 
     args_class = args_class or TrainingArguments
@@ -123,7 +127,7 @@ def training_arguments(t: TrainingSettings, run: Run, precision: str, has_eval: 
         **_checkpointing_args(t.gradient_checkpointing),
         **_strategy_args(t.strategy),
         include_num_input_tokens_seen="non_padding",
-        report_to="none",
+        report_to=report_to or "none",
         disable_tqdm=True,
         remove_unused_columns=False,
         dataloader_num_workers=0,
@@ -146,14 +150,26 @@ def fit(trainer, run: Run, resume_from: Path | None):
         return trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     except KeyboardInterrupt:
         _close_display(trainer)
+        _abort_tracking(trainer, "KILLED")
         if is_main_process():
             run.update_info(status="interrupted")
         raise TunesmithError(f"interrupted; continue with: tunesmith train --resume {run.id}") from None
     except Exception:
         _close_display(trainer)
+        _abort_tracking(trainer, "FAILED")
         if is_main_process():
             run.update_info(status="failed")
         raise
+
+
+def finish_run(trainer, run: Run, summary: dict[str, Any], final_dir: Path) -> None:
+    """Rank 0, after the final save: the summary, the run's status, and the tracked run closed
+    with its figures and artefacts."""
+    write_json_atomic(run.summary_path, summary)
+    run.update_info(status="succeeded", finished_at=time.time())
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, TrainingTracker):
+            callback.complete(summary, final_dir)
 
 
 def save_final(trainer, tokenizer, run: Run, method: str) -> Path:
@@ -190,6 +206,12 @@ def _close_display(trainer) -> None:
     for callback in trainer.callback_handler.callbacks:
         if isinstance(callback, ProgressDisplay):
             callback.close()
+
+
+def _abort_tracking(trainer, status: str) -> None:
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, TrainingTracker):
+            callback.abort(status)
 
 
 def _checkpointing_args(enabled: bool) -> dict[str, Any]:

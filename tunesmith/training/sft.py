@@ -21,14 +21,15 @@ from tunesmith.errors import DataError
 from tunesmith.models import adapters
 from tunesmith.models.loading import count_parameters, load_causal_lm, load_tokenizer
 from tunesmith.models.store import resolve_model
-from tunesmith.files import sha256_file, write_json_atomic
+from tunesmith.files import sha256_file
 from tunesmith.runs import Run
 from tunesmith.training.dataset import EncodedSet, PadCollator, encode_records, supports_loss_positions
 from tunesmith.training.distributed import is_main_process, world_size
 from tunesmith.training.hardware import resolve_precision
 from tunesmith.training.packed_attention import training_attention
 from tunesmith.training.packing import PackedCollator, packed_rows, packing_is_exact
-from tunesmith.training.runner import (clean_first, fit, open_run, prepare_process, save_final, standard_callbacks,
+from tunesmith.tracking.callback import hf_report_to, tracking_callbacks
+from tunesmith.training.runner import (clean_first, finish_run, fit, open_run, prepare_process, save_final, standard_callbacks,
                                        training_arguments)
 from tunesmith.training.replay import replay_examples, replay_path
 from tunesmith.training.sft_trainer import FusedLossTrainer
@@ -61,6 +62,7 @@ def run_sft(config: SFTConfig, workspace: Workspace, run: Run | None = None,
 
     run, resume_from = open_run(config, workspace, run, model_ref.name, model_ref.path, hashes, name, console, fresh)
     console.print(f"run {run.id}  ({run.dir})", markup=False, highlight=False)
+    callbacks = tracking_callbacks(config, workspace, run, console) + (callbacks or [])
 
     precision = resolve_precision(config.training.precision)
     # Seed before the adapter is initialised: the Trainer seeds only in its constructor, after
@@ -81,8 +83,7 @@ def run_sft(config: SFTConfig, workspace: Workspace, run: Run | None = None,
         return RunResult(run, {}, trainer.model, tokenizer)
     summary = summarize(run, config, trainer, output, train_set, eval_set, time.time() - started, final_dir, precision)
     summary |= {"trainable_parameters": trainable, "total_parameters": total}
-    write_json_atomic(run.summary_path, summary)
-    run.update_info(status="succeeded", finished_at=time.time())
+    finish_run(trainer, run, summary, final_dir)
     return RunResult(run, summary, trainer.model, tokenizer)
 
 
@@ -172,7 +173,8 @@ def build_trainer(config: SFTConfig, model, tokenizer, train_set: EncodedSet, ev
     # for unused ones (the Trainer's default for a model without gradient checkpointing).
     args = training_arguments(t, run, precision, has_eval, prediction_loss_only=True, ddp_find_unused_parameters=False,
                               per_device_batch_size=layout.per_device, accumulation=layout.accumulation,
-                              group_by_length=t.group_by_length and not layout.packed)
+                              group_by_length=t.group_by_length and not layout.packed,
+                              report_to=hf_report_to(config.tracking, run, console))
     trainer_class = FusedLossTrainer if layout.fused else Trainer
     trainer = trainer_class(model=model, args=args, train_dataset=layout.train, eval_dataset=layout.eval or None,
                             data_collator=layout.collator, processing_class=tokenizer, callbacks=all_callbacks)
