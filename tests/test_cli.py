@@ -185,3 +185,41 @@ def test_api_keys_create_list_revoke(workspace, cli):
 def _unwrapped(text: str) -> str:
     """The text without any whitespace: rich wraps long lines (a long tmp path) at spaces."""
     return "".join(text.split())
+
+
+@pytest.mark.slow
+def test_tune_then_runs_list_show_compare_from_the_command_line(tmp_path, tiny_encoder_dir, workspace, cli):
+    import yaml
+
+    from tests.conftest import classification_records
+
+    write_jsonl(tmp_path / "train.jsonl", classification_records(60))
+    recipe = tmp_path / "clf.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "recipe": "classify", "model": str(tiny_encoder_dir), "data": {"train": "train.jsonl", "max_length": 64},
+        "training": {"max_steps": 6, "batch_size": 16, "eval_steps": 3}}))
+    search = tmp_path / "search.yaml"
+    search.write_text("defaults: false\nparams:\n  training.learning_rate: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}\n")
+    code, out, err = cli("tune", recipe, "--trials", "3", "--search", search, "--study", "clf", "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["metric"] == "eval_macro_f1" and summary["direction"] == "maximize"  # the classify default
+    assert len(summary["rows"]) == 3 and (workspace.home / "studies" / "clf" / "best.yaml").exists()
+
+    code, out, err = cli("runs", "list", "--json")
+    assert code == 0, err
+    rows = json.loads(out)
+    assert sorted(r["kind"] for r in rows) == ["study", "train", "train", "train"]
+    trial_runs = [r["run"] for r in rows if r["kind"] == "train"]
+
+    code, out, err = cli("runs", "show", trial_runs[0], "--json")
+    assert code == 0, err
+    shown = json.loads(out)
+    assert shown["params"]["recipe"] == "classify" and "eval_macro_f1" in shown["metrics"]
+
+    code, out, err = cli("runs", "compare", *trial_runs[:2])
+    assert code == 0, err
+    assert "training.learning_rate" in out
+
+    code, out, err = cli("runs", "show", "no-such-run")
+    assert code == 4 and "no run" in err

@@ -289,6 +289,40 @@ def recipe_runner(config: RecipeConfig):
     return run_sft
 
 
+def tune(config: RecipeConfig | str | Path | None, trials: int = 10, search: str | Path | None = None,
+         storage: str | None = None, workers: int = 1, study: str | None = None, overrides: list[str] | None = None,
+         join: str | None = None, threads: int | None = None, worker_index: int = 0, write_report: bool = True,
+         workspace: Workspace | None = None, console=None) -> dict[str, Any]:
+    """Hyperparameter search with Optuna: ``trials`` training runs of ``config`` with values drawn
+    from the search space (``search``: a YAML file; default: the recipe's), weak ones pruned on
+    their validation metric. ``storage`` (default: SQLite in the home) is shared by ``workers``
+    processes here and by ``join=STUDY`` workers anywhere (``workers=0`` only queues the trials,
+    for workers started elsewhere). Returns the report: best value, params and config file, plots,
+    the trials."""
+    from rich.console import Console
+
+    from tunesmith.tuning.search import tune as run_search
+    from tunesmith.tuning.space import load_search
+
+    if join:
+        if config is not None:
+            raise TunesmithError("--join works on a study as it was created: give no config with it")
+        cfg, spec = None, None
+    else:
+        if config is None:
+            raise TunesmithError("give a config to tune (or --join STUDY to work on an existing study)")
+        cfg = config if isinstance(config, (SFTConfig, ClassifyConfig, PreferenceConfig)) else load_config(config, overrides)
+        if not isinstance(config, (SFTConfig, ClassifyConfig, PreferenceConfig)) and cfg.run_name is None:
+            cfg = cfg.model_copy(update={"run_name": Path(config).stem})
+        spec = load_search(search, cfg)
+        if trials < 1:
+            raise TunesmithError("--trials must be at least 1")
+    if workers < 0 or (workers == 0 and join):
+        raise TunesmithError("--workers must be at least 1 (0 only queues the trials of a new study)")
+    return run_search(cfg, spec, _ws(workspace), console or Console(stderr=True), trials, storage, workers, study,
+                      join, worker_index, threads, write_report)
+
+
 def get_run(run: str, workspace: Workspace | None = None) -> Run:
     return find_run(run, _ws(workspace))
 

@@ -138,6 +138,39 @@ def train(config: Optional[Path] = typer.Argument(None, help="YAML recipe (see e
     out.print(f"run: {result.run.id}\nweights: {result.summary['final_dir']}", highlight=False)
 
 
+@app.command()
+def tune(config: Optional[Path] = typer.Argument(None, help="YAML recipe to tune (not with --join)."),
+         trials: int = typer.Option(10, "--trials", "-n", help="Trials to run (each a training run)."),
+         search: Optional[Path] = typer.Option(None, "--search", help="Search space YAML (default: the recipe's: learning rate, LoRA rank/alpha/dropout, epochs, batch size, warmup)."),
+         storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (default: sqlite:///<home>/studies.db; postgresql://... to share a study across machines)."),
+         workers: int = typer.Option(1, "--workers", "-w", help="Worker processes on this machine, sharing the study (0: only queue the trials, for --join workers)."),
+         study: Optional[str] = typer.Option(None, "--study", help="Study name (default: <run_name>-<time>); an existing study of that name and config gets more trials."),
+         join: Optional[str] = typer.Option(None, "--join", help="Work on the queued trials of an existing study (e.g. from another machine, with the same --storage)."),
+         threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads per worker (default: the cores shared between workers)."),
+         overrides: List[str] = typer.Option([], "--set", help="Override a config key before tuning, e.g. --set training.max_steps=50."),
+         worker_index: int = typer.Option(0, "--worker-index", hidden=True),
+         write_report: bool = typer.Option(True, "--report/--no-report", hidden=True),
+         as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")):
+    """Hyperparameter search (Optuna TPE, pruning on validation metrics): best config as YAML, plots, trials table."""
+    summary = api.tune(config, trials, search, storage, workers, study, overrides, join, threads, worker_index,
+                       write_report, console=err)
+    if not write_report:
+        return
+    if as_json:
+        out.print_json(data=summary)
+        return
+    if "queued" in summary:
+        out.print(f"queued {summary['queued']} trial(s) of study {summary['study']}; start workers with:\n"
+                  f"  tunesmith tune --join {summary['study']} --storage {summary['storage']}", highlight=False, markup=False)
+        return
+    out.print(render.trials_table(summary))
+    if "best_value" in summary:
+        out.print(f"best: trial {summary['best_trial']} ({summary['best_run']}), {summary['metric']} "
+                  f"{summary['best_value']:.4f}; train it with: tunesmith train {summary['files']['best_config']}",
+                  highlight=False, markup=False)
+    out.print(f"report: {summary['files']['html']}", highlight=False, markup=False)
+
+
 @methods_app.command("list")
 def methods_list(recipe: str = typer.Option("sft", "--recipe", help="sft, classify or dpo.")):
     """The values of the `method` key for a recipe, with what each trains."""

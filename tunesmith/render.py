@@ -189,6 +189,19 @@ def tracked_compare_table(compared: dict[str, Any]) -> Table:
     return grid
 
 
+def trials_table(summary: dict[str, Any]) -> Table:
+    from tunesmith.tuning.report import trial_columns
+
+    columns = trial_columns(summary["rows"])
+    table = Table(title=f"study {summary['study']}: {summary['direction']} {summary['metric']}")
+    for column in columns:
+        table.add_column(column.split(".")[-1], overflow="fold")
+    for row in summary["rows"]:
+        style = "bold" if row["trial"] == summary.get("best_trial") else None
+        table.add_row(*[_escape(_number(row.get(c))) for c in columns], style=style)
+    return table
+
+
 def _number(value) -> str:
     if value is None:
         return "-"

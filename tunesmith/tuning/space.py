@@ -1,0 +1,167 @@
+"""What a hyperparameter search varies and optimises: a default per recipe, overridable by YAML.
+
+    metric: eval_loss          # a validation metric the Trainer logs (eval_<name>)
+    direction: minimize
+    pruner: {type: median, startup_trials: 2, warmup_steps: 0}   # or halving, or none
+    sampler: {seed: 0, startup_trials: 4}                          # TPE; random for the first ones
+    params:                    # merged over the recipe's defaults; `null` drops a default
+      training.learning_rate: {type: float, low: 1.0e-5, high: 1.0e-3, log: true}
+      lora.r: {type: categorical, choices: [8, 16, 32]}
+      lora.dropout: null
+    defaults: true             # false: only the params given here
+
+Keys of ``params`` are dotted config keys; every value a parameter can take is checked against
+the recipe's schema before any trial starts, and errors name the file, line and key.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tunesmith.config import RecipeConfig, load_config
+from tunesmith.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Param(_Strict):
+    type: Literal["float", "int", "categorical"] = Field(description="How values are drawn.")
+    low: float | None = Field(None, description="Smallest value (float, int).")
+    high: float | None = Field(None, description="Largest value (float, int).")
+    log: bool = Field(False, description="Draw on a log scale (learning rates).")
+    step: float | None = Field(None, gt=0, description="Spacing of allowed values (float, int).")
+    choices: list[Any] | None = Field(None, min_length=1, description="The values to choose from (categorical).")
+
+    @model_validator(mode="after")
+    def _complete(self) -> "Param":
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical parameter needs `choices`")
+        elif self.low is None or self.high is None or self.low > self.high:
+            raise ValueError(f"a {self.type} parameter needs `low` <= `high`")
+        elif self.log and self.low <= 0:
+            raise ValueError("a log-scale parameter needs `low` > 0")
+        return self
+
+    def corners(self) -> list[Any]:
+        """The extreme values, to check against the recipe's schema before any trial."""
+        if self.type == "categorical":
+            return list(self.choices)
+        cast = int if self.type == "int" else float
+        return [cast(self.low), cast(self.high)]
+
+    def suggest(self, trial, name: str) -> Any:
+        if self.type == "categorical":
+            return trial.suggest_categorical(name, self.choices)
+        if self.type == "int":
+            return trial.suggest_int(name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+        return trial.suggest_float(name, self.low, self.high, step=self.step, log=self.log)
+
+
+class PrunerSpec(_Strict):
+    type: Literal["median", "halving", "none"] = Field("median", description="`median`: stop a trial whose validation metric is worse than the median of earlier trials at the same step; `halving`: successive halving (asynchronous); `none`.")
+    startup_trials: int = Field(2, ge=0, description="Trials that always run to the end before pruning starts (median).")
+    warmup_steps: int = Field(0, ge=0, description="Steps of each trial never pruned (median).")
+    reduction_factor: int = Field(3, ge=2, description="Successive halving keeps 1 in this many trials per rung.")
+
+
+class SamplerSpec(_Strict):
+    seed: int = Field(0, description="Seed of the TPE sampler (each worker process adds its index).")
+    startup_trials: int | None = Field(None, ge=1, description="Random trials before TPE models the results (default: a third of the trials, 2 to 10).")
+
+
+class SearchSpec(_Strict):
+    metric: str | None = Field(None, description="Validation metric to optimise, as the Trainer logs it (default: eval_loss; eval_macro_f1 for classify).")
+    direction: Literal["minimize", "maximize"] | None = Field(None, description="Default: minimize for losses, maximize otherwise.")
+    pruner: PrunerSpec = Field(default_factory=PrunerSpec)
+    sampler: SamplerSpec = Field(default_factory=SamplerSpec)
+    params: dict[str, Param | None] = Field(default_factory=dict, description="Dotted config key → how to draw it; merged over the recipe's defaults.")
+    defaults: bool = Field(True, description="Start from the recipe's default space (false: only `params`).")
+
+
+def _float(low: float, high: float, log: bool = False) -> Param:
+    return Param(type="float", low=low, high=high, log=log)
+
+
+_LORA_FAMILY = {"lora", "dora", "qlora"}
+
+
+def default_params(config: RecipeConfig) -> dict[str, Param]:
+    """Learning rate, adapter rank/alpha/dropout, epochs, batch size and warmup, with ranges that
+    suit the recipe and method (a full fine-tune wants a rate ten times lower than LoRA)."""
+    full = config.method == "full"
+    if config.recipe == "dpo":
+        params = {"training.learning_rate": _float(1e-7, 1e-5, log=True) if full else _float(5e-6, 2e-4, log=True),
+                  "preference.beta": _float(0.02, 0.5, log=True)}
+    elif config.recipe == "classify":
+        params = {"training.learning_rate": _float(1e-5, 2e-4, log=True) if full else _float(5e-5, 2e-3, log=True)}
+    else:
+        params = {"training.learning_rate": _float(5e-6, 1e-4, log=True) if full else _float(5e-5, 2e-3, log=True)}
+    if config.method in _LORA_FAMILY:
+        params |= {"lora.r": Param(type="categorical", choices=[4, 8, 16, 32, 64]),
+                   "lora.alpha": Param(type="categorical", choices=[8, 16, 32, 64, 128]),
+                   "lora.dropout": _float(0.0, 0.2)}
+    params |= {"training.epochs": Param(type="int", low=1, high=3),
+               "training.batch_size": Param(type="categorical", choices=[4, 8, 16]),
+               "training.warmup_ratio": _float(0.0, 0.1)}
+    return params
+
+
+def default_metric(config: RecipeConfig) -> str:
+    return "eval_macro_f1" if config.recipe == "classify" else "eval_loss"
+
+
+def load_search(path: str | Path | None, config: RecipeConfig) -> SearchSpec:
+    """The search spec with the recipe's defaults filled in and every value checked."""
+    from tunesmith.config import _describe, _read_yaml
+
+    raw, lines = _read_yaml(Path(path)) if path else ({}, {})
+    source = str(path) if path else "<default search space>"
+    try:
+        spec = SearchSpec.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(f"invalid search space {source}:", [_describe(err, source, lines) for err in e.errors()]) from None
+    merged = (default_params(config) if spec.defaults else {}) | spec.params
+    spec.params = {k: v for k, v in merged.items() if v is not None}
+    if not spec.params:
+        raise ConfigError(f"{source}: the search space is empty: give `params` (or keep `defaults: true`)")
+    spec.metric = spec.metric or default_metric(config)
+    if not spec.metric.startswith("eval_"):
+        spec.metric = f"eval_{spec.metric}"
+    spec.direction = spec.direction or ("minimize" if spec.metric.endswith("loss") else "maximize")
+    _check_values(spec, config, source, lines)
+    return spec
+
+
+def _check_values(spec: SearchSpec, config: RecipeConfig, source: str, lines: dict) -> None:
+    """Each parameter's extreme values must make a valid config: all problems at once."""
+    problems = []
+    for key, param in spec.params.items():
+        where = f"{source}:{lines[('params', key)]}" if ("params", key) in lines else source
+        for value in param.corners():
+            try:
+                with_values(config, {key: value})
+            except ConfigError as e:
+                detail = "; ".join(p.split(": ", 2)[-1] for p in e.problems) or str(e)
+                problems.append(f"{where}: params.{key}: value {value!r} is not valid for this recipe: {detail}")
+                break
+    if problems:
+        raise ConfigError(f"invalid search space {source}:", problems)
+
+
+def with_values(config: RecipeConfig, values: dict[str, Any]) -> RecipeConfig:
+    """The config with dotted keys set (``{"lora.r": 8}``), validated again as a whole."""
+    raw = config.model_dump(mode="json")
+    for key, value in values.items():
+        target = raw
+        *sections, leaf = key.split(".")
+        for section in sections:
+            target = target.setdefault(section, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"{key}: {section} is not a section of the config")
+        target[leaf] = value
+    return load_config(None, None, base=raw)
