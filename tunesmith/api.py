@@ -335,11 +335,11 @@ def list_runs(workspace: Workspace | None = None) -> list[Run]:
 
 
 def tracked_runs(workspace: Workspace | None = None, experiment: str | None = None, include_evals: bool = False,
-                 tracking_uri: str | None = None) -> list[dict[str, Any]]:
+                 tracking_uri: str | None = None, log: Log = print) -> list[dict[str, Any]]:
     """Runs as the tracking store (MLflow) records them, plus run directories it does not know."""
     from tunesmith.tracking.views import list_runs as list_tracked
 
-    return list_tracked(_ws(workspace), tracking_uri, experiment, include_evals)
+    return list_tracked(_ws(workspace), tracking_uri, experiment, include_evals, warn=log)
 
 
 def show_run(run: str, workspace: Workspace | None = None, tracking_uri: str | None = None) -> dict[str, Any]:

@@ -201,7 +201,8 @@ def runs_list(experiment: Optional[str] = typer.Option(None, "--experiment", hel
               tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="Tracking store (default: $MLFLOW_TRACKING_URI, else the home's SQLite store)."),
               as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
     """Runs as the tracking store records them (oldest first), and run directories it does not know."""
-    rows = api.tracked_runs(experiment=experiment, include_evals=evals, tracking_uri=tracking_uri)
+    rows = api.tracked_runs(experiment=experiment, include_evals=evals, tracking_uri=tracking_uri,
+                            log=lambda m: err.print(f"warning: {m}", style="yellow", markup=False, highlight=False))
     if as_json:
         out.print_json(data=rows)
     else:

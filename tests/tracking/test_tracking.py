@@ -123,3 +123,16 @@ def test_report_to_none_tracks_nothing(tiny_model_dir, chat_file, workspace):
     result = tunesmith.train(tiny_config(tiny_model_dir, chat_file, "tracking.report_to=none"), workspace=workspace)
     assert not (result.run.dir / "tracking.json").exists()
     assert not (workspace.home / "mlflow.db").exists()
+
+
+def test_report_to_wandb_writes_an_offline_run_where_wandb_is_installed(tiny_model_dir, chat_file, workspace,
+                                                                         monkeypatch):
+    pytest.importorskip("wandb")
+    for variable in ("WANDB_MODE", "WANDB_DIR", "WANDB_PROJECT", "WANDB_API_KEY"):
+        monkeypatch.setenv(variable, "")  # recorded, so whatever the run sets is undone after the test
+        monkeypatch.delenv(variable)
+    result = tunesmith.train(tiny_config(tiny_model_dir, chat_file, "tracking.report_to=[mlflow, wandb]"),
+                             workspace=workspace)
+    offline = list((result.run.dir / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1 and list(offline[0].glob("*.wandb"))  # W&B's own log, for `wandb sync` later
+    assert json.loads((result.run.dir / "tracking.json").read_text())["mlflow_run_id"]  # and MLflow as well

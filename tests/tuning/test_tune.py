@@ -116,3 +116,28 @@ def test_the_default_space_follows_the_recipe_and_method(tiny_model_dir, chat_fi
     full = load_search(None, tiny_config(tiny_model_dir, chat_file, "method=full"))
     assert not any(key.startswith("lora.") for key in full.params)
     assert full.params["training.learning_rate"].high < lora.params["training.learning_rate"].high
+
+
+@pytest.mark.slow
+def test_a_trial_left_running_by_a_dead_worker_is_failed_and_queued_again(tiny_model_dir, chat_file, workspace,
+                                                                          search_file, monkeypatch):
+    from rich.console import Console
+
+    from tunesmith.tuning import study as studies
+
+    monkeypatch.setattr(studies, "HEARTBEAT_SECONDS", 1)
+    monkeypatch.setattr(studies, "GRACE_SECONDS", 1)
+    config = tiny_config(tiny_model_dir, chat_file, "tracking.report_to=none")
+    url = studies.storage_url(workspace, None)
+    studies.create_study(config, load_search(search_file, config), 2, url, "dead")
+    study, storage, config, spec = studies.load_study("dead", url, 0)
+    orphan = studies.claim_queued_trial(study, storage)  # a worker claims trial 0, beats once, and dies
+    storage.record_heartbeat(orphan)
+    import time
+    time.sleep(2.5)
+
+    ran = studies.work(study, storage, config, spec, workspace, Console(quiet=True))
+    trials = study.get_trials()
+    assert ran == 2 and [t.state.name for t in trials][0] == "FAIL"
+    assert [t.number for t in trials if t.state.name in ("COMPLETE", "PRUNED")] == [1, 2]
+    assert trials[2].system_attrs["failed_trial"] == 0  # the retry of the dead worker's trial

@@ -109,6 +109,7 @@ class Worker:
     def _train(self, job: JobRow) -> None:
         from tunesmith.api import recipe_runner
         from tunesmith.data.validate import validate_file
+        from tunesmith.tracking.tracker import read_events
 
         n_examples = len(validate_file(self.files_dir / job.training_file).records)
         config, hyper = job_config(job, self.files_dir, n_examples)
@@ -117,6 +118,8 @@ class Worker:
         run = self._run_of(job, hyper)
         result = recipe_runner(config)(config, self.workspace, run=run, console=console, name=job.id,
                                        callbacks=[progress])
+        for event in read_events(result.run):  # e.g. tracking_failed: the job went on without tracking
+            add_event(self.db, job.id, event["message"], level="warn")
         stop = get_job(self.db, job.id).stop_requested
         if stop == "cancel":
             self._finish(job.id, "cancelled")

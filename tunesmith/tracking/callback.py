@@ -93,11 +93,20 @@ def hf_report_to(settings, run: Run, console: Console) -> list[str]:
         chosen.append(name)
     if "wandb" in chosen:
         if not os.environ.get("WANDB_API_KEY"):
-            os.environ.setdefault("WANDB_MODE", "offline")
-        os.environ.setdefault("WANDB_DIR", str(run.dir))
-        os.environ.setdefault("WANDB_PROJECT", settings.experiment or "tunesmith")
-        os.environ.setdefault("WANDB_NAME", run.id)
+            _set_env("WANDB_MODE", "offline")
+        _set_env("WANDB_DIR", str(run.dir))
+        _set_env("WANDB_PROJECT", settings.experiment or "tunesmith")
     return chosen
+
+
+_SET_BY_US: set[str] = set()
+
+
+def _set_env(key: str, value: str) -> None:
+    """A user's own value wins; ours is replaced per run (a server worker trains many runs)."""
+    if key not in os.environ or key in _SET_BY_US:
+        os.environ[key] = value
+        _SET_BY_US.add(key)
 
 
 def _datasets(config, hashes: dict[str, str]) -> list[dict[str, Any]]:

@@ -137,6 +137,11 @@ def record_event(run: Run, kind: str, message: str) -> None:
         f.write(json.dumps({"time": time.time(), "event": kind, "level": "warning", "message": message}) + "\n")
 
 
+def read_events(run: Run) -> list[dict[str, Any]]:
+    path = run.dir / EVENTS_FILE
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
 def open_run_tracker(run: Run, workspace: Workspace, settings, name: str, tags: dict[str, str],
                      warn: Callable[[str], None]) -> tuple[Tracker, bool]:
     """The tracker of a training run: its MLflow run reopened when ``tracking.json`` names one

@@ -7,7 +7,7 @@ reached it (tracking off, or its store was down) are still listed from their dir
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 from tunesmith.errors import RunNotFound, TunesmithError
 from tunesmith.runs import Run, find_run
@@ -21,20 +21,25 @@ _LIST_METRICS = {"val loss": ("final.best_eval_loss", "eval_loss"), "val macro F
 
 
 def list_runs(workspace: Workspace, tracking_uri: str | None = None, experiment: str | None = None,
-              include_evals: bool = False) -> list[dict[str, Any]]:
+              include_evals: bool = False, warn: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """One row per tracked run (training runs and studies; evaluations with ``include_evals``),
-    oldest first, then the run directories the store does not know."""
+    oldest first, then the run directories the store does not know. An unreadable store is a
+    warning: the run directories are still listed."""
     dest = store.destination(workspace, tracking_uri)
-    client = store.client(dest)
-    experiments = ([client.get_experiment_by_name(experiment)] if experiment else client.search_experiments())
     rows, seen = [], set()
-    for exp in filter(None, experiments):
-        for mlrun in _all_runs(client, exp.experiment_id):
-            kind = mlrun.data.tags.get("tunesmith.kind", "train")
-            seen.add(mlrun.data.tags.get("tunesmith.run_id"))
-            if kind == "eval" and not include_evals:
-                continue
-            rows.append(_row(mlrun, exp.name, kind))
+    try:
+        client = store.client(dest)
+        experiments = [client.get_experiment_by_name(experiment)] if experiment else client.search_experiments()
+        for exp in filter(None, experiments):
+            for mlrun in _all_runs(client, exp.experiment_id):
+                kind = mlrun.data.tags.get("tunesmith.kind", "train")
+                seen.add(mlrun.data.tags.get("tunesmith.run_id"))
+                if kind == "eval" and not include_evals:
+                    continue
+                rows.append(_row(mlrun, exp.name, kind))
+    except Exception as e:  # noqa: BLE001 — MLflow raises its own types per store kind
+        warn(f"cannot read the tracking store {dest.tracking_uri} ({type(e).__name__}: {str(e)[:200]}); "
+             "listing the run directories only")
     rows.sort(key=lambda r: r["started"] or 0)
     if not experiment:
         rows += [_local_row(run) for run in _local_runs(workspace) if run.id not in seen]

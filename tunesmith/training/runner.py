@@ -128,6 +128,7 @@ def training_arguments(t: TrainingSettings, run: Run, precision: str, has_eval: 
         **_strategy_args(t.strategy),
         include_num_input_tokens_seen="non_padding",
         report_to=report_to or "none",
+        run_name=run.id,  # the run's name in W&B / TensorBoard
         disable_tqdm=True,
         remove_unused_columns=False,
         dataloader_num_workers=0,
