@@ -141,3 +141,32 @@ def test_a_trial_left_running_by_a_dead_worker_is_failed_and_queued_again(tiny_m
     assert ran == 2 and [t.state.name for t in trials][0] == "FAIL"
     assert [t.number for t in trials if t.state.name in ("COMPLETE", "PRUNED")] == [1, 2]
     assert trials[2].system_attrs["failed_trial"] == 0  # the retry of the dead worker's trial
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_worker_and_requeues_the_interrupted_point(tiny_model_dir, chat_file, workspace, search_file,
+                                                                    monkeypatch):
+    from rich.console import Console
+
+    from tunesmith.tuning import study as studies
+
+    armed = [True]
+
+    def interrupt_at_step_4(self, args, state, control, **kwargs):
+        if armed[0] and state.global_step == 4:
+            raise KeyboardInterrupt
+
+    config = tiny_config(tiny_model_dir, chat_file, "tracking.report_to=none")
+    url = studies.storage_url(workspace, None)
+    studies.create_study(config, load_search(search_file, config), 2, url, "ctrl-c")
+    study, storage, config, spec = studies.load_study("ctrl-c", url, 0)
+    monkeypatch.setattr(studies.PruningCallback, "on_step_end", interrupt_at_step_4, raising=False)
+    with pytest.raises(tunesmith.TunesmithError, match="interrupted"):
+        studies.work(study, storage, config, spec, workspace, Console(quiet=True))
+    first = study.get_trials()[0]
+    assert first.state.name == "FAIL" and "interrupted" in first.user_attrs["error"]
+    armed[0] = False
+
+    assert studies.work(study, storage, config, spec, workspace, Console(quiet=True)) == 2  # the queue goes on
+    retry = next(t for t in study.get_trials() if t.user_attrs.get("retry_of") == 0)
+    assert retry.params == first.params and retry.state.name in ("COMPLETE", "PRUNED")

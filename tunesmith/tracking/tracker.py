@@ -145,12 +145,13 @@ def read_events(run: Run) -> list[dict[str, Any]]:
 def open_run_tracker(run: Run, workspace: Workspace, settings, name: str, tags: dict[str, str],
                      warn: Callable[[str], None]) -> tuple[Tracker, bool]:
     """The tracker of a training run: its MLflow run reopened when ``tracking.json`` names one
-    (a resume), else a new one under the parent that ``tracking.json`` may name (a tuning trial)."""
+    (a resume), else a new one under the parent (and with the tags) that ``tracking.json`` may
+    name (a tuning trial)."""
     recorded = read_tracking(run)
     dest = store.destination(workspace, recorded.get("tracking_uri") or settings.tracking_uri,
                              recorded.get("experiment") or settings.experiment)
     tracker = Tracker(run, warn)
-    new = tracker.open(dest, name, tags, parent_run_id=recorded.get("parent_run_id"),
+    new = tracker.open(dest, name, tags | recorded.get("tags", {}), parent_run_id=recorded.get("parent_run_id"),
                        existing_run_id=recorded.get("mlflow_run_id"))
     if tracker.active:
         write_tracking(run, tracking_uri=dest.tracking_uri, experiment=dest.experiment,

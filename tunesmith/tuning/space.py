@@ -129,12 +129,22 @@ def load_search(path: str | Path | None, config: RecipeConfig) -> SearchSpec:
     spec.params = {k: v for k, v in merged.items() if v is not None}
     if not spec.params:
         raise ConfigError(f"{source}: the search space is empty: give `params` (or keep `defaults: true`)")
+    _require_validation(config)
     spec.metric = spec.metric or default_metric(config)
     if not spec.metric.startswith("eval_"):
         spec.metric = f"eval_{spec.metric}"
     spec.direction = spec.direction or ("minimize" if spec.metric.endswith("loss") else "maximize")
     _check_values(spec, config, source, lines)
     return spec
+
+
+def _require_validation(config: RecipeConfig) -> None:
+    """Trials are judged (and pruned) on validation figures: a config without validation data
+    would train every trial to the end for nothing."""
+    data = config.data
+    if not data.validation and not getattr(data, "validation_fraction", 0):
+        raise ConfigError("tuning compares trials on validation data: set data.validation (a file) or "
+                          "data.validation_fraction above 0")
 
 
 def _check_values(spec: SearchSpec, config: RecipeConfig, source: str, lines: dict) -> None:

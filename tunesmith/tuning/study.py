@@ -164,8 +164,8 @@ def run_trial(study, trial, config: RecipeConfig, spec: SearchSpec, workspace: W
     trial_config = trial_config.model_copy(update={"run_name": f"{study.study_name}-t{trial.number:03d}"})
     run = new_run(workspace, trial_config.run_name)
     parent = study.user_attrs.get("mlflow_run_id")
-    if parent:
-        write_tracking(run, parent_run_id=parent)  # the trial's MLflow run is made a child of the study's
+    # The trial's MLflow run: a child of the study's, tagged with its trial (read by tracker.open_run_tracker).
+    write_tracking(run, parent_run_id=parent, tags={"optuna.study": study.study_name, "optuna.trial": str(trial.number)})
     trial.set_user_attr("run_id", run.id)
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     console.print(f"trial {trial.number}: {_describe(values)}  (run {run.id})", markup=False, highlight=False)
@@ -176,6 +176,9 @@ def run_trial(study, trial, config: RecipeConfig, spec: SearchSpec, workspace: W
     except Exception as e:  # noqa: BLE001 — one failed trial (out of memory, bad value) must not end the study
         trial.set_user_attr("error", f"{type(e).__name__}: {e}"[:1000])
         study.tell(trial, state=TrialState.FAIL)
+        if run.info().get("status") == "interrupted":  # Ctrl-C: stop this worker; the point waits for the next
+            study.enqueue_trial(trial.params, user_attrs={"queued_at": time.time(), "retry_of": trial.number})
+            raise
         console.print(f"trial {trial.number} failed: {e}", style="red", markup=False, highlight=False)
         return
     Run(run.dir).update_info(tuning={"study": study.study_name, "trial": trial.number, "pruned": pruning.pruned})
