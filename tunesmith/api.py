@@ -291,7 +291,7 @@ def recipe_runner(config: RecipeConfig):
 
 def tune(config: RecipeConfig | str | Path | None, trials: int = 10, search: str | Path | None = None,
          storage: str | None = None, workers: int = 1, study: str | None = None, overrides: list[str] | None = None,
-         join: str | None = None, threads: int | None = None, worker_index: int = 0, write_report: bool = True,
+         join: str | None = None, threads: int | None = None, worker_index: int | None = None, write_report: bool = True,
          workspace: Workspace | None = None, console=None) -> dict[str, Any]:
     """Hyperparameter search with Optuna: ``trials`` training runs of ``config`` with values drawn
     from the search space (``search``: a YAML file; default: the recipe's), weak ones pruned on

@@ -148,7 +148,7 @@ def tune(config: Optional[Path] = typer.Argument(None, help="YAML recipe to tune
          join: Optional[str] = typer.Option(None, "--join", help="Work on the queued trials of an existing study (e.g. from another machine, with the same --storage)."),
          threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads per worker (default: the cores shared between workers)."),
          overrides: List[str] = typer.Option([], "--set", help="Override a config key before tuning, e.g. --set training.max_steps=50."),
-         worker_index: int = typer.Option(0, "--worker-index", hidden=True),
+         worker_index: Optional[int] = typer.Option(None, "--worker-index", hidden=True),
          write_report: bool = typer.Option(True, "--report/--no-report", hidden=True),
          as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")):
     """Hyperparameter search (Optuna TPE, pruning on validation metrics): best config as YAML, plots, trials table."""

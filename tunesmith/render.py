@@ -141,17 +141,20 @@ def runs_table(runs) -> Table:
 
 
 def tracked_runs_table(rows: list[dict[str, Any]]) -> Table:
+    from pathlib import Path
+
     from tunesmith.tracking.views import started_text
 
     table = Table(title=f"{len(rows)} runs")
-    for column in ("run", "kind", "status", "recipe", "method", "base model", "started", "val loss", "test", "tracked"):
-        table.add_column(column, overflow="fold")
+    for column in ("run", "kind", "status", "recipe", "method", "base model", "started", "val loss", "test"):
+        table.add_column(column, no_wrap=column in ("run", "started"))
     for r in rows:
         figure = (f"best {_number(r.get('best'))}" if r["kind"] == "study" else
                   f"{r['test_metric']} {_number(r['test'])}" if r.get("test") is not None else "-")
-        table.add_row(r["run"], r["kind"], str(r["status"]), r.get("recipe") or "-", r.get("method") or "-",
-                      r.get("base_model") or "-", started_text(r.get("started")), _number(r.get("val loss")),
-                      figure, "yes" if r["tracked"] else "[yellow]no[/]")
+        status = str(r["status"]).lower() + ("" if r["tracked"] else " [yellow](untracked)[/]")
+        table.add_row(_escape(r["run"]), r["kind"], status, r.get("recipe") or "-", r.get("method") or "-",
+                      _escape(Path(r.get("base_model") or "-").name), started_text(r.get("started")),
+                      _number(r.get("val loss")), figure)
     return table
 
 
@@ -192,13 +195,15 @@ def tracked_compare_table(compared: dict[str, Any]) -> Table:
 def trials_table(summary: dict[str, Any]) -> Table:
     from tunesmith.tuning.report import trial_columns
 
-    columns = trial_columns(summary["rows"])
+    # The run ids and workers are in trials.csv / report.html; a terminal has room for the figures.
+    columns = [c for c in trial_columns(summary["rows"]) if c not in ("run", "worker")]
     table = Table(title=f"study {summary['study']}: {summary['direction']} {summary['metric']}")
     for column in columns:
-        table.add_column(column.split(".")[-1], overflow="fold")
+        table.add_column(column.split(".")[-1], no_wrap=True)
     for row in summary["rows"]:
         style = "bold" if row["trial"] == summary.get("best_trial") else None
-        table.add_row(*[_escape(_number(row.get(c))) for c in columns], style=style)
+        cells = [f"{v:.3g}" if isinstance(v, float) else _number(v) for v in (row.get(c) for c in columns)]
+        table.add_row(*[_escape(c) for c in cells], style=style)
     return table
 
 

@@ -161,4 +161,4 @@ def _artifacts(client, run_id: str, path: str | None = None) -> list[str]:
 
 
 def started_text(seconds: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(seconds)) if seconds else "-"
+    return time.strftime("%m-%d %H:%M", time.localtime(seconds)) if seconds else "-"

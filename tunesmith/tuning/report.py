@@ -3,7 +3,8 @@
     best.yaml        the best trial's config, ready for `tunesmith train best.yaml`
     trials.csv/.md   every trial: state, value, parameters, run id, duration
     history.png      optimisation history (Optuna's matplotlib plot)
-    importance.png   parameter importance (fANOVA; needs two finished trials)
+    curves.png       every trial's validation curve, pruned trials included
+    importance.png   parameter importance (fANOVA over the trials that reached a common step)
     report.html      all of it on one self-contained page
     summary.json     the same figures for programs
 """
@@ -79,29 +80,60 @@ def _tables(columns: list[str], rows: list[dict[str, Any]], out: Path) -> dict[s
 
 
 def _plots(study, out: Path) -> dict[str, str]:
-    """Optuna's own matplotlib plots; importance needs two finished trials and one varying parameter."""
+    """Optuna's own matplotlib plots: the history of finished trials, every trial's validation
+    curve (pruned ones included), and parameter importance (fANOVA)."""
     import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as optuna_plots
 
     made = {}
     finished = [t for t in study.trials if t.state.name == "COMPLETE"]
-    for name, draw, needed in (("history", optuna_plots.plot_optimization_history, 1),
-                               ("importance", optuna_plots.plot_param_importances, 2)):
-        if len(finished) < needed:
-            continue
+    if finished:
+        made["history"] = _save(optuna_plots.plot_optimization_history(study), out / "history.png")
+    if any(t.intermediate_values for t in study.trials):
+        made["curves"] = _save(optuna_plots.plot_intermediate_values(study), out / "curves.png")
+    ranked, note = importance_study(study)
+    if ranked is not None:
         try:
-            axes = draw(study)
-        except (ValueError, RuntimeError):  # e.g. every finished trial drew the same values
-            continue
-        figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
-        figure.set_size_inches(8, 4.5)
-        figure.tight_layout()
-        figure.savefig(out / f"{name}.png", dpi=110)
-        plt.close(figure)
-        made[name] = str(out / f"{name}.png")
+            axes = optuna_plots.plot_param_importances(ranked)
+            axes.set_title(f"Parameter importance ({note})", loc="left", fontsize=10)
+            made["importance"] = _save(axes, out / "importance.png")
+        except (ValueError, RuntimeError):  # e.g. every trial drew the same values
+            pass
     return made
+
+
+def importance_study(study):
+    """The trials to rank parameters on. Pruning leaves few finished trials, and importance from
+    two points is noise; so every trial that reached a common evaluation step counts, with its
+    value there (an in-memory copy of the study). Falls back to the finished trials."""
+    import optuna
+
+    reached = [t for t in study.trials if t.intermediate_values and t.state.name in ("COMPLETE", "PRUNED")]
+    if len(reached) >= 3:
+        step = min(max(t.intermediate_values) for t in reached)
+        ranked = optuna.create_study(direction=study.direction)
+        for t in reached:
+            value = t.intermediate_values.get(step)
+            if value is not None:
+                ranked.add_trial(optuna.trial.create_trial(params=t.params, distributions=t.distributions, value=value))
+        if len(ranked.trials) >= 3:
+            return ranked, f"validation metric at step {step}, the last step all {len(ranked.trials)} trials reached"
+    finished = [t for t in study.trials if t.state.name == "COMPLETE"]
+    if len(finished) >= 3:
+        return study, f"{len(finished)} finished trials"
+    return None, ""
+
+
+def _save(axes, path: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
+    figure.set_size_inches(8, 4.5)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return str(path)
 
 
 def _html(summary: dict[str, Any], columns: list[str], rows: list[dict[str, Any]], plots: dict[str, str], out: Path) -> Path:
@@ -111,7 +143,8 @@ def _html(summary: dict[str, Any], columns: list[str], rows: list[dict[str, Any]
         sections.append(("Best trial", html.paragraph(f"trial {summary['best_trial']} (run {summary['best_run']}): "
                                                       f"{summary['metric']} {summary['best_value']:.4f}; its config: best.yaml")
                          + html.table(["parameter", "value"], best)))
-    for name, title in (("history", "Optimisation history"), ("importance", "Parameter importance")):
+    for name, title in (("history", "Optimisation history"), ("curves", "Validation curves (pruned trials stop early)"),
+                        ("importance", "Parameter importance")):
         if name in plots:
             sections.append((title, html.image(Path(plots[name]).read_bytes(), title)))
     best_index = next((i for i, r in enumerate(rows) if r["trial"] == summary.get("best_trial")), None)

@@ -5,6 +5,7 @@ run → more workers on this machine → this process works too → wait for the
 """
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from tunesmith.workspace import Workspace
 
 def tune(config: RecipeConfig | None, spec: SearchSpec | None, workspace: Workspace, console: Console,
          trials: int = 10, storage: str | None = None, workers: int = 1, study_name: str | None = None,
-         join: str | None = None, worker_index: int = 0, threads: int | None = None,
+         join: str | None = None, worker_index: int | None = None, threads: int | None = None,
          write_report: bool = True) -> dict[str, Any]:
     """Create (or ``join``) a study and work on it until its queue is empty; returns the report."""
     url = studies.storage_url(workspace, storage)
@@ -29,6 +30,8 @@ def tune(config: RecipeConfig | None, spec: SearchSpec | None, workspace: Worksp
     if not join:
         studies.create_study(config, spec, trials, url, name)
         console.print(f"study {name}: {trials} trial(s) queued in {url}", markup=False, highlight=False)
+    if worker_index is None:  # a worker joined by hand: a seed of its own (the creator's is 0)
+        worker_index = 0 if not join else os.getpid()
     study, storage_obj, config, spec = studies.load_study(name, url, worker_index)
     if not join:
         _open_study_run(study, config, spec, workspace, console)

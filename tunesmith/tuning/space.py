@@ -2,7 +2,7 @@
 
     metric: eval_loss          # a validation metric the Trainer logs (eval_<name>)
     direction: minimize
-    pruner: {type: median, startup_trials: 2, warmup_steps: 0}   # or halving, or none
+    pruner: {type: median, startup_trials: 2}   # or halving, or none; never at the first evaluation
     sampler: {seed: 0, startup_trials: 4}                          # TPE; random for the first ones
     params:                    # merged over the recipe's defaults; `null` drops a default
       training.learning_rate: {type: float, low: 1.0e-5, high: 1.0e-3, log: true}
@@ -65,7 +65,7 @@ class Param(_Strict):
 class PrunerSpec(_Strict):
     type: Literal["median", "halving", "none"] = Field("median", description="`median`: stop a trial whose validation metric is worse than the median of earlier trials at the same step; `halving`: successive halving (asynchronous); `none`.")
     startup_trials: int = Field(2, ge=0, description="Trials that always run to the end before pruning starts (median).")
-    warmup_steps: int = Field(0, ge=0, description="Steps of each trial never pruned (median).")
+    warmup_steps: int | None = Field(None, ge=0, description="Steps of each trial never pruned (median; default: up to and including the first evaluation, whose figures still mostly reflect the warmup schedule).")
     reduction_factor: int = Field(3, ge=2, description="Successive halving keeps 1 in this many trials per rung.")
 
 
@@ -130,6 +130,8 @@ def load_search(path: str | Path | None, config: RecipeConfig) -> SearchSpec:
     if not spec.params:
         raise ConfigError(f"{source}: the search space is empty: give `params` (or keep `defaults: true`)")
     _require_validation(config)
+    if spec.pruner.warmup_steps is None:
+        spec.pruner.warmup_steps = config.training.eval_steps + 1  # Optuna prunes from this step on
     spec.metric = spec.metric or default_metric(config)
     if not spec.metric.startswith("eval_"):
         spec.metric = f"eval_{spec.metric}"
