@@ -20,6 +20,7 @@ from tunesmith.api import (
     split,
     split_data,
     stream_reply,
+    sync_runs,
     train,
     tracked_runs,
     tune,
@@ -32,6 +33,6 @@ from tunesmith.workspace import Workspace
 __version__ = "0.1.0"
 __all__ = [
     "check_data", "clean", "compare", "evaluate", "generate", "get_run", "leakage", "list_models", "list_runs", "load", "pull_model",
-    "resume", "show_run", "tracked_runs", "compare_tracked", "tune", "split", "split_data", "stream_reply", "train", "validate_data", "SFTConfig", "ClassifyConfig", "PreferenceConfig", "load_config",
+    "resume", "show_run", "tracked_runs", "compare_tracked", "tune", "sync_runs", "split", "split_data", "stream_reply", "train", "validate_data", "SFTConfig", "ClassifyConfig", "PreferenceConfig", "load_config",
     "ConfigError", "DataError", "ModelNotFound", "RunNotFound", "TunesmithError", "Workspace",
 ]

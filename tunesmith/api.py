@@ -356,6 +356,20 @@ def compare_tracked(runs: list[str], workspace: Workspace | None = None, trackin
     return compare_runs(runs, _ws(workspace), tracking_uri)
 
 
+def sync_runs(runs: list[str] | None = None, workspace: Workspace | None = None, log: Log = print) -> list[dict[str, Any]]:
+    """Record runs in the tracking store after the fact (default: every run directory the store
+    does not know, e.g. runs trained while it was down); returns what was done per run."""
+    from tunesmith.tracking.sync import needs_sync, sync_run
+
+    ws = _ws(workspace)
+    chosen = [find_run(r, ws) for r in runs] if runs else [r for r in list_runs(ws) if needs_sync(r, ws)]
+    done = []
+    for run in chosen:
+        mlflow_run_id = sync_run(run, ws, warn=log)
+        done.append({"run": run.id, "mlflow_run_id": mlflow_run_id, "synced": mlflow_run_id is not None})
+    return done
+
+
 # ── evaluation and use ──────────────────────────────────────────────────────────────────────
 
 def evaluate(run: str, data: str | Path | None = None, max_examples: int | None = None,

@@ -221,6 +221,23 @@ def runs_show(run: str = typer.Argument(..., help="Run id, directory or MLflow r
         render.print_tracked_run(out, shown)
 
 
+@runs_app.command("sync")
+def runs_sync(runs: List[str] = typer.Argument(None, help="Run ids (default: every run the tracking store does not know)."),
+              as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
+    """Record runs in the tracking store after the fact: config, every metric at its step, data, artefacts."""
+    done = api.sync_runs(runs or None, log=lambda m: err.print(f"warning: {m}", style="yellow", markup=False))
+    if as_json:
+        out.print_json(data=done)
+        return
+    for item in done:
+        out.print(f"{item['run']}: " + (f"MLflow run {item['mlflow_run_id']}" if item["synced"] else "not synced"),
+                  highlight=False, markup=False)
+    if not done:
+        out.print("every run is already in the tracking store")
+    if any(not item["synced"] for item in done):
+        raise typer.Exit(1)
+
+
 @runs_app.command("compare")
 def runs_compare(runs: List[str] = typer.Argument(..., help="Two or more run ids (or MLflow run ids)."),
                  tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="Tracking store (default: each run's own)."),

@@ -95,6 +95,15 @@ def test_tracking_failures_never_stop_training(tiny_model_dir, chat_file, worksp
     rows = tunesmith.tracked_runs(workspace=workspace, tracking_uri=f"sqlite:///{workspace.home / 'other.db'}")
     assert [(r["run"], r["tracked"]) for r in rows] == [(result.run.id, False)]  # still listed, as untracked
 
+    # The store is back: `runs sync` records the run from its directory, every step included.
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    [synced] = tunesmith.sync_runs(workspace=workspace)
+    assert synced["synced"] and synced["run"] == result.run.id
+    client = local_client(workspace)
+    assert [m.step for m in client.get_metric_history(synced["mlflow_run_id"], "loss")] == list(range(1, 11))
+    assert client.get_run(synced["mlflow_run_id"]).data.params["lora.r"] == "8"
+    assert tunesmith.sync_runs(workspace=workspace) == []  # nothing left to sync
+
 
 def test_a_resumed_run_logs_on_into_the_same_mlflow_run(tiny_model_dir, chat_file, workspace):
     from tunesmith.training.callbacks import MetricsLog

@@ -42,7 +42,7 @@ class TrainingTracker(TrainerCallback):
         self.tracker, new = open_run_tracker(self.run, self.workspace, self.config.tracking, self.run.id, tags, self._warn)
         if new and self.tracker.active:
             self.tracker.log_params(flatten(self.config.model_dump(mode="json")))
-            self.tracker.log_datasets(_datasets(self.config, info.get("data", {})))
+            self.tracker.log_datasets(datasets_of(self.config, info.get("data", {})))
         if self.tracker.active:
             self.console.print(f"tracking: MLflow run {self.tracker.mlflow_run_id} in {self.tracker.client.tracking_uri}",
                                markup=False, highlight=False, style="dim")
@@ -109,7 +109,7 @@ def _set_env(key: str, value: str) -> None:
         _SET_BY_US.add(key)
 
 
-def _datasets(config, hashes: dict[str, str]) -> list[dict[str, Any]]:
+def datasets_of(config, hashes: dict[str, str]) -> list[dict[str, Any]]:
     """Name, path, SHA-256 and record count of each data file the run trained on."""
     paths = {name: getattr(config.data, name, None) for name in ("train", "validation", "test")}
     if getattr(config, "replay", None) is not None:
