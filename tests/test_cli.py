@@ -221,5 +221,10 @@ def test_tune_then_runs_list_show_compare_from_the_command_line(tmp_path, tiny_e
     assert code == 0, err
     assert "training.learning_rate" in out
 
+    code, out, err = cli("runs", "show", "clf", "--json")  # a study, by its name
+    assert code == 0, err
+    study = json.loads(out)
+    assert study["kind"] == "study" and len(study["children"]) == 3 and "study/best.yaml" in study["artifacts"]
+
     code, out, err = cli("runs", "show", "no-such-run")
     assert code == 4 and "no run" in err

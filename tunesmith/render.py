@@ -175,8 +175,8 @@ def print_tracked_run(console: Console, shown: dict[str, Any]) -> None:
     console.print(f"tags: {', '.join(f'{k}={v}' for k, v in shown['tags'].items())}", highlight=False, markup=False)
     console.print(f"artefacts: {', '.join(shown['artifacts']) or '-'}", highlight=False, markup=False)
     for child in shown["children"]:
-        console.print(f"{child['kind']} {child['mlflow_run_id']}: {child['status']}, {len(child['metrics'])} metrics",
-                      highlight=False)
+        console.print(f"{child['kind']} {_escape(child['run'])} (MLflow {child['mlflow_run_id']}): "
+                      f"{child['status'].lower()}, {len(child['metrics'])} metrics", highlight=False)
 
 
 def tracked_compare_table(compared: dict[str, Any]) -> Table:

@@ -48,8 +48,8 @@ def list_runs(workspace: Workspace, tracking_uri: str | None = None, experiment:
 
 def show_run(ref: str, workspace: Workspace, tracking_uri: str | None = None) -> dict[str, Any]:
     """Everything the store has on one run: parameters, latest metrics (with how many points each),
-    tags, dataset inputs, artefacts and its evaluations. ``ref`` is a run id (as for every other
-    command) or an MLflow run id."""
+    tags, dataset inputs, artefacts and its evaluations (or a study's trials). ``ref`` is a run id
+    (as for every other command), a study name or an MLflow run id."""
     client, mlrun = _find_tracked(ref, workspace, tracking_uri)
     history = {key: len(client.get_metric_history(mlrun.info.run_id, key)) for key in mlrun.data.metrics}
     evals = client.search_runs([mlrun.info.experiment_id],
@@ -99,6 +99,12 @@ def _find_tracked(ref: str, workspace: Workspace, tracking_uri: str | None):
             return client, client.get_run(mlflow_run_id)
         except Exception:  # noqa: BLE001 — MLflow raises its own exception types per store
             pass
+    if run is None and "'" not in ref:  # a study, or a run trained on another machine: by its tunesmith id
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        found = client.search_runs(experiments, filter_string=f"tags.`tunesmith.run_id` = '{ref}'",
+                                   order_by=["attributes.start_time DESC"], max_results=1) if experiments else []
+        if found:
+            return client, found[0]
     where = f"{run.id} was not tracked (its tracking was off or its store unreachable)" if run else f"no run {ref!r}"
     raise RunNotFound(f"{where} in {dest.tracking_uri}")
 
