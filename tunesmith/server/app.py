@@ -19,6 +19,7 @@ from tunesmith.server.errors import APIError
 from tunesmith.server.files import FileStore
 from tunesmith.server.inference import ModelServer
 from tunesmith.server.keys import verify
+from tunesmith.server.ui import mount_ui
 from tunesmith.workspace import Workspace
 
 DEFAULT_UPLOAD_LIMIT = 512 * 1024 * 1024  # OpenAI's per-file limit
@@ -59,6 +60,7 @@ def create_app(workspace: Workspace, settings: ServerSettings | None = None, db:
                            "invalid_api_key", type_="invalid_request_error")
 
     v1 = Depends(authorised)
+    mount_ui(app)
 
     # ── files ──────────────────────────────────────────────────────────────────────────────
     @app.post("/v1/files", dependencies=[v1])

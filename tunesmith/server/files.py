@@ -96,19 +96,23 @@ class FileStore:
             os.replace(partial, self.path(file_id))
         finally:
             partial.unlink(missing_ok=True)  # an aborted, refused or over-limit upload leaves nothing behind
-        status, details = self._validate(file_id, purpose)
-        row = FileRow(id=file_id, filename=sanitise_filename(upload["filename"]), purpose=purpose,
+        filename = sanitise_filename(upload["filename"])
+        status, details = self._validate(file_id, purpose, filename)
+        row = FileRow(id=file_id, filename=filename, purpose=purpose,
                       bytes=upload["size"], created_at=int(time.time()), status=status, status_details=details,
                       sha256=upload["digest"].hexdigest())
         with self.db.session() as session:
             session.add(row)
         return file_object(row)
 
-    def _validate(self, file_id: str, purpose: str) -> tuple[str, str | None]:
+    def _validate(self, file_id: str, purpose: str, filename: str) -> tuple[str, str | None]:
         if purpose != "fine-tune":
             return "processed", None
         report = validate_file(self.path(file_id))
-        return ("processed", None) if report.ok else ("error", report.summary(limit=10))
+        if report.ok:
+            return "processed", None
+        # Problems name the file as its owner knows it, not the server's storage path.
+        return "error", report.summary(limit=10).replace(str(self.path(file_id)), filename)
 
     def get(self, file_id: str) -> FileRow:
         with self.db.session() as session:

@@ -1,0 +1,142 @@
+"""The web UI in a real browser (Debian's Chromium driven by Playwright) against a live server:
+log in, upload a dataset with an error and see its line, start a tiny run and watch its curve
+grow, chat with the fine-tuned model. Screenshots go to build/ui-screenshots/ (CI artefacts)."""
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import chat_records, write_jsonl
+from tests.server.test_openai_sdk import free_port, install_model
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+pytestmark = pytest.mark.slow
+
+SHOTS = Path(__file__).resolve().parents[2] / "build" / "ui-screenshots"
+
+
+def chromium_path() -> str | None:
+    return os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, tiny_model_dir):
+    import subprocess
+    import sys
+
+    import uvicorn
+
+    from tunesmith import api
+    from tunesmith.server.app import ServerSettings, create_app
+    from tunesmith.workspace import Workspace
+
+    if not chromium_path():
+        pytest.skip("no Chromium (apt-get install chromium)")
+    home = tmp_path_factory.mktemp("ui-home")
+    workspace = Workspace(home)
+    install_model(home, tiny_model_dir)
+    secret, _ = api.create_api_key("ui", workspace=workspace)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(workspace, ServerSettings()), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    worker = subprocess.Popen([sys.executable, "-m", "tunesmith", "worker", "--poll", "0.2"],
+                              env=dict(os.environ, TUNESMITH_HOME=str(home)))
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
+        yield browser, f"http://127.0.0.1:{port}", secret
+        browser.close()
+    worker.kill()
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def logged_in(browser, url, secret, width=1100):
+    page = browser.new_page(viewport={"width": width, "height": 800})
+    page.goto(url + "/")
+    page.wait_for_selector("#api-key")  # no key yet: the login form
+    page.fill("#api-key", secret)
+    page.click("button[type=submit]")
+    page.wait_for_selector("text=New run")
+    return page
+
+
+def shot(page, name):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def test_a_wrong_key_is_refused(site):
+    browser, url, _ = site
+    page = browser.new_page()
+    page.goto(url + "/ui/#/login")
+    page.fill("#api-key", "ts-wrong")
+    page.click("button[type=submit]")
+    page.wait_for_selector("text=That key was not accepted.")
+
+
+def test_upload_train_watch_the_curve_and_chat(site, tmp_path):
+    browser, url, secret = site
+    page = logged_in(browser, url, secret)
+
+    page.goto(url + "/ui/#/datasets")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("".join(line + "\n" for line in [
+        '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}',
+        '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}',
+        "not json"]))
+    page.set_input_files("#file-input", str(bad))
+    page.wait_for_selector("#problems li")
+    problems = page.inner_text("#problems")
+    assert "bad.jsonl:line 3: invalid JSON" in problems and "/files/file-" not in problems  # the user's name, not a server path
+    shot(page, "1-dataset-error")
+
+    good = write_jsonl(tmp_path / "good.jsonl", chat_records(40))
+    page.set_input_files("#file-input", str(good))
+    page.wait_for_selector("#upload-result .status.processed")
+    shot(page, "1b-dataset-ok")
+
+    page.goto(url + "/ui/#/runs")
+    page.wait_for_selector("#training-file option", state="attached")
+    page.select_option("#base-model", "tiny-chat")
+    page.fill("#epochs", "8")
+    page.click("text=Start fine-tuning")
+    page.wait_for_selector("#loss-chart svg")
+    seen = []
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        seen.append(page.locator("#loss-chart circle").count())
+        if "succeeded" in page.inner_text("#job-facts"):
+            break
+        time.sleep(0.5)
+    assert "succeeded" in page.inner_text("#job-facts")
+    page.wait_for_function("document.querySelectorAll('#loss-chart circle').length >= %d" % max(seen))
+    growth = sorted(set(seen))
+    assert len(growth) >= 2 and growth[-1] > growth[0], f"the curve never grew while training: {seen}"
+    shot(page, "2-run-curve")
+
+    page.goto(url + "/ui/#/playground")
+    page.wait_for_selector("#prompt")
+    fine_tuned = page.eval_on_selector_all(".chat ~ *, select option", "os => os.map(o => o.value)")
+    tuned = next(v for v in fine_tuned if v.startswith("ft:"))
+    page.select_option(".grid select", tuned)
+    page.fill("#prompt", "Which colour is item 3?")
+    page.click("text=Send")
+    page.wait_for_function("document.querySelector('.answer') && document.querySelector('.answer').textContent.length > 0")
+    shot(page, "3-playground")
+
+
+def test_pages_fit_a_phone_width(site):
+    browser, url, secret = site
+    page = logged_in(browser, url, secret, width=390)
+    for route in ("#/datasets", "#/runs", "#/playground"):
+        page.goto(f"{url}/ui/{route}")
+        page.wait_for_selector("main h1")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390 + 1, route  # no sideways scrolling
+    shot(page, "4-phone-playground")

@@ -1,0 +1,297 @@
+// tunesmith's web UI: a client of the server's own OpenAI-compatible API (/v1), nothing else.
+// No build step and no framework: a hash router and one function per page. The API key entered
+// on the login page is kept in sessionStorage (gone when the tab closes) and sent as a Bearer token.
+
+const page = document.getElementById("page");
+const KEY = "tunesmith.key";
+
+// ── API ─────────────────────────────────────────────────────────────────────────────────────
+
+async function api(path, options = {}) {
+  const headers = { ...(options.headers || {}) };
+  const key = sessionStorage.getItem(KEY);
+  if (key) headers.Authorization = `Bearer ${key}`;
+  const response = await fetch(path, { ...options, headers });
+  if (response.status === 401) { sessionStorage.removeItem(KEY); location.hash = "#/login"; throw new Error("log in first"); }
+  const body = response.headers.get("content-type")?.includes("json") ? await response.json() : await response.text();
+  if (!response.ok) throw new Error(body?.error?.message || `${response.status} ${response.statusText}`);
+  return body;
+}
+
+async function allPages(path) {  // OpenAI-style lists: data + has_more, continued with ?after=<last id>
+  const items = [];
+  let after = null;
+  for (;;) {
+    const sep = path.includes("?") ? "&" : "?";
+    const pageOf = await api(`${path}${sep}limit=100${after ? `&after=${encodeURIComponent(after)}` : ""}`);
+    items.push(...pageOf.data);
+    if (!pageOf.has_more || !pageOf.data.length) return items;
+    after = pageOf.data[pageOf.data.length - 1].id;
+  }
+}
+
+// ── tiny DOM helpers ────────────────────────────────────────────────────────────────────────
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+    else if (value !== null && value !== undefined && value !== false) node.setAttribute(name, value === true ? "" : value);
+  }
+  for (const child of children.flat()) node.append(child instanceof Node ? child : document.createTextNode(String(child ?? "")));
+  return node;
+}
+
+function table(headers, rows) {
+  return el("div", { class: "scroll" }, el("table", {},
+    el("thead", {}, el("tr", {}, headers.map((h) => el("th", {}, h)))),
+    el("tbody", {}, rows.map((cells) => el("tr", {}, cells.map((c) => el("td", {}, c)))))));
+}
+
+const when = (seconds) => (seconds ? new Date(seconds * 1000).toLocaleString() : "-");
+const statusOf = (s) => el("span", { class: `status ${s}` }, s);
+function show(...nodes) { page.replaceChildren(...nodes); }
+function fail(error) { show(el("p", { class: "error", role: "alert" }, error.message || String(error))); }
+
+// ── pages ───────────────────────────────────────────────────────────────────────────────────
+
+function loginPage() {
+  const input = el("input", { type: "password", id: "api-key", autocomplete: "off", placeholder: "ts-..." });
+  const message = el("p", { class: "error", role: "alert" });
+  const form = el("form", {
+    onsubmit: async (event) => {
+      event.preventDefault();
+      sessionStorage.setItem(KEY, input.value.trim());
+      try { await api("/v1/models"); location.hash = "#/runs"; } catch (e) { message.textContent = "That key was not accepted."; }
+    },
+  }, el("label", { for: "api-key" }, "API key"), el("p", { class: "help" }, "Create one with: tunesmith keys create"),
+  input, " ", el("button", { type: "submit" }, "Log in"), message);
+  show(el("h1", {}, "Log in"), form);
+}
+
+async function datasetsPage() {
+  const result = el("div", { id: "upload-result" });
+  const listing = el("div");
+  const input = el("input", { type: "file", id: "file-input", accept: ".jsonl,.json,.csv" });
+  const zone = el("div", { class: "drop", id: "drop" }, "Drop a JSONL or CSV file here, or ", input);
+  const upload = async (file) => {
+    result.replaceChildren(el("p", {}, `uploading ${file.name} ...`));
+    const form = new FormData();
+    form.append("purpose", "fine-tune");
+    form.append("file", file);
+    try {
+      const stored = await api("/v1/files", { method: "POST", body: form });
+      result.replaceChildren(fileReport(stored));
+      await refresh();
+    } catch (e) { result.replaceChildren(el("p", { class: "error", role: "alert" }, e.message)); }
+  };
+  input.addEventListener("change", () => input.files[0] && upload(input.files[0]));
+  zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+  zone.addEventListener("drop", (e) => { e.preventDefault(); zone.classList.remove("over"); if (e.dataTransfer.files[0]) upload(e.dataTransfer.files[0]); });
+  const refresh = async () => {
+    const files = await allPages("/v1/files");
+    listing.replaceChildren(table(["file", "name", "bytes", "status", "uploaded"],
+      files.map((f) => [f.id, f.filename, f.bytes.toLocaleString(), statusOf(f.status), when(f.created_at)])));
+  };
+  show(el("h1", {}, "Datasets"), zone, result, el("h2", {}, "Uploaded files"), listing);
+  await refresh();
+}
+
+function fileReport(file) {
+  const problems = (file.status_details || "").split("\n").filter(Boolean);
+  return el("div", {},
+    el("p", {}, `${file.filename}: `, statusOf(file.status)),
+    problems.length ? el("ul", { class: "problems", id: "problems" }, problems.map((p) => el("li", {}, p))) : "");
+}
+
+async function runsPage() {
+  const [jobs, files, models] = await Promise.all([allPages("/v1/fine_tuning/jobs"), allPages("/v1/files"),
+    allPages("/v1/models")]);
+  const usable = files.filter((f) => f.status === "processed");
+  const base = models.filter((m) => !m.id.startsWith("ft:"));
+  const fileSelect = el("select", { id: "training-file" }, usable.map((f) => el("option", { value: f.id }, `${f.filename} (${f.id})`)));
+  const modelSelect = el("select", { id: "base-model" }, base.map((m) => el("option", { value: m.id }, m.id)));
+  const epochs = el("input", { type: "number", id: "epochs", min: 1, max: 50, value: 1 });
+  const suffix = el("input", { type: "text", id: "suffix", placeholder: "optional" });
+  const message = el("p", { class: "error", role: "alert" });
+  const form = el("form", {
+    onsubmit: async (event) => {
+      event.preventDefault();
+      try {
+        const job = await api("/v1/fine_tuning/jobs", {
+          method: "POST", headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ model: modelSelect.value, training_file: fileSelect.value, suffix: suffix.value || undefined,
+            method: { type: "supervised", supervised: { hyperparameters: { n_epochs: Number(epochs.value) } } } }),
+        });
+        location.hash = `#/runs/${job.id}`;
+      } catch (e) { message.textContent = e.message; }
+    },
+  },
+  el("label", { for: "training-file" }, "Training data"), el("p", { class: "help" }, "A validated upload (see Datasets)."), fileSelect,
+  el("label", { for: "base-model" }, "Base model"), modelSelect,
+  el("label", { for: "epochs" }, "Epochs"), epochs,
+  el("label", { for: "suffix" }, "Name suffix"), suffix,
+  el("p", {}, el("button", { type: "submit", disabled: !usable.length || !base.length }, "Start fine-tuning")), message);
+  show(el("h1", {}, "Runs"),
+    table(["job", "base model", "status", "fine-tuned model", "created"],
+      jobs.map((j) => [el("a", { href: `#/runs/${j.id}` }, j.id), j.model, statusOf(j.status), j.fine_tuned_model || "-", when(j.created_at)])),
+    el("h2", {}, "New run"), form);
+}
+
+async function runPage(jobId) {
+  const job = await api(`/v1/fine_tuning/jobs/${jobId}`);
+  const chart = el("div", { class: "chart", id: "loss-chart" });
+  const events = el("div", { class: "events" });
+  const facts = el("p", { id: "job-facts" });
+  const control = (action) => el("button", { class: "secondary", onclick: async () => { await api(`/v1/fine_tuning/jobs/${jobId}/${action}`, { method: "POST" }); draw(); } }, action);
+  show(el("h1", {}, `Run ${jobId}`), facts, el("div", { class: "row" }, control("pause"), control("resume"), control("cancel")),
+    el("h2", {}, "Loss"), chart, el("h2", {}, "Events"), events);
+  const draw = async () => {
+    const [current, all] = await Promise.all([api(`/v1/fine_tuning/jobs/${jobId}`), allPages(`/v1/fine_tuning/jobs/${jobId}/events`)]);
+    const metrics = all.filter((e) => e.type === "metrics" && e.data).map((e) => e.data).sort((a, b) => a.step - b.step);
+    const last = metrics[metrics.length - 1];
+    facts.replaceChildren(statusOf(current.status), `  base ${current.model}`,
+      last ? `  step ${last.step}/${last.total_steps}` : "",
+      current.estimated_finish ? `  ETA ${new Date(current.estimated_finish * 1000).toLocaleTimeString()}` : "",
+      current.fine_tuned_model ? `  → ${current.fine_tuned_model}` : "");
+    chart.replaceChildren(lossChart(metrics));
+    events.replaceChildren(table(["time", "level", "message"], all.map((e) => [when(e.created_at), e.level, e.message])));
+    return current.status;
+  };
+  const status = await draw();
+  if (!["succeeded", "failed", "cancelled"].includes(status)) poll(draw, 2000, `#/runs/${jobId}`);
+  return job;
+}
+
+function poll(draw, ms, route) {  // refresh while the page is shown and the job is not finished
+  const timer = setInterval(async () => {
+    if (location.hash !== route) return clearInterval(timer);
+    try {
+      const status = await draw();
+      if (["succeeded", "failed", "cancelled"].includes(status)) clearInterval(timer);
+    } catch (e) { clearInterval(timer); }
+  }, ms);
+}
+
+function lossChart(points) {
+  // Hand-written SVG: two series (training, validation) on one step axis; no chart library to ship.
+  const width = 640, height = 260, pad = 40;
+  const svg = (tag, attrs) => { const n = document.createElementNS("http://www.w3.org/2000/svg", tag); for (const [k, v] of Object.entries(attrs)) n.setAttribute(k, v); return n; };
+  const root = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": "loss by step" });
+  const series = [["train_loss", "#2b6cb0", "training"], ["valid_loss", "#dd6b20", "validation"]];
+  const values = points.flatMap((p) => series.map(([k]) => p[k]).filter((v) => v !== undefined));
+  if (!values.length) {
+    const note = svg("text", { x: width / 2, y: height / 2, "text-anchor": "middle", fill: "#718096" });
+    note.textContent = "no loss logged yet";
+    root.append(note);
+    return root;
+  }
+  const maxStep = Math.max(...points.map((p) => p.step), 1), lo = Math.min(...values), hi = Math.max(...values);
+  const x = (step) => pad + (step / maxStep) * (width - 2 * pad);
+  const y = (v) => height - pad - ((v - lo) / (hi - lo || 1)) * (height - 2 * pad);
+  root.append(svg("line", { x1: pad, y1: height - pad, x2: width - pad, y2: height - pad, stroke: "#a0aec0" }),
+    svg("line", { x1: pad, y1: pad, x2: pad, y2: height - pad, stroke: "#a0aec0" }));
+  for (const [value, label] of [[hi, hi.toFixed(3)], [lo, lo.toFixed(3)]]) {
+    const t = svg("text", { x: 4, y: y(value) + 4, "font-size": 11, fill: "#4a5568" }); t.textContent = label; root.append(t);
+  }
+  const stepLabel = svg("text", { x: width - pad, y: height - pad + 16, "font-size": 11, "text-anchor": "end", fill: "#4a5568" });
+  stepLabel.textContent = `step ${maxStep}`;
+  root.append(stepLabel);
+  for (const [key, colour, name] of series) {
+    const own = points.filter((p) => p[key] !== undefined);
+    if (!own.length) continue;
+    root.append(svg("polyline", { points: own.map((p) => `${x(p.step)},${y(p[key])}`).join(" "), fill: "none", stroke: colour, "stroke-width": 2, "data-series": name }));
+    for (const p of own) root.append(svg("circle", { cx: x(p.step), cy: y(p[key]), r: 2.5, fill: colour }));
+  }
+  return el("div", {}, root, el("div", { class: "legend" }, series.map(([, colour, name]) => el("span", { style: `color:${colour}` }, `— ${name}`))));
+}
+
+async function playgroundPage() {
+  const models = await allPages("/v1/models");
+  const chats = [];
+  const pane = (preferred) => {
+    const select = el("select", {}, models.map((m) => el("option", { value: m.id, selected: m.id === preferred }, m.id)));
+    const log = el("div", { class: "chat" });
+    const chat = { select, log, messages: [] };
+    chats.push(chat);
+    return el("div", {}, select, log);
+  };
+  const tuned = models.find((m) => m.id.startsWith("ft:"));
+  const panes = el("div", { class: "grid" }, pane(models[0]?.id));
+  const side = el("input", { type: "checkbox", id: "side-by-side" });
+  side.addEventListener("change", () => {
+    if (side.checked && chats.length === 1) panes.append(pane(tuned?.id || models[0]?.id));
+    if (!side.checked && chats.length === 2) { chats.pop(); panes.lastChild.remove(); }
+  });
+  const prompt = el("textarea", { id: "prompt", rows: 2, placeholder: "Ask something" });
+  const sendButton = el("button", { type: "submit" }, "Send");
+  const form = el("form", {
+    onsubmit: async (event) => {
+      event.preventDefault();
+      const text = prompt.value.trim();
+      if (!text) return;
+      prompt.value = "";
+      sendButton.disabled = true;
+      await Promise.all(chats.map((chat) => send(chat, text))).finally(() => { sendButton.disabled = false; });
+    },
+  }, el("div", { class: "row" }, prompt, sendButton));
+  show(el("h1", {}, "Playground"), el("p", {}, el("label", {}, side, " Side by side: the same prompt to two models")), panes, form);
+}
+
+async function send(chat, text) {
+  chat.messages.push({ role: "user", content: text });
+  chat.log.append(el("div", { class: "msg user" }, el("span", { class: "who" }, "you"), text));
+  const answer = el("span", { class: "answer" });
+  chat.log.append(el("div", { class: "msg" }, el("span", { class: "who" }, chat.select.value), answer));
+  const key = sessionStorage.getItem(KEY);
+  const response = await fetch("/v1/chat/completions", {
+    method: "POST", headers: { "Content-Type": "application/json", ...(key ? { Authorization: `Bearer ${key}` } : {}) },
+    body: JSON.stringify({ model: chat.select.value, messages: chat.messages, stream: true, max_tokens: 256 }),
+  });
+  if (!response.ok) { answer.textContent = `error: ${(await response.json()).error?.message}`; return; }
+  const reader = response.body.getReader(), decoder = new TextDecoder();
+  let buffer = "", reply = "";
+  for (;;) {  // server-sent events: "data: {json}\n\n", ending with "data: [DONE]"
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += decoder.decode(value, { stream: true });
+    const events = buffer.split("\n\n");
+    buffer = events.pop();
+    for (const line of events) {
+      const data = line.replace(/^data: /, "").trim();
+      if (!data || data === "[DONE]") continue;
+      const delta = JSON.parse(data).choices?.[0]?.delta?.content;
+      if (delta) { reply += delta; answer.textContent = reply; }
+    }
+  }
+  chat.messages.push({ role: "assistant", content: reply });
+}
+
+// ── router ──────────────────────────────────────────────────────────────────────────────────
+
+const routes = [
+  [/^#\/login$/, loginPage],
+  [/^#\/datasets$/, datasetsPage],
+  [/^#\/runs$/, runsPage],
+  [/^#\/runs\/([\w-]+)$/, runPage],
+  [/^#\/playground$/, playgroundPage],
+];
+
+async function route() {
+  const hash = location.hash || "#/runs";
+  for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", hash.startsWith(`#/${a.dataset.page}`));
+  document.getElementById("logout").hidden = !sessionStorage.getItem(KEY);
+  for (const [pattern, render] of routes) {
+    const match = hash.match(pattern);
+    if (match) {
+      try { await render(...match.slice(1)); } catch (e) { if (location.hash !== "#/login") fail(e); }
+      return;
+    }
+  }
+  location.hash = "#/runs";
+}
+
+document.getElementById("logout").addEventListener("click", () => { sessionStorage.removeItem(KEY); location.hash = "#/login"; });
+window.addEventListener("hashchange", route);
+route();
