@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from tunesmith.config import ClassifyConfig, PreferenceConfig, RecipeConfig, SFTConfig, load_config
-from tunesmith.data.card import DatasetCard, label_distribution, token_summary
+from tunesmith.data.card import DatasetCard, label_distribution, length_histogram, personal_data_counts, token_summary
 from tunesmith.data.formats import SFT_FORMATS, Format, to_messages
 from tunesmith.data.split import parse_ratios
 from tunesmith.data.validate import DEFAULT_MIN_EXAMPLES, ValidationReport, validate_file
@@ -66,7 +66,8 @@ def check_data(path: str | Path, model: str | None = DEFAULT_MODEL, max_length: 
     if not report.ok:
         return report, None
     values = [r.value for r in report.records]
-    card = DatasetCard(str(path), report.format.value, len(values), max_length=max_length)
+    card = DatasetCard(str(path), report.format.value, len(values), max_length=max_length,
+                       personal_data=personal_data_counts(values))
     if report.format is Format.CLASSIFICATION:
         card.labels = label_distribution(values)
     if model:
@@ -105,6 +106,7 @@ def _add_token_stats(card: DatasetCard, report: ValidationReport, model: str, ma
         lengths = [len(tokenizer(str(r.value.get("text")), add_special_tokens=False)["input_ids"])
                    for r in report.records]
     card.lengths, card.over_max_length, card.tokens_per_epoch = token_summary(lengths, max_length)
+    card.length_histogram = length_histogram(lengths)
     parameters = parameter_count(ref.path) if ref.local else None
     if parameters:
         card.estimated_seconds_per_epoch = round(estimate_train_seconds(card.tokens_per_epoch, parameters, method))

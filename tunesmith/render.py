@@ -48,6 +48,8 @@ def card_panel(card: DatasetCard) -> Panel:
         table.add_row("loss-carrying tokens / epoch", f"{card.loss_tokens_per_epoch:,} (assistant turns)")
     if card.estimated_seconds_per_epoch is not None:
         table.add_row("estimated training time", f"~{_duration(card.estimated_seconds_per_epoch)} per epoch on this machine (LoRA, rough)")
+    pii = ", ".join(f"{kind} {n}" for kind, n in card.personal_data.items())
+    table.add_row("records with personal data", f"[yellow]{pii}[/] (tunesmith data clean redacts it)" if pii else "none found")
     parts: list[Any] = [table]
     if card.labels:
         labels = Table(title="labels")

@@ -100,7 +100,12 @@ def test_upload_train_watch_the_curve_and_chat(site, tmp_path):
     good = write_jsonl(tmp_path / "good.jsonl", chat_records(40))
     page.set_input_files("#file-input", str(good))
     page.wait_for_selector("#upload-result .status.processed")
-    shot(page, "1b-dataset-ok")
+    page.click("tr:has-text('good.jsonl') button[data-card]")
+    page.wait_for_selector("#card .card-body")
+    card = page.inner_text("#card")
+    assert "records\t40" in card and "tokens (min / median / p95 / max)" in card  # under tiny-chat's tokenizer
+    assert page.locator("#card svg rect").count() >= 1  # the length histogram
+    shot(page, "1b-dataset-card")
 
     page.goto(url + "/ui/#/runs")
     page.wait_for_selector("#training-file option", state="attached")

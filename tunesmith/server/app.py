@@ -77,6 +77,22 @@ def create_app(workspace: Workspace, settings: ServerSettings | None = None, db:
         from tunesmith.server.files import file_object
         return file_object(files.get(file_id))
 
+    @app.get("/v1/files/{file_id}/card", dependencies=[v1])
+    def file_card(file_id: str, model: str | None = None, max_length: int = 1024):
+        """tunesmith's own: the dataset card of an uploaded file (counts, token lengths under a
+        base model the server has, labels, personal data found), or its problems."""
+        from tunesmith import api
+
+        row = files.get(file_id)
+        if model is not None and model not in {t.name for t in models.targets() if t.owned_by == "system"}:
+            raise APIError(404, f"The model '{model}' does not exist", "model_not_found", "model")
+        report, card = api.check_data(files.path(row.id), model=model, max_length=max(16, min(max_length, 131072)),
+                                      workspace=workspace)
+        problems = report.summary(limit=50).replace(str(files.path(row.id)), row.filename).splitlines()
+        card_dict = card.to_dict() | {"path": row.filename} if card else None
+        return {"file_id": row.id, "filename": row.filename, "valid": report.ok, "problems": [] if report.ok else problems,
+                "card": card_dict}
+
     @app.get("/v1/files/{file_id}/content", dependencies=[v1])
     def file_content(file_id: str):
         row = files.get(file_id)

@@ -89,13 +89,63 @@ async function datasetsPage() {
   zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
   zone.addEventListener("dragleave", () => zone.classList.remove("over"));
   zone.addEventListener("drop", (e) => { e.preventDefault(); zone.classList.remove("over"); if (e.dataTransfer.files[0]) upload(e.dataTransfer.files[0]); });
+  const cardPanel = el("div", { id: "card" });
+  const models = (await allPages("/v1/models")).filter((m) => !m.id.startsWith("ft:"));
   const refresh = async () => {
     const files = await allPages("/v1/files");
-    listing.replaceChildren(table(["file", "name", "bytes", "status", "uploaded"],
-      files.map((f) => [f.id, f.filename, f.bytes.toLocaleString(), statusOf(f.status), when(f.created_at)])));
+    listing.replaceChildren(table(["file", "name", "bytes", "status", "uploaded", ""],
+      files.map((f) => [f.id, f.filename, f.bytes.toLocaleString(), statusOf(f.status), when(f.created_at),
+        el("button", { class: "secondary", "data-card": f.id, onclick: () => showCard(f.id, cardPanel, models) }, "card")])));
   };
-  show(el("h1", {}, "Datasets"), zone, result, el("h2", {}, "Uploaded files"), listing);
+  show(el("h1", {}, "Datasets"), zone, result, cardPanel, el("h2", {}, "Uploaded files"), listing);
   await refresh();
+}
+
+async function showCard(fileId, panel, models) {
+  const select = el("select", { id: "card-model" }, el("option", { value: "" }, "no tokenizer"),
+    models.map((m) => el("option", { value: m.id, selected: m === models[0] }, m.id)));
+  const body = el("div", {}, "reading the file ...");
+  const load = async () => {
+    const query = select.value ? `?model=${encodeURIComponent(select.value)}` : "";
+    body.replaceChildren(renderCard(await api(`/v1/files/${fileId}/card${query}`)));
+  };
+  select.addEventListener("change", load);
+  panel.replaceChildren(el("h2", {}, "Dataset card"), el("p", {}, el("label", { for: "card-model" }, "Token lengths under"), select), body);
+  await load();
+}
+
+function renderCard(found) {
+  if (!found.valid) return el("ul", { class: "problems" }, found.problems.map((p) => el("li", {}, p)));
+  const c = found.card;
+  const facts = [["file", c.path], ["format", c.format], ["records", c.records.toLocaleString()]];
+  if (c.lengths) {
+    facts.push(["tokens (min / median / p95 / max)", `${c.lengths.min} / ${c.lengths.median} / ${c.lengths.p95} / ${c.lengths.max}`],
+      [`longer than ${c.max_length}`, c.over_max_length], ["tokens per epoch", c.tokens_per_epoch.toLocaleString()]);
+    if (c.estimated_seconds_per_epoch) facts.push(["estimated training time per epoch", `${Math.round(c.estimated_seconds_per_epoch / 60)} min`]);
+  }
+  const pii = Object.entries(c.personal_data);
+  facts.push(["records with personal data", pii.length ? pii.map(([k, n]) => `${k}: ${n}`).join(", ") : "none found"]);
+  return el("div", { class: "card-body" }, table(["", ""], facts),
+    c.length_histogram.length ? el("div", { class: "chart" }, el("p", { class: "help" }, "token length histogram"), histogram(c.length_histogram)) : "",
+    Object.keys(c.labels).length ? table(["label", "records"], Object.entries(c.labels)) : "",
+    c.notes.map((n) => el("p", { class: "help" }, n)));
+}
+
+function histogram(bins) {
+  const width = 640, height = 160, pad = 24, most = Math.max(...bins.map((b) => b.count), 1);
+  const svg = (tag, attrs) => { const n = document.createElementNS("http://www.w3.org/2000/svg", tag); for (const [k, v] of Object.entries(attrs)) n.setAttribute(k, v); return n; };
+  const root = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": "token length histogram" });
+  const bar = (width - 2 * pad) / bins.length;
+  bins.forEach((b, i) => {
+    const h = (b.count / most) * (height - 2 * pad);
+    const rect = svg("rect", { x: pad + i * bar + 1, y: height - pad - h, width: bar - 2, height: h, fill: "#2b6cb0" });
+    const tip = svg("title", {}); tip.textContent = `${b.low}-${b.high} tokens: ${b.count}`; rect.append(tip);
+    root.append(rect);
+  });
+  for (const [x, label, anchor] of [[pad, bins[0].low, "start"], [width - pad, bins[bins.length - 1].high, "end"]]) {
+    const t = svg("text", { x, y: height - 6, "font-size": 11, "text-anchor": anchor, fill: "#4a5568" }); t.textContent = label; root.append(t);
+  }
+  return root;
 }
 
 function fileReport(file) {
