@@ -262,6 +262,12 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None, bas
         raise ConfigError(f"invalid config {source}:", problems) from None
 
 
+def recipe_schema(recipe: str) -> dict[str, Any] | None:
+    """The JSON schema of a recipe's config (what forms are generated from), or None."""
+    found = _RECIPES.get(recipe)
+    return found.model_json_schema() if found else None
+
+
 def save_config(config: RecipeConfig, path: Path) -> None:
     path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
 

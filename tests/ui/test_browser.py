@@ -111,6 +111,17 @@ def test_upload_train_watch_the_curve_and_chat(site, tmp_path):
     page.wait_for_selector("#training-file option", state="attached")
     page.select_option("#base-model", "tiny-chat")
     page.fill("#epochs", "8")
+    page.click("summary:has-text('training settings')")  # generated from the sft recipe's schema
+    form_text = page.inner_text("#settings")
+    assert "Peak learning rate." in form_text and "object" not in form_text  # descriptions are the help text
+    assert page.locator("#set-method option").count() == 7  # lora, dora, ia3, qlora, prompt/prefix tuning, full
+    page.fill("#set-training-learning_rate", "2")
+    page.click("text=Start fine-tuning")
+    page.wait_for_selector(".field-error[data-for='training.learning_rate']:not(:empty)")  # inline, beside the field
+    shot(page, "2a-run-form-error")
+    page.fill("#set-training-learning_rate", "0.01")
+    page.click("summary:has-text('lora settings')")
+    page.fill("#set-lora-r", "4")
     page.click("text=Start fine-tuning")
     page.wait_for_selector("#loss-chart svg")
     seen = []

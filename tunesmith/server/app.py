@@ -93,6 +93,17 @@ def create_app(workspace: Workspace, settings: ServerSettings | None = None, db:
         return {"file_id": row.id, "filename": row.filename, "valid": report.ok, "problems": [] if report.ok else problems,
                 "card": card_dict}
 
+    @app.get("/v1/tunesmith/schema/{recipe}", dependencies=[v1])
+    def recipe_schema(recipe: str):
+        """tunesmith's own: the JSON schema of a recipe's settings (types, ranges, defaults,
+        descriptions), from which the web UI builds its run form."""
+        from tunesmith.config import recipe_schema as schema_of
+
+        found = schema_of(recipe)
+        if found is None:
+            raise APIError(404, f"no recipe '{recipe}' (sft, classify, dpo)", "not_found", "recipe")
+        return found
+
     @app.get("/v1/files/{file_id}/content", dependencies=[v1])
     def file_content(file_id: str):
         row = files.get(file_id)

@@ -53,6 +53,7 @@ class JobRow(Base):
     heartbeat_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     result_files: Mapped[list | None] = mapped_column(JSON, nullable=True)
     stop_requested: Mapped[str | None] = mapped_column(String(8), nullable=True)  # "cancel" | "pause"
+    settings: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # recipe settings beyond OpenAI's (tunesmith.settings)
 
 
 class EventRow(Base):

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import select
 
 from tunesmith.config import RecipeConfig, load_config
+from tunesmith.errors import ConfigError
 from tunesmith.server.db import Database, EventRow, FileRow, JobRow
 from tunesmith.server.errors import APIError, not_found
 from tunesmith.training.checkpoints import checkpoints_by_step, problems_with
@@ -53,13 +54,14 @@ def create_job(db: Database, body: dict[str, Any]) -> dict:
     if suffix is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", str(suffix)):
         raise APIError(400, "suffix must be 1-64 characters of letters, digits, '-' or '_'.", "invalid_value", "suffix")
     method = _method(body)
+    settings = _settings(body, method)
     metadata = body.get("metadata")
     if metadata is not None and (not isinstance(metadata, dict) or len(metadata) > 16):
         raise APIError(400, "metadata must be an object of at most 16 string pairs.", "invalid_value", "metadata")
     job = JobRow(id="ftjob-" + secrets.token_hex(12), created_at=int(time.time()), status="validating_files",
                  model=model, training_file=training_file, validation_file=body.get("validation_file"),
                  suffix=suffix, seed=int(body["seed"]) if body.get("seed") is not None else secrets.randbelow(2**31),
-                 method=method, job_metadata=metadata)
+                 method=method, job_metadata=metadata, settings=settings)
     with db.session() as session:
         for param in ("training_file", "validation_file"):
             file_id = getattr(job, param)
@@ -105,6 +107,52 @@ def _method(body: dict[str, Any]) -> dict:
             raise APIError(400, "beta must be 'auto' or a number in (0, 2].", "invalid_value", "beta")
         hyper["beta"] = beta
     return {"type": kind, kind: {"hyperparameters": hyper}}
+
+
+# Settings a job may not change: they come from the job's own fields (model, files) or name its run.
+_FIXED_SETTINGS = {"recipe", "model", "run_name"}
+_FIXED_DATA = {"train", "validation", "test"}
+
+
+def _settings(body: dict[str, Any], method: dict) -> dict | None:
+    """tunesmith's extension of a job: recipe settings beyond OpenAI's hyperparameters, as an
+    object (``{"tunesmith": {"settings": {"method": "dora", "lora": {"r": 8}}}}``) or as recipe
+    YAML (``{"tunesmith": {"recipe_yaml": "..."}}``); checked against the recipe's schema now,
+    so a bad value fails the request, not the job."""
+    import yaml
+
+    extension = body.get("tunesmith") or {}
+    if not isinstance(extension, dict):
+        raise APIError(400, "tunesmith must be an object.", "invalid_value", "tunesmith")
+    settings = extension.get("settings")
+    if extension.get("recipe_yaml") is not None:
+        try:
+            settings = yaml.safe_load(str(extension["recipe_yaml"])) or {}
+        except yaml.YAMLError as e:
+            raise APIError(400, f"recipe_yaml is not valid YAML: {e}", "invalid_value", "tunesmith.recipe_yaml") from None
+    if settings is None:
+        return None
+    if not isinstance(settings, dict):
+        raise APIError(400, "tunesmith.settings must be an object.", "invalid_value", "tunesmith.settings")
+    fixed = sorted((_FIXED_SETTINGS & settings.keys()) | {f"data.{k}" for k in _FIXED_DATA & (settings.get("data") or {}).keys()})
+    if fixed:
+        raise APIError(400, f"tunesmith.settings cannot set {', '.join(fixed)}: they come from the job's model and files.",
+                       "invalid_value", "tunesmith.settings")
+    probe = JobRow(id="ftjob-check", model="model", training_file="file", validation_file=None, seed=0,
+                   method=method, settings=settings)
+    try:
+        job_config(probe, Path("."), 100)
+    except ConfigError as e:
+        raise APIError(400, "invalid tunesmith.settings: " + "; ".join(p.removeprefix("<overrides>: ") for p in e.problems),
+                       "invalid_value", "tunesmith.settings") from None
+    return settings
+
+
+def _merged(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def hyperparameters(method: dict) -> dict:
@@ -155,7 +203,7 @@ def job_config(job: JobRow, files_dir: Path, n_examples: int) -> tuple[RecipeCon
                      "eval_steps": steps_per_epoch, "save_steps": steps_per_epoch, "save_total_limit": 3,
                      "logging_steps": max(1, min(10, steps_per_epoch))},
     }
-    return load_config(None, [], base=base), hyper
+    return load_config(None, [], base=_merged(base, job.settings or {})), hyper
 
 
 def fine_tuned_name(job: JobRow) -> str:
@@ -295,4 +343,5 @@ def job_object(row: JobRow) -> dict:
         "trained_tokens": row.trained_tokens, "seed": row.seed, "suffix": row.suffix,
         "user_provided_suffix": row.suffix, "estimated_finish": row.estimated_finish if row.status == "running" else None,
         "integrations": [], "metadata": row.job_metadata,
+        **({"tunesmith": {"settings": row.settings}} if row.settings else {}),
     }

@@ -38,7 +38,7 @@ function el(tag, attrs = {}, ...children) {
     if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
     else if (value !== null && value !== undefined && value !== false) node.setAttribute(name, value === true ? "" : value);
   }
-  for (const child of children.flat()) node.append(child instanceof Node ? child : document.createTextNode(String(child ?? "")));
+  for (const child of children.flat(Infinity)) node.append(child instanceof Node ? child : document.createTextNode(String(child ?? "")));
   return node;
 }
 
@@ -164,24 +164,32 @@ async function runsPage() {
   const modelSelect = el("select", { id: "base-model" }, base.map((m) => el("option", { value: m.id }, m.id)));
   const epochs = el("input", { type: "number", id: "epochs", min: 1, max: 50, value: 1 });
   const suffix = el("input", { type: "text", id: "suffix", placeholder: "optional" });
-  const message = el("p", { class: "error", role: "alert" });
+  const message = el("p", { class: "error", role: "alert", id: "form-error" });
+  const schema = await api("/v1/tunesmith/schema/sft");
+  const settings = settingsForm(schema);
+  const yamlBox = el("textarea", { id: "recipe-yaml", rows: 6, placeholder: "method: dora\nlora:\n  r: 8\ntraining:\n  learning_rate: 1.0e-4" });
   const form = el("form", {
     onsubmit: async (event) => {
       event.preventDefault();
+      settings.clearErrors();
+      message.textContent = "";
+      const tunesmith = yamlBox.value.trim() ? { recipe_yaml: yamlBox.value } : { settings: settings.changed() };
       try {
         const job = await api("/v1/fine_tuning/jobs", {
           method: "POST", headers: { "Content-Type": "application/json" },
           body: JSON.stringify({ model: modelSelect.value, training_file: fileSelect.value, suffix: suffix.value || undefined,
-            method: { type: "supervised", supervised: { hyperparameters: { n_epochs: Number(epochs.value) } } } }),
+            method: { type: "supervised", supervised: { hyperparameters: { n_epochs: Number(epochs.value) } } }, tunesmith }),
         });
         location.hash = `#/runs/${job.id}`;
-      } catch (e) { message.textContent = e.message; }
+      } catch (e) { message.textContent = settings.showErrors(e.message); }
     },
   },
   el("label", { for: "training-file" }, "Training data"), el("p", { class: "help" }, "A validated upload (see Datasets)."), fileSelect,
   el("label", { for: "base-model" }, "Base model"), modelSelect,
   el("label", { for: "epochs" }, "Epochs"), epochs,
   el("label", { for: "suffix" }, "Name suffix"), suffix,
+  settings.node,
+  el("details", {}, el("summary", {}, "Or paste a YAML recipe (its settings replace the form's)"), yamlBox),
   el("p", {}, el("button", { type: "submit", disabled: !usable.length || !base.length }, "Start fine-tuning")), message);
   show(el("h1", {}, "Runs"),
     table(["job", "base model", "status", "fine-tuned model", "created"],
@@ -189,14 +197,81 @@ async function runsPage() {
     el("h2", {}, "New run"), form);
 }
 
+// ── a form generated from a recipe's JSON schema (tunesmith/config.py) ──────────────────────
+
+const FORM_SECTIONS = [["", ["method"]], ["lora", null], ["training", null]];
+const SKIPPED = new Set(["epochs", "threads", "strategy", "target_modules"]);  // epochs: the field above
+
+function settingsForm(schema) {
+  const inputs = [];  // [path, input, default, kind]
+  const resolve = (node) => (node.$ref ? schema.$defs[node.$ref.split("/").pop()] : node);
+  const field = (path, prop) => {
+    const kinds = prop.anyOf ? prop.anyOf.filter((p) => p.type !== "null") : [prop];
+    const main = kinds[0] || {};
+    const enumValues = main.enum || prop.enum;
+    let input;
+    if (enumValues) input = el("select", {}, enumValues.map((v) => el("option", { value: v, selected: v === prop.default }, v)));
+    else if (main.type === "boolean") input = el("input", { type: "checkbox", checked: prop.default === true });
+    else if (main.type === "integer" || main.type === "number") {
+      input = el("input", { type: "number", step: main.type === "integer" ? 1 : "any", value: prop.default ?? "",
+        min: main.minimum ?? null, max: main.maximum ?? null, placeholder: prop.default === null ? "none" : null });
+    } else return null;
+    input.name = path;
+    input.id = `set-${path.replace(/\./g, "-")}`;
+    const kind = enumValues ? "enum" : main.type;
+    inputs.push([path, input, prop.default, kind]);
+    return el("div", { class: "field" }, el("label", { for: input.id }, path.split(".").pop().replace(/_/g, " ")),
+      el("p", { class: "help" }, prop.description || ""), input, el("p", { class: "error field-error", "data-for": path }));
+  };
+  const sections = FORM_SECTIONS.map(([section, only]) => {
+    const props = section ? resolve(schema.properties[section]).properties : schema.properties;
+    const names = (only || Object.keys(props)).filter((n) => !SKIPPED.has(n));
+    const fields = names.map((n) => field(section ? `${section}.${n}` : n, props[n])).filter(Boolean);
+    return section ? el("details", {}, el("summary", {}, `${section} settings`), fields) : fields;
+  });
+  const value = ([, input, , kind]) => {
+    if (kind === "boolean") return input.checked;
+    if (kind === "integer" || kind === "number") return input.value === "" ? null : Number(input.value);
+    return input.value;
+  };
+  return {
+    node: el("fieldset", { id: "settings" }, el("legend", {}, "Recipe settings (defaults shown; only changes are sent)"), sections),
+    changed() {  // nested object of the values that differ from their defaults
+      const out = {};
+      for (const entry of inputs) {
+        const [path, , fallback] = entry;
+        const v = value(entry);
+        if (v === fallback || (v === null && fallback === undefined)) continue;
+        const parts = path.split(".");
+        let target = out;
+        for (const part of parts.slice(0, -1)) target = target[part] ??= {};
+        target[parts[parts.length - 1]] = v;
+      }
+      return out;
+    },
+    clearErrors() { for (const p of document.querySelectorAll(".field-error")) p.textContent = ""; },
+    showErrors(message) {  // "invalid tunesmith.settings: training.learning_rate: ...; lora.r: ..." → beside each field
+      const rest = [];
+      for (const problem of message.replace(/^invalid tunesmith\.settings: /, "").split("; ")) {
+        const [path, ...detail] = problem.split(": ");
+        const slot = document.querySelector(`.field-error[data-for="${path}"]`);
+        if (slot) slot.textContent = detail.join(": "); else rest.push(problem);
+      }
+      return rest.join("; ") || "Some settings are not valid: see the fields above.";
+    },
+  };
+}
+
 async function runPage(jobId) {
   const job = await api(`/v1/fine_tuning/jobs/${jobId}`);
   const chart = el("div", { class: "chart", id: "loss-chart" });
+  const checkpoints = el("div", { id: "checkpoints" });
+  const settingsNote = job.tunesmith?.settings ? el("p", { class: "help" }, `recipe settings: ${JSON.stringify(job.tunesmith.settings)}`) : "";
   const events = el("div", { class: "events" });
   const facts = el("p", { id: "job-facts" });
   const control = (action) => el("button", { class: "secondary", onclick: async () => { await api(`/v1/fine_tuning/jobs/${jobId}/${action}`, { method: "POST" }); draw(); } }, action);
-  show(el("h1", {}, `Run ${jobId}`), facts, el("div", { class: "row" }, control("pause"), control("resume"), control("cancel")),
-    el("h2", {}, "Loss"), chart, el("h2", {}, "Events"), events);
+  show(el("h1", {}, `Run ${jobId}`), facts, settingsNote, el("div", { class: "row" }, control("pause"), control("resume"), control("cancel")),
+    el("h2", {}, "Loss"), chart, el("h2", {}, "Checkpoints"), checkpoints, el("h2", {}, "Events"), events);
   const draw = async () => {
     const [current, all] = await Promise.all([api(`/v1/fine_tuning/jobs/${jobId}`), allPages(`/v1/fine_tuning/jobs/${jobId}/events`)]);
     const metrics = all.filter((e) => e.type === "metrics" && e.data).map((e) => e.data).sort((a, b) => a.step - b.step);
@@ -206,6 +281,9 @@ async function runPage(jobId) {
       current.estimated_finish ? `  ETA ${new Date(current.estimated_finish * 1000).toLocaleTimeString()}` : "",
       current.fine_tuned_model ? `  → ${current.fine_tuned_model}` : "");
     chart.replaceChildren(lossChart(metrics));
+    const saved = (await api(`/v1/fine_tuning/jobs/${jobId}/checkpoints`)).data;
+    checkpoints.replaceChildren(saved.length ? table(["step", "model name (usable in the playground)", "validation loss"],
+      saved.map((c) => [c.step_number, c.fine_tuned_model_checkpoint, c.metrics?.valid_loss?.toFixed?.(4) ?? "-"])) : "none yet");
     events.replaceChildren(table(["time", "level", "message"], all.map((e) => [when(e.created_at), e.level, e.message])));
     return current.status;
   };

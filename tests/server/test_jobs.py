@@ -1,0 +1,40 @@
+"""Job settings beyond OpenAI's hyperparameters (the web UI's run form, or `extra_body`)."""
+from pathlib import Path
+
+import pytest
+
+from tunesmith.server.db import JobRow
+from tunesmith.server.errors import APIError
+from tunesmith.server.jobs import _method, _settings, job_config
+
+
+def body(**tunesmith):
+    return {"model": "m", "training_file": "f", "tunesmith": tunesmith}
+
+
+def test_settings_reach_the_recipe_and_win_over_defaults():
+    request = body(settings={"method": "dora", "lora": {"r": 4}, "training": {"learning_rate": 0.01}})
+    method = _method(request)
+    settings = _settings(request, method)
+    job = JobRow(id="ftjob-x", model="m", training_file="f", validation_file=None, seed=1, method=method,
+                 settings=settings)
+    config, _ = job_config(job, Path("/files"), 100)
+    assert (config.method, config.lora.r, config.training.learning_rate) == ("dora", 4, 0.01)
+    assert config.lora.alpha == 32 and config.data.train == "/files/f"  # the rest: defaults and the job's own
+
+
+def test_recipe_yaml_is_accepted_like_settings():
+    request = body(recipe_yaml="method: ia3\ntraining:\n  max_steps: 5\n")
+    assert _settings(request, _method(request)) == {"method": "ia3", "training": {"max_steps": 5}}
+
+
+@pytest.mark.parametrize("tunesmith, words", [
+    ({"settings": {"training": {"learning_rate": 2}, "lora": {"rank": 4}}}, ["training.learning_rate", "lora.rank"]),
+    ({"settings": {"model": "other", "data": {"train": "x"}}}, ["data.train", "model"]),
+    ({"recipe_yaml": "training: [unclosed"}, ["not valid YAML"]),
+])
+def test_bad_settings_fail_the_request_naming_each_field(tunesmith, words):
+    request = body(**tunesmith)
+    with pytest.raises(APIError) as e:
+        _settings(request, _method(request))
+    assert e.value.status == 400 and all(w in str(e.value.body()) for w in words)
