@@ -2,6 +2,7 @@
 log in, upload a dataset with an error and see its line, start a tiny run and watch its curve
 grow, chat with the fine-tuned model. Screenshots go to build/ui-screenshots/ (CI artefacts)."""
 import os
+import re
 import shutil
 import threading
 import time
@@ -131,7 +132,9 @@ def test_upload_train_watch_the_curve_and_chat(site, tmp_path):
         if "succeeded" in page.inner_text("#job-facts"):
             break
         time.sleep(0.5)
-    assert "succeeded" in page.inner_text("#job-facts")
+    facts = page.inner_text("#job-facts")
+    assert "succeeded" in facts and "tokens/s" in facts and re.search(r"step \d+/\d+", facts)
+    assert page.locator("#checkpoints tr").count() >= 2  # a header and a checkpoint per epoch kept
     page.wait_for_function("document.querySelectorAll('#loss-chart circle').length >= %d" % max(seen))
     growth = sorted(set(seen))
     assert len(growth) >= 2 and growth[-1] > growth[0], f"the curve never grew while training: {seen}"
@@ -145,7 +148,29 @@ def test_upload_train_watch_the_curve_and_chat(site, tmp_path):
     page.fill("#prompt", "Which colour is item 3?")
     page.click("text=Send")
     page.wait_for_function("document.querySelector('.answer') && document.querySelector('.answer').textContent.length > 0")
+    page.click("text=correct it")
+    page.fill(".feedback textarea", "Item 3 is amber.")
+    page.click("text=send correction")
+    page.wait_for_selector("text=sent for review")
     shot(page, "3-playground")
+
+    # Review: accept the correction (and nine more answers rated good through the API), make a dataset.
+    page.evaluate("""async (key) => { for (let i = 0; i < 9; i++) {
+        const h = {"Content-Type": "application/json", Authorization: `Bearer ${key}`};
+        const made = await (await fetch('/v1/tunesmith/feedback', {method: 'POST', headers: h, body: JSON.stringify(
+            {model: 'tiny-chat', messages: [{role: 'user', content: `Which colour is thing ${i}?`}], answer: 'red', rating: 1})})).json();
+        await fetch(`/v1/tunesmith/feedback/${made.id}`, {method: 'POST', headers: h, body: JSON.stringify({status: 'accepted'})}); } }""",
+                  secret)
+    page.goto(url + "/ui/#/review")
+    row = "tr:has-text('Which colour is item 3?')"
+    page.wait_for_selector(row)
+    assert page.input_value(f"{row} textarea") == "Item 3 is amber."
+    page.click(f"{row} >> text=accept")
+    page.wait_for_selector(f"{row} .status.accepted")
+    page.click("#export")
+    page.wait_for_selector("#export-result .status.processed")
+    assert "10 example(s) written" in page.inner_text("#export-result")
+    shot(page, "5-review-export")
 
 
 def test_pages_fit_a_phone_width(site):

@@ -93,6 +93,27 @@ def create_app(workspace: Workspace, settings: ServerSettings | None = None, db:
         return {"file_id": row.id, "filename": row.filename, "valid": report.ok, "problems": [] if report.ok else problems,
                 "card": card_dict}
 
+    # ── review (tunesmith's own): ratings and corrections that become the next dataset ──────
+    @app.post("/v1/tunesmith/feedback", dependencies=[v1])
+    async def add_feedback(request: Request):
+        from tunesmith.server import feedback
+        return feedback.add(db, await _json(request))
+
+    @app.get("/v1/tunesmith/feedback", dependencies=[v1])
+    def list_feedback(status: str | None = None):
+        from tunesmith.server import feedback
+        return _page(feedback.list_items(db, status), False)
+
+    @app.post("/v1/tunesmith/feedback/export", dependencies=[v1])
+    def export_feedback():
+        from tunesmith.server import feedback
+        return feedback.export(db, files)
+
+    @app.post("/v1/tunesmith/feedback/{feedback_id}", dependencies=[v1])
+    async def update_feedback(feedback_id: str, request: Request):
+        from tunesmith.server import feedback
+        return feedback.update(db, feedback_id, await _json(request))
+
     @app.get("/v1/tunesmith/schema/{recipe}", dependencies=[v1])
     def recipe_schema(recipe: str):
         """tunesmith's own: the JSON schema of a recipe's settings (types, ranges, defaults,

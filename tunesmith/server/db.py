@@ -68,6 +68,20 @@ class EventRow(Base):
     data: Mapped[dict | None] = mapped_column(JSON, nullable=True)
 
 
+class FeedbackRow(Base):
+    """A rated (and maybe corrected) model output; accepted ones become training data."""
+    __tablename__ = "feedback"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[int] = mapped_column(Integer)
+    model: Mapped[str] = mapped_column(String(255))
+    messages: Mapped[list] = mapped_column(JSON)          # the conversation up to the answer
+    answer: Mapped[str] = mapped_column(Text)
+    rating: Mapped[int] = mapped_column(Integer)          # -1 bad, 0 unrated, 1 good
+    correction: Mapped[str | None] = mapped_column(Text, nullable=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # new | accepted | rejected | exported
+    dataset_file: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
 class KeyRow(Base):
     __tablename__ = "api_keys"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)

@@ -105,6 +105,21 @@ class FileStore:
             session.add(row)
         return file_object(row)
 
+    def save_bytes(self, filename: str, content: bytes, purpose: str = "fine-tune") -> dict:
+        """Store content the server made itself (e.g. a dataset of reviewed answers) as a file,
+        validated like an upload."""
+        file_id = "file-" + secrets.token_hex(12)
+        partial = self.directory / f".{file_id}.part"
+        partial.write_bytes(content)
+        os.replace(partial, self.path(file_id))
+        filename = sanitise_filename(filename)
+        status, details = self._validate(file_id, purpose, filename)
+        row = FileRow(id=file_id, filename=filename, purpose=purpose, bytes=len(content), created_at=int(time.time()),
+                      status=status, status_details=details, sha256=hashlib.sha256(content).hexdigest())
+        with self.db.session() as session:
+            session.add(row)
+        return file_object(row)
+
     def _validate(self, file_id: str, purpose: str, filename: str) -> tuple[str, str | None]:
         if purpose != "fine-tune":
             return "processed", None

@@ -28,10 +28,11 @@ class JobProgress(TrainerCallback):
 
     def __init__(self, db: Database, job_id: str):
         self.db, self.job_id = db, job_id
-        self.started, self.last_beat = time.time(), 0.0
+        self.started, self.last_beat, self.first_tokens = time.time(), 0.0, 0
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.started, self.first_step = time.time(), state.global_step
+        self.first_tokens = state.num_input_tokens_seen
 
     def on_step_end(self, args, state, control, **kwargs):
         now = time.time()
@@ -52,6 +53,9 @@ class JobProgress(TrainerCallback):
             return
         parts = [f"Step {state.global_step}/{state.max_steps}"]
         data = {"step": state.global_step, "total_steps": state.max_steps}
+        elapsed = time.time() - self.started
+        if state.num_input_tokens_seen and elapsed > 0:  # throughput since this worker started (or resumed) the job
+            data["tokens_per_second"] = round((state.num_input_tokens_seen - self.first_tokens) / elapsed, 1)
         if "loss" in logs:
             parts.append(f"training loss={logs['loss']:.4f}")
             data["train_loss"] = logs["loss"]

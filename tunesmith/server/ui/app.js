@@ -278,6 +278,7 @@ async function runPage(jobId) {
     const last = metrics[metrics.length - 1];
     facts.replaceChildren(statusOf(current.status), `  base ${current.model}`,
       last ? `  step ${last.step}/${last.total_steps}` : "",
+      last?.tokens_per_second ? `  ${Math.round(last.tokens_per_second)} tokens/s` : "",
       current.estimated_finish ? `  ETA ${new Date(current.estimated_finish * 1000).toLocaleTimeString()}` : "",
       current.fine_tuned_model ? `  → ${current.fine_tuned_model}` : "");
     chart.replaceChildren(lossChart(metrics));
@@ -393,7 +394,57 @@ async function send(chat, text) {
       if (delta) { reply += delta; answer.textContent = reply; }
     }
   }
+  const asked = chat.messages.slice();
   chat.messages.push({ role: "assistant", content: reply });
+  answer.parentNode.append(feedbackButtons(chat.select.value, asked, reply));
+}
+
+function feedbackButtons(model, messages, reply) {  // rate or correct an answer: it goes to the review queue
+  const note = el("span", { class: "help" });
+  const send = async (rating, correction) => {
+    await api("/v1/tunesmith/feedback", { method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ model, messages, answer: reply, rating, correction }) });
+    box.replaceChildren(el("span", { class: "help" }, "sent for review"));
+  };
+  const edit = el("textarea", { rows: 2, hidden: true, class: "correction", placeholder: "the answer it should have given" });
+  const box = el("div", { class: "row feedback" },
+    el("button", { class: "link", onclick: () => send(1) }, "good answer"),
+    el("button", { class: "link", onclick: () => send(-1) }, "bad answer"),
+    el("button", { class: "link", onclick: () => { edit.hidden = false; save.hidden = false; edit.focus(); } }, "correct it"),
+    edit, note);
+  const save = el("button", { class: "secondary", hidden: true, onclick: () => edit.value.trim() && send(-1, edit.value) }, "send correction");
+  box.append(save);
+  return box;
+}
+
+async function reviewPage() {
+  const items = await allPages("/v1/tunesmith/feedback");
+  const result = el("div", { id: "export-result" });
+  const update = async (id, body) => {
+    await api(`/v1/tunesmith/feedback/${id}`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    await reviewPage();
+  };
+  const rows = items.map((f) => {
+    const correction = el("textarea", { rows: 2, class: "correction" }, f.correction || "");
+    const prompt = f.messages.filter((m) => m.role === "user").map((m) => m.content).pop() || "";
+    return [prompt, f.answer, { "-1": "bad", "0": "-", "1": "good" }[f.rating], f.status === "exported" ? (f.correction || "-") : correction,
+      statusOf(f.status),
+      f.status === "exported" ? f.dataset_file : el("div", { class: "row" },
+        el("button", { class: "secondary", onclick: () => update(f.id, { status: "accepted", correction: correction.value }) }, "accept"),
+        el("button", { class: "secondary", onclick: () => update(f.id, { status: "rejected" }) }, "reject"))];
+  });
+  const exportButton = el("button", {
+    id: "export", disabled: !items.some((f) => f.status === "accepted"),
+    onclick: async () => {
+      try {
+        const made = await api("/v1/tunesmith/feedback/export", { method: "POST" });
+        result.replaceChildren(el("p", { class: "ok" }, `${made.examples} example(s) written to ${made.file.filename} (${made.file.id}), `,
+          statusOf(made.file.status), ": start a run with it on the Runs page."));
+      } catch (e) { result.replaceChildren(el("p", { class: "error", role: "alert" }, e.message)); }
+    },
+  }, "Make a dataset from the accepted answers");
+  show(el("h1", {}, "Review"), el("p", { class: "help" }, "Answers rated or corrected in the playground. Accepted ones become training data: the correction where there is one, else the answer if it was rated good."),
+    table(["prompt", "answer", "rating", "correction", "status", ""], rows), el("p", {}, exportButton), result);
 }
 
 // ── router ──────────────────────────────────────────────────────────────────────────────────
@@ -404,6 +455,7 @@ const routes = [
   [/^#\/runs$/, runsPage],
   [/^#\/runs\/([\w-]+)$/, runPage],
   [/^#\/playground$/, playgroundPage],
+  [/^#\/review$/, reviewPage],
 ];
 
 async function route() {
