@@ -101,6 +101,7 @@ def test_upload_train_watch_the_curve_and_chat(site, tmp_path):
     good = write_jsonl(tmp_path / "good.jsonl", chat_records(40))
     page.set_input_files("#file-input", str(good))
     page.wait_for_selector("#upload-result .status.processed")
+    good_id = page.inner_text("tr:has-text('good.jsonl') td >> nth=0")
     page.click("tr:has-text('good.jsonl') button[data-card]")
     page.wait_for_selector("#card .card-body")
     card = page.inner_text("#card")
@@ -108,8 +109,23 @@ def test_upload_train_watch_the_curve_and_chat(site, tmp_path):
     assert page.locator("#card svg rect").count() >= 1  # the length histogram
     shot(page, "1b-dataset-card")
 
+    page.click("#prepare summary")
+    page.select_option("#clean-pii", "redact")
+    page.click("#do-clean")
+    page.wait_for_selector("#prepare-result >> text=cleaned:")
+    assert re.search(r"cleaned: \d+ kept, \d+ removed", page.inner_text("#prepare-result"))
+    if page.locator("#show-rejects").count():
+        page.click("#show-rejects")
+        page.wait_for_selector("#rejects tr")
+    page.click("#do-split")
+    page.wait_for_selector("#prepare-result td >> text=validation")
+    assert [page.inner_text(f"#prepare-result tr:nth-child({i}) td >> nth=0") for i in (1, 2, 3)] == ["train", "validation", "test"]
+    assert page.locator("#prepare-result .status.processed").count() == 3  # small validation/test splits are fine
+    shot(page, "1c-dataset-clean-split")
+
     page.goto(url + "/ui/#/runs")
     page.wait_for_selector("#training-file option", state="attached")
+    page.select_option("#training-file", label=f"good.jsonl ({good_id})")
     page.select_option("#base-model", "tiny-chat")
     page.fill("#epochs", "8")
     page.click("summary:has-text('training settings')")  # generated from the sft recipe's schema
@@ -129,7 +145,7 @@ def test_upload_train_watch_the_curve_and_chat(site, tmp_path):
     deadline = time.time() + 240
     while time.time() < deadline:
         seen.append(page.locator("#loss-chart circle").count())
-        if "succeeded" in page.inner_text("#job-facts"):
+        if any(word in page.inner_text("#job-facts") for word in ("succeeded", "failed", "cancelled")):
             break
         time.sleep(0.5)
     facts = page.inner_text("#job-facts")

@@ -125,6 +125,22 @@ def create_app(workspace: Workspace, settings: ServerSettings | None = None, db:
             raise APIError(404, f"no recipe '{recipe}' (sft, classify, dpo)", "not_found", "recipe")
         return found
 
+    @app.post("/v1/files/{file_id}/clean", dependencies=[v1])
+    async def clean_file(file_id: str, request: Request):
+        """tunesmith's own: `data clean` on an uploaded file; the cleaned file and its rejects are new files."""
+        from starlette.concurrency import run_in_threadpool
+
+        from tunesmith.server import prepare
+        return await run_in_threadpool(prepare.clean, files, file_id, await _json(request))
+
+    @app.post("/v1/files/{file_id}/split", dependencies=[v1])
+    async def split_file(file_id: str, request: Request):
+        """tunesmith's own: `data split` on an uploaded file; each split is a new file."""
+        from starlette.concurrency import run_in_threadpool
+
+        from tunesmith.server import prepare
+        return await run_in_threadpool(prepare.split, files, file_id, await _json(request))
+
     @app.get("/v1/files/{file_id}/content", dependencies=[v1])
     def file_content(file_id: str):
         row = files.get(file_id)

@@ -105,25 +105,26 @@ class FileStore:
             session.add(row)
         return file_object(row)
 
-    def save_bytes(self, filename: str, content: bytes, purpose: str = "fine-tune") -> dict:
+    def save_bytes(self, filename: str, content: bytes, purpose: str = "fine-tune", min_examples: int | None = None) -> dict:
         """Store content the server made itself (e.g. a dataset of reviewed answers) as a file,
-        validated like an upload."""
+        validated like an upload (``min_examples``: fewer for validation and test splits)."""
         file_id = "file-" + secrets.token_hex(12)
         partial = self.directory / f".{file_id}.part"
         partial.write_bytes(content)
         os.replace(partial, self.path(file_id))
         filename = sanitise_filename(filename)
-        status, details = self._validate(file_id, purpose, filename)
+        status, details = self._validate(file_id, purpose, filename, min_examples)
         row = FileRow(id=file_id, filename=filename, purpose=purpose, bytes=len(content), created_at=int(time.time()),
                       status=status, status_details=details, sha256=hashlib.sha256(content).hexdigest())
         with self.db.session() as session:
             session.add(row)
         return file_object(row)
 
-    def _validate(self, file_id: str, purpose: str, filename: str) -> tuple[str, str | None]:
+    def _validate(self, file_id: str, purpose: str, filename: str, min_examples: int | None = None) -> tuple[str, str | None]:
         if purpose != "fine-tune":
             return "processed", None
-        report = validate_file(self.path(file_id))
+        report = validate_file(self.path(file_id)) if min_examples is None else \
+            validate_file(self.path(file_id), min_examples=min_examples)
         if report.ok:
             return "processed", None
         # Problems name the file as its owner knows it, not the server's storage path.

@@ -110,8 +110,44 @@ async function showCard(fileId, panel, models) {
     body.replaceChildren(renderCard(await api(`/v1/files/${fileId}/card${query}`)));
   };
   select.addEventListener("change", load);
-  panel.replaceChildren(el("h2", {}, "Dataset card"), el("p", {}, el("label", { for: "card-model" }, "Token lengths under"), select), body);
+  panel.replaceChildren(el("h2", {}, "Dataset card"), el("p", {}, el("label", { for: "card-model" }, "Token lengths under"), select), body,
+    preparePanel(fileId));
   await load();
+}
+
+function preparePanel(fileId) {  // `tunesmith data clean` and `data split` on the stored file
+  const out = el("div", { id: "prepare-result" });
+  const pii = el("select", { id: "clean-pii" }, ["redact", "drop", "report", "off"].map((v) => el("option", { value: v }, v)));
+  const near = el("input", { type: "checkbox", id: "clean-near", checked: true });
+  const roles = el("input", { type: "checkbox", id: "clean-roles" });
+  const ratios = el("input", { type: "text", id: "split-ratios", value: "0.8,0.1,0.1" });
+  const stratify = el("input", { type: "text", id: "split-stratify", placeholder: "e.g. label" });
+  const seed = el("input", { type: "number", id: "split-seed", value: 0 });
+  const post = async (action, body, render) => {
+    out.replaceChildren(el("p", {}, `${action} ...`));
+    try {
+      render(await api(`/v1/files/${fileId}/${action}`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) }));
+    } catch (e) { out.replaceChildren(el("p", { class: "error", role: "alert" }, e.message)); }
+  };
+  const cleaned = (r) => out.replaceChildren(
+    el("p", {}, `cleaned: ${r.card.kept ?? "?"} kept, ${r.card.removed ?? "?"} removed → ${r.file.filename} (${r.file.id}) `, statusOf(r.file.status)),
+    r.rejects_file ? el("button", { class: "secondary", id: "show-rejects", onclick: () => showRejects(r.rejects_file.id, out) }, "show rejects") : "");
+  const splitDone = (r) => out.replaceChildren(table(["split", "file", "status"],
+    Object.entries(r.files).map(([name, f]) => [name, `${f.filename} (${f.id})`, statusOf(f.status)])));
+  return el("details", { id: "prepare" }, el("summary", {}, "Clean or split this file"),
+    el("div", { class: "row" }, el("label", { for: "clean-pii" }, "personal data"), pii,
+      el("label", {}, near, " remove near-duplicates"), el("label", {}, roles, " map role aliases"),
+      el("button", { class: "secondary", id: "do-clean", onclick: () => post("clean", { pii: pii.value, dedup_near: near.checked, fix_roles: roles.checked }, cleaned) }, "clean")),
+    el("div", { class: "row" }, el("label", { for: "split-ratios" }, "ratios"), ratios, el("label", { for: "split-stratify" }, "stratify by"), stratify,
+      el("label", { for: "split-seed" }, "seed"), seed,
+      el("button", { class: "secondary", id: "do-split", onclick: () => post("split", { ratios: ratios.value, stratify: stratify.value, seed: Number(seed.value) }, splitDone) }, "split")),
+    out);
+}
+
+async function showRejects(fileId, into) {
+  const text = await api(`/v1/files/${fileId}/content`);
+  const lines = String(text).split("\n").filter(Boolean).map((line) => JSON.parse(line));
+  into.append(el("div", { id: "rejects" }, table(["line", "action", "step", "reason"], lines.map((r) => [r.line ?? "-", r.action ?? "-", r.step ?? "-", r.reason ?? "-"]))));
 }
 
 function renderCard(found) {
