@@ -330,10 +330,9 @@ def get_run(run: str, workspace: Workspace | None = None) -> Run:
 
 
 def list_runs(workspace: Workspace | None = None) -> list[Run]:
-    ws = _ws(workspace)
-    if not ws.runs_dir.is_dir():
-        return []
-    return [Run(d) for d in sorted(ws.runs_dir.iterdir()) if (d / "run.json").exists()]
+    from tunesmith.runs import all_runs
+
+    return all_runs(_ws(workspace))
 
 
 def tracked_runs(workspace: Workspace | None = None, experiment: str | None = None, include_evals: bool = False,

@@ -85,6 +85,13 @@ def new_run(workspace: Workspace, name: str) -> Run:
     return Run(run_dir)
 
 
+def all_runs(workspace: Workspace) -> list[Run]:
+    """Every run directory in the home, oldest first (ids start with their time)."""
+    if not workspace.runs_dir.is_dir():
+        return []
+    return [Run(d) for d in sorted(workspace.runs_dir.iterdir()) if (d / "run.json").exists()]
+
+
 def find_run(ref: str, workspace: Workspace) -> Run:
     """A run by directory path, id, or unique id prefix/suffix (e.g. the name part)."""
     path = Path(ref).expanduser()

@@ -35,11 +35,8 @@ class TrainingTracker(TrainerCallback):
         if not state.is_world_process_zero or self.tracker is not None:
             return
         info = self.run.info()
-        tags = {"tunesmith.run_id": self.run.id, "tunesmith.run_dir": str(self.run.dir), "recipe": self.config.recipe,
-                "base_model": info.get("base_model", self.config.model), "method": self.config.method}
-        if self.config.recipe == "dpo":
-            tags["preference.algorithm"] = self.config.preference.algorithm
-        self.tracker, new = open_run_tracker(self.run, self.workspace, self.config.tracking, self.run.id, tags, self._warn)
+        self.tracker, new = open_run_tracker(self.run, self.workspace, self.config.tracking, self.run.id,
+                                             run_tags(self.run, self.config), self._warn)
         if new and self.tracker.active:
             self.tracker.log_params(flatten(self.config.model_dump(mode="json")))
             self.tracker.log_datasets(datasets_of(self.config, info.get("data", {})))
@@ -52,17 +49,8 @@ class TrainingTracker(TrainerCallback):
             self.tracker.log_metrics(logs, state.global_step)
 
     def complete(self, summary: dict[str, Any], final_dir: Path) -> None:
-        if self.tracker is None:
-            return
-        step = int(summary.get("global_step") or 0)
-        self.tracker.log_metrics({f"final.{k}": v for k, v in summary.items() if k not in _NOT_METRICS}, step)
-        for name in ("config.yaml", "run.json", "summary.json", "metrics.jsonl", "events.jsonl"):
-            self.tracker.log_artifact(self.run.dir / name, "run")
-        log_weights = self.config.tracking.log_weights
-        if log_weights == "all" or (log_weights == "adapter" and final_dir.name == "adapter"):
-            self.tracker.log_artifact(final_dir, final_dir.name)
-        self.tracker.set_tags({"weights_path": str(final_dir), "status": "succeeded"})
-        self.tracker.finish("FINISHED")
+        if self.tracker is not None:
+            log_outcome(self.tracker, self.run, self.config.tracking.log_weights, summary, final_dir, "FINISHED")
 
     def abort(self, status: str) -> None:
         """FAILED for an error, KILLED for an interruption (the run can still be resumed)."""
@@ -72,6 +60,32 @@ class TrainingTracker(TrainerCallback):
 
     def _warn(self, message: str) -> None:
         self.console.print(f"warning: {message}", style="yellow", markup=False, highlight=False)
+
+
+def run_tags(run: Run, config) -> dict[str, str]:
+    """The tags every tracked training run carries: what it is, where it lives."""
+    tags = {"tunesmith.run_id": run.id, "tunesmith.run_dir": str(run.dir), "recipe": config.recipe,
+            "base_model": run.info().get("base_model", config.model), "method": config.method}
+    if config.recipe == "dpo":
+        tags["preference.algorithm"] = config.preference.algorithm
+    return tags
+
+
+def log_outcome(tracker: Tracker, run: Run, log_weights: str, summary: dict[str, Any], final_dir: Path | None,
+                status: str) -> None:
+    """What a finished run adds to its MLflow run: the summary as ``final.*`` metrics, the run's
+    files, the weights (as ``log_weights`` says), and its closing status."""
+    if summary:
+        step = int(summary.get("global_step") or 0)
+        tracker.log_metrics({f"final.{k}": v for k, v in summary.items() if k not in _NOT_METRICS}, step)
+    for name in ("config.yaml", "run.json", "summary.json", "metrics.jsonl", "events.jsonl"):
+        tracker.log_artifact(run.dir / name, "run")
+    if final_dir is not None and final_dir.is_dir():
+        if log_weights == "all" or (log_weights == "adapter" and final_dir.name == "adapter"):
+            tracker.log_artifact(final_dir, final_dir.name)
+        tracker.set_tags({"weights_path": str(final_dir)})
+    tracker.set_tags({"status": run.info().get("status", "succeeded")})
+    tracker.finish(status)
 
 
 def tracking_callbacks(config, workspace: Workspace, run: Run, console: Console) -> list:

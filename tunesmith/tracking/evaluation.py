@@ -10,7 +10,7 @@ from typing import Any, Callable
 from tunesmith.config import load_config
 from tunesmith.runs import Run
 from tunesmith.tracking import store
-from tunesmith.tracking.tracker import Tracker, _is_number, flatten, read_tracking
+from tunesmith.tracking.tracker import Tracker, is_number, flatten, read_tracking
 from tunesmith.workspace import Workspace
 
 
@@ -30,15 +30,14 @@ def log_evaluation(run: Run, report: dict[str, Any], report_files: dict[str, str
     tags = {"tunesmith.run_id": run.id, "tunesmith.kind": "eval", "eval.data": str(report.get("data"))}
     if not tracker.open(dest, f"{run.id}-eval", tags, parent_run_id=parent):
         return None
-    numbers = {k: v for k, v in flatten(_without_samples(report)).items() if _is_number(v)}
+    numbers = {k: v for k, v in flatten(_without_samples(report)).items() if is_number(v)}
     tracker.log_metrics(numbers, 0)
     for path in _paths(report_files):
         tracker.log_artifact(Path(path), "eval")
     tracker.finish("FINISHED")
-    headline = {f"test.{k}": v for k, v in run_row(run).items() if _is_number(v) and k != "train_seconds"}
+    headline = {f"test.{k}": v for k, v in run_row(run).items() if is_number(v) and k != "train_seconds"}
     if parent and tracker.active:
-        on_training_run = Tracker(run, warn)
-        on_training_run.client, on_training_run.mlflow_run_id = tracker.client, parent
+        on_training_run = Tracker.attach(run, warn, tracker.client, parent)
         on_training_run.log_metrics(headline, 0)
         on_training_run.set_tags({"eval.latest_run_id": tracker.mlflow_run_id, "eval.data": report.get("data")})
     return tracker.mlflow_run_id if tracker.active else None

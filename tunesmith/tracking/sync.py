@@ -13,7 +13,7 @@ from typing import Any, Callable
 from tunesmith.config import load_config
 from tunesmith.runs import Run
 from tunesmith.tracking import store
-from tunesmith.tracking.callback import datasets_of
+from tunesmith.tracking.callback import datasets_of, log_outcome, run_tags
 from tunesmith.tracking.tracker import Tracker, flatten, read_tracking, write_tracking
 from tunesmith.workspace import Workspace
 
@@ -39,26 +39,15 @@ def sync_run(run: Run, workspace: Workspace, warn: Callable[[str], None]) -> str
     info = run.info()
     dest = store.destination(workspace, config.tracking.tracking_uri, config.tracking.experiment)
     tracker = Tracker(run, warn)
-    tags = {"tunesmith.run_id": run.id, "tunesmith.run_dir": str(run.dir), "recipe": config.recipe,
-            "base_model": info.get("base_model", config.model), "method": config.method,
-            "tunesmith.synced": "true"}
+    tags = run_tags(run, config) | {"tunesmith.synced": "true"}
     if not tracker.open(dest, run.id, tags, parent_run_id=read_tracking(run).get("parent_run_id")):
         return None
     tracker.log_params(flatten(config.model_dump(mode="json")))
     tracker.log_datasets(datasets_of(config, info.get("data", {})))
     for step, metrics in _metric_lines(run):
         tracker.log_metrics(metrics, step)
-    summary = run.summary()
-    if summary:
-        tracker.log_metrics({f"final.{k}": v for k, v in summary.items() if k != "global_step"},
-                            int(summary.get("global_step") or 0))
-    for name in ("config.yaml", "run.json", "summary.json", "metrics.jsonl", "events.jsonl"):
-        tracker.log_artifact(run.dir / name, "run")
-    final = run.final_dir
-    if final.is_dir() and (config.tracking.log_weights == "all" or
-                           (config.tracking.log_weights == "adapter" and final.name == "adapter")):
-        tracker.log_artifact(final, final.name)
-    tracker.finish(_STATUS.get(info.get("status"), "FINISHED"))
+    log_outcome(tracker, run, config.tracking.log_weights, run.summary(), run.final_dir,
+                _STATUS.get(info.get("status"), "FINISHED"))
     if not tracker.active:
         return None
     write_tracking(run, tracking_uri=dest.tracking_uri, experiment=dest.experiment, mlflow_run_id=tracker.mlflow_run_id)

@@ -38,6 +38,13 @@ class Tracker:
         self.mlflow_run_id: str | None = None
         self.failed = False
 
+    @classmethod
+    def attach(cls, run: Run | None, warn: Callable[[str], None], client, mlflow_run_id: str) -> "Tracker":
+        """A guarded handle on an MLflow run that already exists (to add to it)."""
+        tracker = cls(run, warn)
+        tracker.client, tracker.mlflow_run_id = client, mlflow_run_id
+        return tracker
+
     @property
     def active(self) -> bool:
         return self.mlflow_run_id is not None and not self.failed
@@ -73,7 +80,7 @@ class Tracker:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(key, float(value), now, step) for key, value in metrics.items() if _is_number(value)]
+        items = [Metric(key, float(value), now, step) for key, value in metrics.items() if is_number(value)]
         if items:
             self._guard("log metrics", lambda: self.client.log_batch(self.mlflow_run_id, metrics=items))
 
@@ -181,5 +188,5 @@ def count_records(path: str | Path) -> int:
         return sum(1 for line in f if line.strip())
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

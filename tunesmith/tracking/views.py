@@ -10,7 +10,7 @@ import time
 from typing import Any, Callable
 
 from tunesmith.errors import RunNotFound, TunesmithError
-from tunesmith.runs import Run, find_run
+from tunesmith.runs import Run, all_runs, find_run
 from tunesmith.tracking import store
 from tunesmith.tracking.tracker import read_tracking
 from tunesmith.workspace import Workspace
@@ -42,7 +42,7 @@ def list_runs(workspace: Workspace, tracking_uri: str | None = None, experiment:
              "listing the run directories only")
     rows.sort(key=lambda r: r["started"] or 0)
     if not experiment:
-        rows += [_local_row(run) for run in _local_runs(workspace) if run.id not in seen]
+        rows += [_local_row(run) for run in all_runs(workspace) if run.id not in seen]
     return rows
 
 
@@ -136,12 +136,6 @@ def _row(mlrun, experiment: str, kind: str) -> dict[str, Any]:
         row["test"] = None
         row["best"] = metrics.get("best_value")
     return row
-
-
-def _local_runs(workspace: Workspace) -> list[Run]:
-    if not workspace.runs_dir.is_dir():
-        return []
-    return [Run(d) for d in sorted(workspace.runs_dir.iterdir()) if (d / "run.json").exists()]
 
 
 def _local_row(run: Run) -> dict[str, Any]:

@@ -55,7 +55,7 @@ def _open_study_run(study, config: RecipeConfig, spec: SearchSpec, workspace: Wo
     """The study's MLflow run (once per study), parent of every trial's run."""
     if "mlflow" not in config.tracking.report_to or study.user_attrs.get("mlflow_run_id"):
         return
-    tracker = _tracker(console)
+    tracker = Tracker(None, _warner(console))
     tags = {"tunesmith.kind": "study", "tunesmith.run_id": study.study_name, "recipe": config.recipe,
             "method": config.method, "base_model": config.model, "optuna.study": study.study_name}
     if tracker.open(_destination(config, workspace), study.study_name, tags):
@@ -68,8 +68,7 @@ def _close_study_run(study, config: RecipeConfig, summary: dict[str, Any], works
     run_id = study.user_attrs.get("mlflow_run_id")
     if not run_id:
         return
-    tracker = _tracker(console)
-    tracker.client, tracker.mlflow_run_id = store.client(_destination(config, workspace)), run_id
+    tracker = Tracker.attach(None, _warner(console), store.client(_destination(config, workspace)), run_id)
     counts = summary["trials"]
     tracker.log_metrics({"best_value": summary.get("best_value"), **{f"trials_{k}": v for k, v in counts.items()}},
                         len(study.trials))
@@ -82,8 +81,8 @@ def _close_study_run(study, config: RecipeConfig, summary: dict[str, Any], works
         tracker.finish("FINISHED")
 
 
-def _tracker(console: Console) -> Tracker:
-    return Tracker(None, lambda m: console.print(f"warning: {m}", style="yellow", markup=False, highlight=False))
+def _warner(console: Console):
+    return lambda m: console.print(f"warning: {m}", style="yellow", markup=False, highlight=False)
 
 
 def _destination(config: RecipeConfig, workspace: Workspace) -> store.Destination:

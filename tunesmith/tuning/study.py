@@ -28,7 +28,7 @@ from transformers import TrainerCallback
 
 from tunesmith.config import RecipeConfig, load_config
 from tunesmith.errors import TunesmithError
-from tunesmith.runs import Run, new_run
+from tunesmith.runs import new_run
 from tunesmith.tracking.tracker import write_tracking
 from tunesmith.tuning.space import SearchSpec, with_values
 from tunesmith.workspace import Workspace
@@ -181,7 +181,7 @@ def run_trial(study, trial, config: RecipeConfig, spec: SearchSpec, workspace: W
             raise
         console.print(f"trial {trial.number} failed: {e}", style="red", markup=False, highlight=False)
         return
-    Run(run.dir).update_info(tuning={"study": study.study_name, "trial": trial.number, "pruned": pruning.pruned})
+    run.update_info(tuning={"study": study.study_name, "trial": trial.number, "pruned": pruning.pruned})
     if pruning.pruned:
         study.tell(trial, state=TrialState.PRUNED)
         console.print(f"trial {trial.number} pruned at step {pruning.last_step}: {spec.metric} {pruning.last_value:.4f}",
