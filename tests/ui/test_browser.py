@@ -156,6 +156,29 @@ def test_upload_train_watch_the_curve_and_chat(site, tmp_path):
     assert len(growth) >= 2 and growth[-1] > growth[0], f"the curve never grew while training: {seen}"
     shot(page, "2-run-curve")
 
+    # Evaluation: pick the run, evaluate it on the test split in the background, read the report, compare.
+    page.goto(url + "/ui/#/eval")
+    page.wait_for_selector("input[data-run]")
+    run_id = page.get_attribute("input[data-run]", "data-run")
+    page.check(f"input[data-run='{run_id}']")
+    page.click("#compare")
+    page.wait_for_selector("#compare-table td")
+    assert run_id in page.inner_text("#compare-table")
+    page.click(f"#compare-table a:has-text('{run_id}')")
+    page.wait_for_selector("#eval-data option", state="attached")
+    test_split = next(label for label in page.eval_on_selector_all("#eval-data option", "os => os.map(o => o.textContent)")
+                      if label.startswith("good.test.jsonl"))
+    page.select_option("#eval-data", label=test_split)
+    page.fill("#eval-samples", "2")
+    page.uncheck("#eval-baselines")
+    page.click("#start-eval")
+    page.wait_for_selector("#eval-task .status")
+    page.wait_for_selector("#report-frame", timeout=180_000)
+    assert "succeeded" in page.inner_text("#eval-task")
+    report = page.frame_locator("#report-frame").locator("body").inner_text()
+    assert "Metrics side by side" in report and "fine-tuned" in report and "Samples" in report
+    shot(page, "2b-evaluation-report")
+
     page.goto(url + "/ui/#/playground")
     page.wait_for_selector("#prompt")
     fine_tuned = page.eval_on_selector_all(".chat ~ *, select option", "os => os.map(o => o.value)")
@@ -192,7 +215,7 @@ def test_upload_train_watch_the_curve_and_chat(site, tmp_path):
 def test_pages_fit_a_phone_width(site):
     browser, url, secret = site
     page = logged_in(browser, url, secret, width=390)
-    for route in ("#/datasets", "#/runs", "#/playground"):
+    for route in ("#/datasets", "#/runs", "#/eval", "#/playground", "#/review"):
         page.goto(f"{url}/ui/{route}")
         page.wait_for_selector("main h1")
         assert page.evaluate("document.documentElement.scrollWidth") <= 390 + 1, route  # no sideways scrolling

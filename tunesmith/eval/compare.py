@@ -71,19 +71,26 @@ def run_row(run: Run) -> dict[str, Any]:
     return row
 
 
-def compare_runs(runs: list[Run], out: Path | None, workspace: Workspace) -> dict[str, Any]:
+def comparison(runs: list[Run]) -> dict[str, Any]:
+    """The table: column titles, formatted rows, and each run's raw figures (``runs``)."""
     rows = [run_row(r) for r in runs]
     columns = [(key, title, fmt) for key, title, fmt in COLUMNS if any(r.get(key) is not None for r in rows)]
-    table = {"columns": [title for _, title, _ in columns],
-             "rows": [[_format(r.get(key), fmt) for key, _, fmt in columns] for r in rows], "runs": rows}
+    return {"columns": [title for _, title, _ in columns], "keys": [key for key, _, _ in columns],
+            "rows": [[_format(r.get(key), fmt) for key, _, fmt in columns] for r in rows], "runs": rows}
+
+
+def compare_runs(runs: list[Run], out: Path | None, workspace: Workspace) -> dict[str, Any]:
+    """The table, also written as compare.md / .csv / .json to ``out``."""
+    table = comparison(runs)
+    rows, keys = table["runs"], table["keys"]
     out = out or workspace.home / "compare" / time.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
     with open(out / "compare.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow([key for key, _, _ in columns])
-        writer.writerows([[r.get(key) for key, _, _ in columns] for r in rows])
-    lines = ["| " + " | ".join(table["columns"]) + " |", "|" + "---|" * len(columns)]
+        writer.writerow(keys)
+        writer.writerows([[r.get(key) for key in keys] for r in rows])
+    lines = ["| " + " | ".join(table["columns"]) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(row) + " |" for row in table["rows"]]
     (out / "compare.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     table["files"] = {kind: str(out / f"compare.{kind}") for kind in ("md", "csv", "json")}

@@ -9,7 +9,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import iterate_in_threadpool, run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
@@ -114,6 +114,41 @@ def create_app(workspace: Workspace, settings: ServerSettings | None = None, db:
         from tunesmith.server import feedback
         return feedback.update(db, feedback_id, await _json(request))
 
+    # ── runs and evaluations (tunesmith's own): every run, CLI-trained ones too ────────────
+    @app.get("/v1/tunesmith/runs", dependencies=[v1])
+    def list_runs():
+        from tunesmith.server import evaluations
+        return _page(evaluations.list_runs(workspace, db), False)
+
+    @app.get("/v1/tunesmith/runs/{run_id}", dependencies=[v1])
+    def retrieve_run(run_id: str):
+        from tunesmith.server import evaluations
+        return evaluations.run_object(workspace, db, run_id)
+
+    @app.get("/v1/tunesmith/runs/{run_id}/evaluation", dependencies=[v1])
+    def run_evaluation(run_id: str):
+        from tunesmith.server import evaluations
+        return evaluations.evaluation(workspace, run_id)
+
+    @app.post("/v1/tunesmith/runs/{run_id}/evaluation", dependencies=[v1])
+    async def start_evaluation(run_id: str, request: Request):
+        from tunesmith.server import evaluations
+        return evaluations.start(workspace, files, run_id, await _json(request))
+
+    @app.get("/v1/tunesmith/runs/{run_id}/evaluation/report.html", dependencies=[v1])
+    def evaluation_page(run_id: str):
+        from fastapi.responses import HTMLResponse
+
+        from tunesmith.server import evaluations
+        # Shown in a sandboxed frame by the UI; the page has no scripts and loads nothing.
+        return HTMLResponse(evaluations.report_html(workspace, run_id),
+                            headers={"Content-Security-Policy": "default-src 'none'; img-src data:; style-src 'unsafe-inline'"})
+
+    @app.get("/v1/tunesmith/compare", dependencies=[v1])
+    def compare_runs(runs: list[str] = Query(default=[])):
+        from tunesmith.server import evaluations
+        return evaluations.compare(workspace, runs)
+
     @app.get("/v1/tunesmith/schema/{recipe}", dependencies=[v1])
     def recipe_schema(recipe: str):
         """tunesmith's own: the JSON schema of a recipe's settings (types, ranges, defaults,
@@ -160,6 +195,7 @@ def create_app(workspace: Workspace, settings: ServerSettings | None = None, db:
             raise APIError(400, f"Model {body.get('model')!r} is not available for fine-tuning; available: "
                            f"{', '.join(sorted(bases)) or 'none (pull one with `tunesmith models pull`)'}.",
                            "model_not_available", "model")
+        await run_in_threadpool(files.require_examples, body.get("training_file"), "training_file")
         return await run_in_threadpool(job_service.create_job, db, body)
 
     @app.get("/v1/fine_tuning/jobs", dependencies=[v1])

@@ -16,6 +16,7 @@ from tunesmith.data.validate import validate_file
 from tunesmith.server.db import Database, FileRow
 from tunesmith.server.errors import APIError, not_found
 
+MIN_TRAINING_EXAMPLES = 10  # as OpenAI's fine-tuning API
 PURPOSES = {"fine-tune", "batch", "assistants", "vision", "user_data", "evals"}  # uploads; the server writes "fine-tune-results"
 
 
@@ -119,6 +120,24 @@ class FileStore:
         with self.db.session() as session:
             session.add(row)
         return file_object(row)
+
+    def require_examples(self, file_id: object, param: str, minimum: int = MIN_TRAINING_EXAMPLES) -> None:
+        """Refuse up front a file too small to train on: a validation or test split is stored valid
+        with fewer examples (see save_bytes) and must not become a job that fails in the worker."""
+        if not isinstance(file_id, str):
+            return  # a missing or malformed id is the job's own error to report
+        with self.db.session() as session:
+            row = session.get(FileRow, file_id)
+        if row is None or row.status != "processed" or row.purpose != "fine-tune":
+            return
+        with open(self.path(file_id), "rb") as f:  # a record per line: only a short file can be too small
+            short = sum(1 for _, line in zip(range(minimum + 2), f) if line.strip()) <= minimum + 1
+        if not short:
+            return
+        report = validate_file(self.path(file_id), min_examples=minimum)
+        if not report.ok:
+            raise APIError(400, f"{param} {file_id} ({row.filename}) has {len(report.records)} example(s); "
+                           f"fine-tuning needs at least {minimum}.", "invalid_value", param)
 
     def _validate(self, file_id: str, purpose: str, filename: str, min_examples: int | None = None) -> tuple[str, str | None]:
         if purpose != "fine-tune":

@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from tunesmith.models.loading import load_causal_lm, load_tokenizer
 from tunesmith.models.store import ModelRef, list_models, resolve_model
-from tunesmith.runs import Run
+from tunesmith.runs import Run, all_runs
 from tunesmith.server.db import Database, JobRow
 from tunesmith.server.errors import APIError, model_not_found
 from tunesmith.server.jobs import checkpoint_dirs, fine_tuned_name
@@ -75,6 +75,19 @@ class ModelServer:
             for step, path in checkpoint_dirs(self.workspace, job):
                 found.append(Target(f"{fine_tuned_name(job)}:ckpt-step-{step}", job.model, path,
                                     created=int(path.stat().st_mtime)))
+        return found + self._cli_runs({job.run_id for job in jobs})
+
+    def _cli_runs(self, job_runs: set[str]) -> list[Target]:
+        """Language-model runs trained with ``tunesmith train`` (not by a job), named by run id."""
+        found = []
+        for run in all_runs(self.workspace):
+            info = run.info()
+            if (run.id in job_runs or info.get("status") != "succeeded" or info.get("recipe", "sft") == "classify"
+                    or not run.final_dir.exists()):
+                continue
+            final = run.final_dir
+            found.append(Target(run.id, info["base_model"], final if final.name == "adapter" else None,
+                                final if final.name == "model" else None, created=int(info.get("finished_at") or 0)))
         return found
 
     def _task(self, name: str) -> str:

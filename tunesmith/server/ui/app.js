@@ -227,10 +227,30 @@ async function runsPage() {
   settings.node,
   el("details", {}, el("summary", {}, "Or paste a YAML recipe (its settings replace the form's)"), yamlBox),
   el("p", {}, el("button", { type: "submit", disabled: !usable.length || !base.length }, "Start fine-tuning")), message);
+  const runs = await allPages("/v1/tunesmith/runs");
   show(el("h1", {}, "Runs"),
-    table(["job", "base model", "status", "fine-tuned model", "created"],
-      jobs.map((j) => [el("a", { href: `#/runs/${j.id}` }, j.id), j.model, statusOf(j.status), j.fine_tuned_model || "-", when(j.created_at)])),
+    el("h2", {}, "Fine-tuning jobs"),
+    jobs.length ? table(["job", "base model", "status", "fine-tuned model", "created"],
+      jobs.map((j) => [el("a", { href: `#/runs/${j.id}` }, j.id), j.model, statusOf(j.status), j.fine_tuned_model || "-", when(j.created_at)]))
+      : el("p", { class: "help" }, "No jobs yet: start one below."),
+    el("h2", {}, "All runs"), el("p", { class: "help" }, "Every run in this home: trained by a job here, or with tunesmith train / tune on the command line."),
+    runsTable(runs),
     el("h2", {}, "New run"), form);
+}
+
+function runsTable(runs) {
+  return el("div", { id: "all-runs" }, runs.length ? table(["run", "recipe", "method", "base model", "status", "trained by", "evaluation", "created"],
+    runs.map((r) => [el("a", { href: `#/eval/${r.id}` }, r.id), r.recipe, r.method || "-", r.base_model, statusOf(r.status),
+      r.job ? el("a", { href: `#/runs/${r.job}` }, r.job) : "command line", headline(r.evaluation), when(r.created_at)]))
+    : el("p", { class: "help" }, "No runs yet."));
+}
+
+function headline(e) {  // the one figure that says how a run did on its latest evaluation
+  if (e.accuracy != null) return `accuracy ${(e.accuracy * 100).toFixed(1)}%`;
+  if (e.exact_match != null) return `exact match ${(e.exact_match * 100).toFixed(1)}%`;
+  if (e.reward_accuracy != null) return `reward accuracy ${(e.reward_accuracy * 100).toFixed(1)}%`;
+  if (e.loss != null) return `loss ${e.loss.toFixed(4)}`;
+  return "not evaluated";
 }
 
 // ── a form generated from a recipe's JSON schema (tunesmith/config.py) ──────────────────────
@@ -483,6 +503,93 @@ async function reviewPage() {
     table(["prompt", "answer", "rating", "correction", "status", ""], rows), el("p", {}, exportButton), result);
 }
 
+// ── evaluation: reports of `tunesmith eval`, started from here in the background, and compare ──
+
+async function evalListPage() {
+  const runs = await allPages("/v1/tunesmith/runs");
+  const picked = new Set();
+  const compareButton = el("button", { id: "compare", disabled: true, onclick: () => { location.hash = `#/compare/${[...picked].join(",")}`; } }, "Compare selected");
+  const rows = runs.map((r) => [
+    el("input", { type: "checkbox", "aria-label": `select ${r.id}`, "data-run": r.id, onchange: (e) => {
+      e.target.checked ? picked.add(r.id) : picked.delete(r.id); compareButton.disabled = picked.size < 1; } }),
+    el("a", { href: `#/eval/${r.id}` }, r.id), r.recipe, r.method || "-", r.base_model, statusOf(r.status), headline(r.evaluation)]);
+  show(el("h1", {}, "Evaluation"),
+    el("p", { class: "help" }, "Open a run to evaluate it against its baselines, or tick runs and compare their latest evaluations."),
+    runs.length ? table(["", "run", "recipe", "method", "base model", "status", "latest evaluation"], rows) : el("p", {}, "No runs yet."),
+    el("p", {}, compareButton));
+}
+
+async function evalPage(runId) {
+  const [run, files] = await Promise.all([api(`/v1/tunesmith/runs/${runId}`), allPages("/v1/files")]);
+  // Any uploaded dataset: one marked invalid only for having under 10 examples is still fine held-out data.
+  const usable = files.filter((f) => f.purpose === "fine-tune");
+  const dataSelect = el("select", { id: "eval-data" }, run.test_data ? el("option", { value: "" }, `the run's test data (${run.test_data})`) : "",
+    usable.map((f) => el("option", { value: f.id }, `${f.filename} (${f.id})`)));
+  const maxExamples = el("input", { type: "number", id: "eval-max-examples", min: 1, placeholder: "all" });
+  const samples = el("input", { type: "number", id: "eval-samples", min: 0, value: 3 });
+  const baselines = el("input", { type: "checkbox", id: "eval-baselines", checked: true });
+  const message = el("p", { class: "error", role: "alert", id: "eval-error" });
+  const taskPanel = el("div", { id: "eval-task" });
+  const reportPanel = el("div", { id: "eval-report" });
+  const start = el("button", { type: "submit", id: "start-eval", disabled: run.status !== "succeeded" }, "Evaluate");
+  const form = el("form", {
+    onsubmit: async (event) => {
+      event.preventDefault();
+      message.textContent = "";
+      const body = { data_file: dataSelect.value || undefined, samples: Number(samples.value), baselines: baselines.checked,
+        max_examples: maxExamples.value ? Number(maxExamples.value) : undefined };
+      try {
+        await api(`/v1/tunesmith/runs/${runId}/evaluation`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+        const route = location.hash;
+        const status = await draw();
+        if (status === "running") poll(draw, 2000, route);
+      } catch (e) { message.textContent = e.message; }
+    },
+  }, el("div", { class: "row" }, el("label", { for: "eval-data" }, "held-out data"), dataSelect),
+  el("div", { class: "row" }, el("label", { for: "eval-max-examples" }, "examples"), maxExamples,
+    el("label", { for: "eval-samples" }, "sample outputs"), samples, el("label", {}, baselines, " baselines")),
+  el("p", { class: "help" }, "Runs tunesmith eval in the background: the base model (plain and few-shot) for chat runs; majority class, TF-IDF and the prompted LLM for classifiers; the starting point for preference runs."),
+  el("p", {}, start), message);
+  const draw = async () => {
+    const found = await api(`/v1/tunesmith/runs/${runId}/evaluation`);
+    const task = found.task;
+    start.disabled = run.status !== "succeeded" || task.status === "running";
+    taskPanel.replaceChildren(task.status === "none" ? "" : el("div", {},
+      el("p", {}, "evaluation ", statusOf(task.status), task.data_filename ? ` on ${task.data_filename}` : "",
+        task.started_at ? `, started ${when(task.started_at)}` : "", task.finished_at ? `, finished ${when(task.finished_at)}` : ""),
+      task.log.length ? el("pre", { class: "events", id: "eval-log" }, task.log.join("\n")) : ""));
+    if (found.html && task.status !== "running") await showReport(runId, reportPanel);
+    else if (!found.html) reportPanel.replaceChildren(el("p", { class: "help" }, "Not evaluated yet."));
+    return task.status === "running" ? "running" : "succeeded";
+  };
+  show(el("h1", {}, `Evaluation of ${runId}`),
+    el("p", {}, `${run.recipe} · ${run.method || "-"} · base ${run.base_model} · `, statusOf(run.status),
+      run.job ? [" · job ", el("a", { href: `#/runs/${run.job}` }, run.job)] : " · trained on the command line"),
+    el("details", { open: !run.evaluated }, el("summary", {}, "Evaluate this run"), form), taskPanel,
+    el("h2", {}, "Latest report"), reportPanel);
+  if (await draw() === "running") poll(draw, 2000, location.hash);
+}
+
+async function showReport(runId, panel) {
+  // The report page tunesmith eval wrote (metrics vs baselines, confusion matrix, samples), shown
+  // as is: one renderer for the file, the CLI and the UI. Sandboxed: it has no scripts to run.
+  const html = await api(`/v1/tunesmith/runs/${runId}/evaluation/report.html`);
+  const frame = el("iframe", { id: "report-frame", sandbox: "allow-same-origin", title: `evaluation report of ${runId}` });
+  frame.srcdoc = html;
+  frame.addEventListener("load", () => { frame.style.height = `${frame.contentDocument.documentElement.scrollHeight + 20}px`; });
+  panel.replaceChildren(frame, el("p", { class: "help" }, "Also on disk: runs/", runId, "/eval/report.html, report.md, report.json."));
+}
+
+async function comparePage(ids) {
+  const runs = ids.split(",").filter(Boolean);
+  const found = await api(`/v1/tunesmith/compare?${runs.map((r) => `runs=${encodeURIComponent(r)}`).join("&")}`);
+  // Runs as columns, figures as rows: reads better than a very wide table on a laptop or a phone.
+  const rows = found.columns.slice(1).map((title, i) => [title, ...found.rows.map((row) => row[i + 1])]);
+  show(el("h1", {}, "Compare runs"), el("p", { class: "help" }, "Latest evaluation and training figures of each run (as tunesmith compare)."),
+    el("div", { id: "compare-table" }, table(["", ...found.rows.map((row) => el("a", { href: `#/eval/${row[0]}` }, row[0]))], rows)),
+    el("p", {}, el("a", { href: "#/eval" }, "← choose other runs")));
+}
+
 // ── router ──────────────────────────────────────────────────────────────────────────────────
 
 const routes = [
@@ -490,6 +597,9 @@ const routes = [
   [/^#\/datasets$/, datasetsPage],
   [/^#\/runs$/, runsPage],
   [/^#\/runs\/([\w-]+)$/, runPage],
+  [/^#\/eval$/, evalListPage],
+  [/^#\/eval\/([\w.-]+)$/, evalPage],
+  [/^#\/compare\/([\w.,-]+)$/, comparePage],
   [/^#\/playground$/, playgroundPage],
   [/^#\/review$/, reviewPage],
 ];
