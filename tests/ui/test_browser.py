@@ -128,6 +128,10 @@ def test_upload_train_watch_the_curve_and_chat(site, tmp_path):
     page.select_option("#training-file", label=f"good.jsonl ({good_id})")
     page.select_option("#base-model", "tiny-chat")
     page.fill("#epochs", "8")
+    page.select_option("#method-type", "dpo")  # the form follows the recipe: dpo adds its preference settings
+    page.wait_for_selector("summary:has-text('preference settings')")
+    page.select_option("#method-type", "supervised")
+    page.wait_for_selector("summary:has-text('preference settings')", state="detached")
     page.click("summary:has-text('training settings')")  # generated from the sft recipe's schema
     form_text = page.inner_text("#settings")
     assert "Peak learning rate." in form_text and "object" not in form_text  # descriptions are the help text
@@ -215,8 +219,9 @@ def test_upload_train_watch_the_curve_and_chat(site, tmp_path):
 def test_pages_fit_a_phone_width(site):
     browser, url, secret = site
     page = logged_in(browser, url, secret, width=390)
-    for route in ("#/datasets", "#/runs", "#/eval", "#/playground", "#/review"):
+    for route, title in (("#/datasets", "Datasets"), ("#/runs", "Runs"), ("#/eval", "Evaluation"),
+                         ("#/playground", "Playground"), ("#/review", "Review")):
         page.goto(f"{url}/ui/{route}")
-        page.wait_for_selector("main h1")
+        page.wait_for_selector(f"main h1:text-is('{title}')")
         assert page.evaluate("document.documentElement.scrollWidth") <= 390 + 1, route  # no sideways scrolling
-    shot(page, "4-phone-playground")
+        shot(page, f"4-phone-{route[2:]}")

@@ -201,8 +201,15 @@ async function runsPage() {
   const epochs = el("input", { type: "number", id: "epochs", min: 1, max: 50, value: 1 });
   const suffix = el("input", { type: "text", id: "suffix", placeholder: "optional" });
   const message = el("p", { class: "error", role: "alert", id: "form-error" });
-  const schema = await api("/v1/tunesmith/schema/sft");
-  const settings = settingsForm(schema);
+  // Training method: chat SFT on conversations, or DPO on preference pairs (OpenAI's method.type).
+  const kind = el("select", { id: "method-type" }, el("option", { value: "supervised" }, "supervised: chat / instruction data"),
+    el("option", { value: "dpo" }, "dpo: preference pairs (chosen / rejected)"));
+  let settings = settingsForm(await api("/v1/tunesmith/schema/sft"));
+  kind.addEventListener("change", async () => {
+    const next = settingsForm(await api(`/v1/tunesmith/schema/${kind.value === "dpo" ? "dpo" : "sft"}`));
+    settings.node.replaceWith(next.node);
+    settings = next;
+  });
   const yamlBox = el("textarea", { id: "recipe-yaml", rows: 6, placeholder: "method: dora\nlora:\n  r: 8\ntraining:\n  learning_rate: 1.0e-4" });
   const form = el("form", {
     onsubmit: async (event) => {
@@ -214,14 +221,15 @@ async function runsPage() {
         const job = await api("/v1/fine_tuning/jobs", {
           method: "POST", headers: { "Content-Type": "application/json" },
           body: JSON.stringify({ model: modelSelect.value, training_file: fileSelect.value, suffix: suffix.value || undefined,
-            method: { type: "supervised", supervised: { hyperparameters: { n_epochs: Number(epochs.value) } } }, tunesmith }),
+            method: { type: kind.value, [kind.value]: { hyperparameters: { n_epochs: Number(epochs.value) } } }, tunesmith }),
         });
         location.hash = `#/runs/${job.id}`;
       } catch (e) { message.textContent = settings.showErrors(e.message); }
     },
   },
   el("label", { for: "training-file" }, "Training data"), el("p", { class: "help" }, "A validated upload (see Datasets)."), fileSelect,
-  el("label", { for: "base-model" }, "Base model"), modelSelect,
+  el("label", { for: "base-model" }, "Base model"), el("p", { class: "help" }, "Models pulled into this home (tunesmith models pull)."), modelSelect,
+  el("label", { for: "method-type" }, "Training method"), kind,
   el("label", { for: "epochs" }, "Epochs"), epochs,
   el("label", { for: "suffix" }, "Name suffix"), suffix,
   settings.node,
@@ -279,7 +287,8 @@ function settingsForm(schema) {
     return el("div", { class: "field" }, el("label", { for: input.id }, path.split(".").pop().replace(/_/g, " ")),
       el("p", { class: "help" }, prop.description || ""), input, el("p", { class: "error field-error", "data-for": path }));
   };
-  const sections = FORM_SECTIONS.map(([section, only]) => {
+  const present = FORM_SECTIONS.concat(schema.properties.preference ? [["preference", null]] : []);  // dpo's beta, loss
+  const sections = present.map(([section, only]) => {
     const props = section ? resolve(schema.properties[section]).properties : schema.properties;
     const names = (only || Object.keys(props)).filter((n) => !SKIPPED.has(n));
     const fields = names.map((n) => field(section ? `${section}.${n}` : n, props[n])).filter(Boolean);
