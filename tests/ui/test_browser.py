@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import chat_records, write_jsonl
+from tests.ui.conftest import SHOTS
 from tests.server.test_openai_sdk import free_port, install_model
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.slow
 
-SHOTS = Path(__file__).resolve().parents[2] / "build" / "ui-screenshots"
 
 
 def chromium_path() -> str | None:
