@@ -499,6 +499,20 @@ def conversation(prompt: str, system: str | None = None) -> list[dict[str, str]]
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
+def monitor(model: str, since: str | None = None, reference: str | Path | None = None, config: str | Path | None = None,
+            overrides: dict[str, Any] | None = None, out: str | Path | None = None, workspace: Workspace | None = None,
+            log: Log = print) -> dict[str, Any]:
+    """A served model's traffic, latency, errors, ratings and input drift against its training data
+    (``reference``: another dataset to compare with) since ``since`` (7d, 12h, an ISO date; default
+    7 days), with the alerts its thresholds (``config``: a YAML file; ``overrides``) raise; writes
+    ``<home>/monitor/<model>/<time>/report.{json,html}`` and plots."""
+    from tunesmith.monitoring.monitor import monitor as _monitor, parse_since
+    from tunesmith.monitoring.settings import load_settings
+
+    return _monitor(model, _ws(workspace), load_settings(config, overrides), parse_since(since), reference,
+                    Path(out) if out else None, log)
+
+
 def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, require_keys: bool = True,
           workspace: Workspace | None = None, log: Log = print, **settings: Any) -> None:
     """Run the OpenAI-compatible server (and ``workers`` worker processes) until interrupted."""

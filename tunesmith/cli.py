@@ -361,6 +361,38 @@ def chat(target: str = typer.Argument(..., help="Run id, model name or model dir
         conversation.append({"role": "assistant", "content": reply.strip()})
 
 
+@app.command()
+def monitor(model: str = typer.Argument(..., help="A served model: its ft: name, a run id, or a base model (with --reference)."),
+            since: Optional[str] = typer.Option(None, "--since", help="Window start: 7d, 12h, 30m or an ISO date (default: the last 7 days)."),
+            reference: Optional[Path] = typer.Option(None, "--reference", help="Data to compare live inputs with (default: the model's training data)."),
+            config: Optional[Path] = typer.Option(None, "--config", help="Thresholds (YAML; see tunesmith/monitoring/settings.py)."),
+            sets: List[str] = typer.Option([], "--set", help="Override a threshold, e.g. --set p_value=0.001 (repeatable)."),
+            output: Optional[Path] = typer.Option(None, "--output", "-o", help="Report directory (default: <home>/monitor/<model>/<time>)."),
+            as_json: bool = typer.Option(False, "--json", help="Print the JSON report (for alerting)."),
+            fail_on_alert: bool = typer.Option(False, "--fail-on-alert", help="Exit with status 3 when any alert is raised.")):
+    """Traffic, latency, errors, ratings and input drift of a served model, with alerts."""
+    report = api.monitor(model, since, reference, config, _settings_overrides(sets), output,
+                         log=lambda m: err.print(m, highlight=False))
+    if as_json:
+        out.print_json(data=report)
+    else:
+        out.print(render.monitor_summary(report))
+    if fail_on_alert and report["alerts"]:
+        raise typer.Exit(3)
+
+
+def _settings_overrides(sets: List[str]) -> dict:
+    import yaml
+
+    overrides = {}
+    for item in sets:
+        if "=" not in item:
+            raise TunesmithError(f"--set {item!r} must look like key=value (e.g. p_value=0.001)")
+        key, value = item.split("=", 1)
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
 # ── server ──────────────────────────────────────────────────────────────────────────────────
 
 @app.command()
@@ -370,10 +402,16 @@ def serve(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
           no_keys: bool = typer.Option(False, "--insecure-no-keys", help="Accept requests without an API key (only on a loopback host)."),
           max_upload_mb: int = typer.Option(512, "--max-upload-mb", help="Largest file upload."),
           cors: List[str] = typer.Option([], "--cors-origin", help="Allow this browser origin (repeatable); CORS is off by default."),
-          max_waiting: int = typer.Option(16, "--max-waiting", help="Inference requests that may wait for a model before 429.")):
+          max_waiting: int = typer.Option(16, "--max-waiting", help="Inference requests that may wait for a model before 429."),
+          request_log: bool = typer.Option(True, "--request-log/--no-request-log", help="Record each inference's model, latency, tokens and status (what `tunesmith monitor` reads)."),
+          log_content: bool = typer.Option(False, "--log-content", help="Also record each request's input and output text, personal data redacted (needed for input drift)."),
+          retention_days: float = typer.Option(30.0, "--retention-days", help="Delete logged requests older than this.")):
     """Serve the OpenAI-compatible API under /v1 (files, fine-tuning jobs, models, chat completions)."""
+    from tunesmith.server.request_log import LogSettings
+
     api.serve(host, port, workers, require_keys=not no_keys, max_upload_bytes=max_upload_mb * 1024 * 1024,
-              cors_origins=tuple(cors), max_waiting=max_waiting, log=lambda m: err.print(m, highlight=False))
+              cors_origins=tuple(cors), max_waiting=max_waiting, log=lambda m: err.print(m, highlight=False),
+              request_log=LogSettings(request_log, log_content, retention_days))
 
 
 @app.command()

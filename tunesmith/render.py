@@ -350,3 +350,29 @@ def methods_compare_table(table: dict[str, Any]) -> Table:
     for row in table["rows"]:
         grid.add_row(*[_escape(str(cell)) for cell in row])
     return grid
+
+
+def monitor_summary(report: dict[str, Any]) -> Group:
+    """Traffic, the drift tests and the alerts of `tunesmith monitor`."""
+    t = report["traffic"]
+    latency = t["latency_ms"]
+    lines = [f"{report['model']}: {t['requests']} request(s), error rate {t['error_rate']:.1%}"
+             + (f", latency p50 {latency['p50']:.0f} ms / p95 {latency['p95']:.0f} ms" if latency else "")]
+    f = report["feedback"]
+    if f["rated"]:
+        lines.append(f"ratings: {f['rated']} rated, {f['bad']} bad, {f['corrections']} correction(s)")
+    table = Table(title="drift against the training data")
+    for column in ("input", "test", "p-value", "effect"):
+        table.add_column(column)
+    for name, test in report["drift"].items():
+        if "p_value" in test:
+            effect = test.get("effect")
+            table.add_row(name, test["test"], f"{test['p_value']:.3g}", "-" if effect is None else f"{effect:.3f}")
+    confidence = report["drift"].get("confidence")
+    if confidence:
+        lines.append(f"confidence: mean {confidence['mean']:.2f}, {confidence['low_share']:.0%} below {confidence['low_threshold']}")
+    alerts = [f"[red]ALERT[/red] {a['kind']}: {a['message']}" for a in report["alerts"]] or ["[green]no alerts[/green]"]
+    if report["retrain_recommended"]:
+        alerts.append("retraining recommended: tunesmith monitor MODEL --retrain")
+    parts = [*lines, *report["notes"]] + ([table] if table.row_count else []) + alerts + [f"report: {report['files']['html']}"]
+    return Group(*parts)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from fastapi import Depends, FastAPI, Query, Request
@@ -19,6 +19,7 @@ from tunesmith.server.errors import APIError
 from tunesmith.server.files import FileStore
 from tunesmith.server.inference import ModelServer
 from tunesmith.server.keys import verify
+from tunesmith.server.request_log import LogSettings, RequestLog, last_user_text, new_request_id
 from tunesmith.server.ui import mount_ui
 from tunesmith.workspace import Workspace
 
@@ -32,6 +33,7 @@ class ServerSettings:
     cors_origins: tuple[str, ...] = ()
     max_adapters: int = 8
     max_waiting: int = 16
+    request_log: LogSettings = LogSettings()
 
 
 def create_app(workspace: Workspace, settings: ServerSettings | None = None, db: Database | None = None) -> FastAPI:
@@ -39,6 +41,7 @@ def create_app(workspace: Workspace, settings: ServerSettings | None = None, db:
     db = db or Database.for_workspace(workspace)
     files = FileStore(db, workspace.home / "files", settings.max_upload_bytes)
     models = ModelServer(workspace, db, settings.max_adapters, settings.max_waiting)
+    log = RequestLog(db, settings.request_log)
     app = FastAPI(title="tunesmith", version="1", docs_url="/docs", openapi_url="/openapi.json")
     app.state.db, app.state.models = db, models
     if settings.cors_origins:
@@ -250,7 +253,7 @@ def create_app(workspace: Workspace, settings: ServerSettings | None = None, db:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise APIError(400, "'messages' must be a non-empty array.", "invalid_value", "messages")
-        return await _completion(models, body, messages=messages, prompt=None, chat=True)
+        return await _completion(models, log, body, messages=messages, prompt=None, chat=True)
 
     @app.post("/v1/completions", dependencies=[v1])
     async def completions(request: Request):
@@ -260,7 +263,7 @@ def create_app(workspace: Workspace, settings: ServerSettings | None = None, db:
             prompt = prompt[0] if prompt else ""
         if not isinstance(prompt, str):
             raise APIError(400, "'prompt' must be a string.", "invalid_value", "prompt")
-        return await _completion(models, body, messages=None, prompt=prompt, chat=False)
+        return await _completion(models, log, body, messages=None, prompt=prompt, chat=False)
 
     @app.post("/v1/classifications", dependencies=[v1])
     async def classifications(request: Request):
@@ -273,7 +276,17 @@ def create_app(workspace: Workspace, settings: ServerSettings | None = None, db:
             raise APIError(400, "'input' must be a string or a non-empty array of strings.", "invalid_value", "input")
         if not body.get("model"):
             raise APIError(400, "Missing required parameter: 'model'.", "missing_required_parameter", "model")
-        return await run_in_threadpool(models.classify, str(body["model"]), texts)
+        request_id, started = new_request_id("clf-"), time.perf_counter()
+        try:
+            result = await run_in_threadpool(models.classify, str(body["model"]), texts)
+        except APIError as e:
+            await run_in_threadpool(log.record, request_id, str(body["model"]), "classification", e.status, started,
+                                    inputs=texts, error=e.message)
+            raise
+        labels = [(item["label"], item["confidence"]) for item in result["data"]]
+        await run_in_threadpool(log.record, request_id, str(body["model"]), "classification", 200, started,
+                                inputs=texts, labels=labels)
+        return {"id": request_id, **result}
 
     return app
 
@@ -336,19 +349,29 @@ def _params(body: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-async def _completion(models: ModelServer, body: dict, messages, prompt, chat: bool):
+async def _completion(models: ModelServer, log: RequestLog, body: dict, messages, prompt, chat: bool):
     name = body.get("model")
     if not name:
         raise APIError(400, "Missing required parameter: 'model'.", "missing_required_parameter", "model")
-    params = _params(body)
-    completion_id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
-    created = int(time.time())
-    if body.get("stream"):
-        if params["n"] != 1:
-            raise APIError(400, "Streaming supports n=1 only.", "invalid_value", "n")
-        pieces = await run_in_threadpool(models.stream, name, messages, prompt, params)
-        return StreamingResponse(_sse(pieces, completion_id, created, name, chat), media_type="text/event-stream")
-    result = await run_in_threadpool(models.complete, name, messages, prompt, params)
+    completion_id = new_request_id("chatcmpl-" if chat else "cmpl-")
+    started, created = time.perf_counter(), int(time.time())
+    asked = last_user_text(messages) if chat else prompt
+    record = partial(log.record, completion_id, str(name), "chat" if chat else "completion", inputs=[asked])
+    try:
+        params = _params(body)
+        if body.get("stream"):
+            if params["n"] != 1:
+                raise APIError(400, "Streaming supports n=1 only.", "invalid_value", "n")
+            stream = await run_in_threadpool(models.stream, name, messages, prompt, params)
+            return StreamingResponse(_sse(stream, completion_id, created, name, chat, partial(record, started=started)),
+                                     media_type="text/event-stream")
+        result = await run_in_threadpool(models.complete, name, messages, prompt, params)
+    except APIError as e:
+        await run_in_threadpool(record, status=e.status, started=started, error=e.message)
+        raise
+    completion_tokens = sum(result["completion_tokens"])
+    await run_in_threadpool(record, status=200, started=started, prompt_tokens=result["prompt_tokens"],
+                            completion_tokens=completion_tokens, output=result["texts"][0])
     choices = []
     for i, (text, reason) in enumerate(zip(result["texts"], result["finish_reasons"])):
         if chat:
@@ -356,14 +379,13 @@ async def _completion(models: ModelServer, body: dict, messages, prompt, chat: b
                             "finish_reason": reason, "logprobs": None})
         else:
             choices.append({"index": i, "text": text, "finish_reason": reason, "logprobs": None})
-    completion_tokens = sum(result["completion_tokens"])
     return {"id": completion_id, "object": "chat.completion" if chat else "text_completion", "created": created,
             "model": name, "choices": choices, "system_fingerprint": None,
             "usage": {"prompt_tokens": result["prompt_tokens"], "completion_tokens": completion_tokens,
                       "total_tokens": result["prompt_tokens"] + completion_tokens}}
 
 
-async def _sse(pieces, completion_id: str, created: int, name: str, chat: bool):
+async def _sse(stream, completion_id: str, created: int, name: str, chat: bool, record):
     def chunk(delta: dict | str, finish: str | None) -> str:
         if chat:
             choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
@@ -377,10 +399,13 @@ async def _sse(pieces, completion_id: str, created: int, name: str, chat: bool):
     if chat:
         yield chunk({"role": "assistant", "content": ""}, None)
     try:
-        async for piece in iterate_in_threadpool(pieces):
+        async for piece in iterate_in_threadpool(stream):
             yield chunk({"content": piece} if chat else piece, None)
     except Exception as e:  # the status line has gone out: report in the stream, as OpenAI does
         yield "data: " + json.dumps(APIError(500, str(e), "server_error", type_="server_error").body()) + "\n\n"
+        await run_in_threadpool(record, status=500, error=str(e), output=stream.text)
         return
+    await run_in_threadpool(record, status=200, prompt_tokens=stream.prompt_tokens,
+                            completion_tokens=stream.completion_tokens, output=stream.text)
     yield chunk({} if chat else "", "stop")
     yield "data: [DONE]\n\n"

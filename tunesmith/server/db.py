@@ -1,5 +1,5 @@
 """The server's state in one SQL database (SQLAlchemy): uploaded files, fine-tuning jobs (the
-queue), job events and API keys. SQLite in the tunesmith home by default, in WAL mode so the web
+queue), job events, API keys, review feedback and the request log. SQLite in the tunesmith home by default, in WAL mode so the web
 process and the workers read while one writes; any SQLAlchemy URL (e.g. Postgres, through
 ``TUNESMITH_DATABASE_URL``) otherwise. The schema is managed by Alembic migrations."""
 from __future__ import annotations
@@ -80,6 +80,29 @@ class FeedbackRow(Base):
     correction: Mapped[str | None] = mapped_column(Text, nullable=True)
     status: Mapped[str] = mapped_column(String(16), index=True)  # new | accepted | rejected | exported
     dataset_file: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    request_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)  # the request rated
+    label: Mapped[str | None] = mapped_column(String(255), nullable=True)   # a classifier's corrected label
+
+
+class RequestRow(Base):
+    """One inference served (or refused): what monitoring reads. ``input``/``output`` only when
+    the server logs content (opt-in), with personal data already redacted; a classification
+    request is one row per input text (``request`` groups them)."""
+    __tablename__ = "requests"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    request: Mapped[str] = mapped_column(String(64), index=True)   # the id the client got back
+    created_at: Mapped[float] = mapped_column(Float, index=True)
+    model: Mapped[str] = mapped_column(String(255), index=True)
+    endpoint: Mapped[str] = mapped_column(String(32))              # chat | completion | classification
+    status: Mapped[int] = mapped_column(Integer)                   # HTTP status
+    latency_ms: Mapped[float] = mapped_column(Float)
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    input: Mapped[str | None] = mapped_column(Text, nullable=True)
+    output: Mapped[str | None] = mapped_column(Text, nullable=True)
+    label: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class KeyRow(Base):

@@ -210,7 +210,7 @@ class ModelServer:
             admitted.release()
         return {"texts": texts, "completion_tokens": counts, "prompt_tokens": len(ids), "finish_reasons": reasons}
 
-    def stream(self, name: str, messages: list[dict] | None, prompt: str | None, params: dict) -> Iterator[str]:
+    def stream(self, name: str, messages: list[dict] | None, prompt: str | None, params: dict) -> "Stream":
         """Text pieces of one completion, as they are generated."""
         target = self.resolve(name)
         slot, tokenizer, adapter = self.acquire(target)
@@ -223,7 +223,27 @@ class ModelServer:
                     yield from _stream(slot.model, tokenizer, ids, params)
             finally:
                 admitted.release()
-        return pieces()
+        return Stream(pieces(), tokenizer, len(ids))
+
+
+class Stream:
+    """A streamed completion: its pieces as they come, then what was said and how many tokens
+    (counted on the finished text: the pieces are decoded text, not one token each)."""
+
+    def __init__(self, pieces: Iterator[str], tokenizer, prompt_tokens: int):
+        self._pieces, self._tokenizer, self.prompt_tokens = pieces, tokenizer, prompt_tokens
+        self._text: list[str] = []
+        self.completion_tokens: int | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        for piece in self._pieces:
+            self._text.append(piece)
+            yield piece
+        self.completion_tokens = len(self._tokenizer(self.text, add_special_tokens=False)["input_ids"])
+
+    @property
+    def text(self) -> str:
+        return "".join(self._text)
 
 
 class _Null:

@@ -1,0 +1,57 @@
+"""The drift tests on samples whose answer is known: the same distribution must not alert, a
+moved one must (lengths, vocabulary, embeddings, predicted labels)."""
+import random
+
+import numpy as np
+import pytest
+
+from tunesmith.errors import ConfigError
+from tunesmith.monitoring import drift
+from tunesmith.monitoring.settings import load_settings
+
+TOPICS = ["my card was declined at the shop", "how do I reset my password", "where is my parcel today",
+          "I want a refund for the order", "the app crashes when I log in"]
+
+
+def sentences(n, seed, extra=""):
+    rng = random.Random(seed)
+    return [f"{rng.choice(TOPICS)} {extra}please #{rng.randint(0, 999)}".strip() for _ in range(n)]
+
+
+def test_the_same_distribution_does_not_drift_and_a_moved_one_does():
+    reference, same = sentences(400, 0), sentences(200, 1)
+    longer = sentences(200, 2, extra="and also I would like to know about the crypto staking rewards on my wallet ")
+    assert drift.length_drift(reference, same)["p_value"] > 0.01
+    moved = drift.length_drift(reference, longer)
+    assert moved["p_value"] < 1e-6 and moved["effect"] > 0.5 and moved["live_median"] > moved["reference_median"]
+    assert drift.vocabulary_drift(reference, same)["effect"] < 0.1
+    vocabulary = drift.vocabulary_drift(reference, longer)
+    assert vocabulary["p_value"] < 1e-6 and "crypto" in vocabulary["new_words"]
+    assert vocabulary["unseen_word_share"] > vocabulary["reference_baseline_unseen_share"]
+
+
+def test_mmd_finds_a_shifted_cloud_and_not_a_resampled_one():
+    rng = np.random.default_rng(0)
+    reference = rng.normal(size=(150, 16))
+    same = drift.embedding_drift(reference, rng.normal(size=(100, 16)), permutations=200, seed=0)
+    shifted = drift.embedding_drift(reference, rng.normal(0.6, 1, size=(100, 16)), permutations=200, seed=0)
+    assert same["p_value"] > 0.05
+    assert shifted["p_value"] <= 1 / 201 + 1e-9 and shifted["statistic"] > same["statistic"]
+
+
+def test_predicted_labels_against_the_training_labels():
+    training = ["refund"] * 100 + ["delivery"] * 100 + ["login"] * 100
+    balanced = drift.label_drift(training, ["refund", "delivery", "login"] * 40)
+    skewed = drift.label_drift(training, ["login"] * 100 + ["refund"] * 20)
+    assert balanced["p_value"] > 0.5 and balanced["effect"] < 0.01
+    assert skewed["p_value"] < 1e-6 and skewed["largest_changes"][0]["label"] == "login"
+
+
+def test_thresholds_file_errors_name_file_line_and_key(tmp_path):
+    path = tmp_path / "monitor.yaml"
+    path.write_text("monitor:\n  p_value: 0.001\n  max_error_rate: 2\n")
+    with pytest.raises(ConfigError) as e:
+        load_settings(path)
+    assert f"{path}:3: max_error_rate" in "\n".join(e.value.problems)
+    path.write_text("p_value: 0.001\n")
+    assert load_settings(path, {"min_requests": 50}).model_dump()["min_requests"] == 50
