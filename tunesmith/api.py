@@ -499,6 +499,27 @@ def conversation(prompt: str, system: str | None = None) -> list[dict[str, str]]
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
+def suggest_labels(model: str, unlabelled: str | Path, budget: int, out: str | Path, strategy: str = "entropy",
+                   diversity: float = 3.0, embedding_model: str = "minilm-l6", seed: int = 0,
+                   workspace: Workspace | None = None, log: Log = print) -> dict[str, Any]:
+    """Active learning: the ``budget`` unlabelled examples ``model`` is least sure of (entropy,
+    margin or least_confidence for a classify run; likelihood of its own answer for a generator;
+    or random), diversified over sentence embeddings; written to ``out`` for labelling."""
+    from tunesmith.labeling.suggest import suggest
+
+    return suggest(model, unlabelled, budget, out, _ws(workspace), strategy, diversity, embedding_model, seed, log)
+
+
+def prelabel(model: str, data: str | Path, out: str | Path, labels: list[str] | None = None,
+             examples: str | Path | None = None, shots: int = 1, overwrite: bool = False,
+             workspace: Workspace | None = None, log: Log = print) -> dict[str, Any]:
+    """A model's proposed label for every record (a classify run, or any chat model prompted with
+    the label set), marked as proposed, for a human to confirm."""
+    from tunesmith.labeling.prelabel import prelabel as _prelabel
+
+    return _prelabel(model, data, out, _ws(workspace), labels, examples, shots, overwrite, log)
+
+
 def monitor(model: str, since: str | None = None, reference: str | Path | None = None, config: str | Path | None = None,
             overrides: dict[str, Any] | None = None, out: str | Path | None = None, workspace: Workspace | None = None,
             log: Log = print) -> dict[str, Any]:

@@ -24,6 +24,8 @@ app.add_typer(data_app, name="data")
 app.add_typer(runs_app, name="runs")
 app.add_typer(keys_app, name="keys")
 app.add_typer(methods_app, name="methods")
+label_app = typer.Typer(help="Active learning: what to label next, and proposed labels to confirm.", no_args_is_help=True)
+app.add_typer(label_app, name="label")
 
 out = Console()
 err = Console(stderr=True)
@@ -391,6 +393,48 @@ def _settings_overrides(sets: List[str]) -> dict:
         key, value = item.split("=", 1)
         overrides[key.strip()] = yaml.safe_load(value)
     return overrides
+
+
+@label_app.command("suggest")
+def label_suggest(model: str = typer.Argument(..., help="A classify run (entropy / margin) or a chat model or run (likelihood)."),
+                  unlabelled: Path = typer.Argument(..., help="CSV / JSONL of `text` (or `prompt` / `messages`) records."),
+                  budget: int = typer.Option(..., "--budget", "-k", help="How many examples to pick."),
+                  output: Path = typer.Option(..., "--output", "-o", help="JSONL of the picked records to label."),
+                  strategy: str = typer.Option("entropy", "--strategy", help="entropy, margin, least_confidence, likelihood (generators) or random."),
+                  diversity: float = typer.Option(3.0, "--diversity", help="Cluster the diversity × budget most uncertain and take one per cluster (1: pure uncertainty)."),
+                  embedding_model: str = typer.Option("minilm-l6", "--embedding-model", help="Sentence encoder for the diversity step."),
+                  seed: int = typer.Option(0, "--seed"),
+                  as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
+    """Rank unlabelled examples by how unsure the model is, diversified, and export them for labelling."""
+    summary = api.suggest_labels(model, unlabelled, budget, output, strategy, diversity, embedding_model, seed,
+                                 log=lambda m: err.print(m, highlight=False))
+    summary.pop("indices")
+    if as_json:
+        out.print_json(data=summary)
+    else:
+        out.print(f"{summary['selected']} of {summary['pool']:,} examples picked ({strategy}; mean uncertainty "
+                  f"{summary['mean_uncertainty_selected'] or 0:.3f} vs {summary['mean_uncertainty_pool']:.3f} in the pool) "
+                  f"→ {summary['output']}", highlight=False)
+
+
+@label_app.command("prelabel")
+def label_prelabel(model: str = typer.Argument(..., help="A classify run, or any chat model prompted with the label set (weak supervision)."),
+                   data: Path = typer.Argument(..., help="CSV / JSONL of `text` records."),
+                   output: Path = typer.Option(..., "--output", "-o", help="JSONL with a proposed `label` per record."),
+                   labels: Optional[str] = typer.Option(None, "--labels", help="The label set for a prompted model, comma-separated."),
+                   examples: Optional[Path] = typer.Option(None, "--examples", help="Labelled data: the label set and demonstrations for a prompted model."),
+                   shots: int = typer.Option(1, "--shots", help="Demonstrations per label from --examples (0: zero-shot)."),
+                   overwrite: bool = typer.Option(False, "--overwrite", help="Also propose labels for records that have one."),
+                   as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
+    """Fill in a model's proposed labels (marked `_prelabel`) for a human to confirm or correct."""
+    summary = api.prelabel(model, data, output, [l.strip() for l in labels.split(",")] if labels else None, examples,
+                           shots, overwrite, log=lambda m: err.print(m, highlight=False))
+    if as_json:
+        out.print_json(data=summary)
+    else:
+        top = ", ".join(f"{k} {v}" for k, v in list(summary["labels"].items())[:8])
+        out.print(f"{summary['proposed']} label(s) proposed by {summary['method']} ({top}); "
+                  f"{summary['kept']} kept → {summary['output']}", highlight=False)
 
 
 # ── server ──────────────────────────────────────────────────────────────────────────────────
