@@ -534,6 +534,17 @@ def monitor(model: str, since: str | None = None, reference: str | Path | None =
                     Path(out) if out else None, log)
 
 
+def retrain(model: str, fresh: list[str | Path] | None = None, replay: float = 0.5, test: str | Path | None = None,
+            tolerance: float = 0.0, alias: str | None = None, overrides: list[str] | None = None,
+            workspace: Workspace | None = None, log: Log = print) -> dict[str, Any]:
+    """The next model: accepted feedback and ``fresh`` labelled data mixed with a ``replay`` share
+    of the original training data, trained with the current run's recipe, evaluated beside the
+    current model on ``test``; promoted (``alias`` pointed at it) only if it is not worse."""
+    from tunesmith.monitoring.retrain import retrain as _retrain
+
+    return _retrain(model, _ws(workspace), fresh, replay, test, tolerance, alias, overrides=overrides, log=log)
+
+
 def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, require_keys: bool = True,
           workspace: Workspace | None = None, log: Log = print, **settings: Any) -> None:
     """Run the OpenAI-compatible server (and ``workers`` worker processes) until interrupted."""

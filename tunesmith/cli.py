@@ -371,14 +371,29 @@ def monitor(model: str = typer.Argument(..., help="A served model: its ft: name,
             sets: List[str] = typer.Option([], "--set", help="Override a threshold, e.g. --set p_value=0.001 (repeatable)."),
             output: Optional[Path] = typer.Option(None, "--output", "-o", help="Report directory (default: <home>/monitor/<model>/<time>)."),
             as_json: bool = typer.Option(False, "--json", help="Print the JSON report (for alerting)."),
-            fail_on_alert: bool = typer.Option(False, "--fail-on-alert", help="Exit with status 3 when any alert is raised.")):
-    """Traffic, latency, errors, ratings and input drift of a served model, with alerts."""
-    report = api.monitor(model, since, reference, config, _settings_overrides(sets), output,
-                         log=lambda m: err.print(m, highlight=False))
+            fail_on_alert: bool = typer.Option(False, "--fail-on-alert", help="Exit with status 3 when any alert is raised."),
+            retrain: bool = typer.Option(False, "--retrain", help="When an alert says the model no longer fits (drift, low confidence, bad ratings): train the next model on feedback + --fresh data + replayed training data, and promote it only if it evaluates at least as well."),
+            force_retrain: bool = typer.Option(False, "--force-retrain", help="Retrain even without an alert."),
+            fresh: List[Path] = typer.Option([], "--fresh", help="Newly labelled data for the retraining (repeatable), e.g. labelled `label suggest` output."),
+            replay: float = typer.Option(0.5, "--replay", help="Share of the new training set drawn from the original training data."),
+            test: Optional[Path] = typer.Option(None, "--test", help="Held-out data both models are compared on (default: the run's data.test)."),
+            tolerance: float = typer.Option(0.0, "--tolerance", help="Promote when the new model scores at least the current one minus this."),
+            alias: Optional[str] = typer.Option(None, "--alias", help="Serving alias to point at the new model when it is promoted."),
+            train_sets: List[str] = typer.Option([], "--train-set", help="Override a training setting of the retraining, e.g. training.epochs=2.")):
+    """Traffic, latency, errors, ratings and input drift of a served model, with alerts; --retrain acts on them."""
+    log = lambda m: err.print(m, highlight=False)  # noqa: E731
+    report = api.monitor(model, since, reference, config, _settings_overrides(sets), output, log=log)
+    if retrain and (report["retrain_recommended"] or force_retrain):
+        report["retrain"] = api.retrain(model, fresh, replay, test, tolerance, alias, train_sets, log=log)
+    elif retrain:
+        report["retrain"] = None
+        log("no alert calls for retraining (--force-retrain to retrain anyway)")
     if as_json:
         out.print_json(data=report)
     else:
         out.print(render.monitor_summary(report))
+        if report.get("retrain"):
+            out.print(render.retrain_summary(report["retrain"]))
     if fail_on_alert and report["alerts"]:
         raise typer.Exit(3)
 

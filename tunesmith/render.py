@@ -376,3 +376,12 @@ def monitor_summary(report: dict[str, Any]) -> Group:
         alerts.append("retraining recommended: tunesmith monitor MODEL --retrain")
     parts = [*lines, *report["notes"]] + ([table] if table.row_count else []) + alerts + [f"report: {report['files']['html']}"]
     return Group(*parts)
+
+
+def retrain_summary(result: dict[str, Any]) -> str:
+    d = result["data"]
+    verdict = ("[green]promoted[/green]" + (f" (alias {result['alias']} → {result['candidate']})" if result["alias"] else "")
+               if result["promoted"] else "[red]not promoted[/red]: the current model stays")
+    return (f"retrained on {d['records']} records ({d['new']} new: {d['from_feedback']} from feedback; "
+            f"{d['replayed']} replayed)\n{result['metric']} on {result['test']}: current {result['current_score']:.4f}, "
+            f"new {result['candidate_score']:.4f} → {verdict}\nreport: {result['report']}")

@@ -27,7 +27,10 @@ class Reference:
 
 
 def run_of_model(model: str, workspace: Workspace, db: Database) -> Run | None:
-    """The run behind a served model name, or None for a base model."""
+    """The run behind a served model name (or serving alias), or None for a base model."""
+    from tunesmith.monitoring.aliases import read_aliases
+
+    model = read_aliases(workspace).get(model, model)
     if model.startswith("ft:"):
         name = model.split(":ckpt-step-")[0]
         from tunesmith.server.jobs import fine_tuned_name

@@ -75,7 +75,19 @@ class ModelServer:
             for step, path in checkpoint_dirs(self.workspace, job):
                 found.append(Target(f"{fine_tuned_name(job)}:ckpt-step-{step}", job.model, path,
                                     created=int(path.stat().st_mtime)))
-        return found + self._cli_runs({job.run_id for job in jobs})
+        found += self._cli_runs({job.run_id for job in jobs})
+        return found + self._aliases(found)
+
+    def _aliases(self, found: list[Target]) -> list[Target]:
+        """Serving aliases (``<home>/aliases.json``, set when a retrained model is promoted): a
+        stable name clients call, pointing at whichever model won the last comparison."""
+        from dataclasses import replace
+
+        from tunesmith.monitoring.aliases import read_aliases
+
+        by_name = {t.name: t for t in found}
+        return [replace(by_name[model], name=alias, owned_by="tunesmith") for alias, model in read_aliases(self.workspace).items()
+                if model in by_name and alias not in by_name]
 
     def _cli_runs(self, job_runs: set[str]) -> list[Target]:
         """Language-model runs trained with ``tunesmith train`` (not by a job), named by run id."""
@@ -130,19 +142,21 @@ class ModelServer:
         """Labels and probabilities from a classify run (``tunesmith train`` with recipe: classify)."""
         from tunesmith.errors import TunesmithError
         from tunesmith.predict import load_classifier, predict_texts
+        from tunesmith.monitoring.aliases import read_aliases
         from tunesmith.workspace import is_safe_name
 
+        # A run id (or an alias of one) only, looked up in the home: a request's string never becomes a path.
+        run_id = read_aliases(self.workspace).get(run_ref, run_ref)
         with self._loading:
-            if run_ref not in self.classifiers:
-                # A run id only, looked up in the home: a request's string never becomes a path.
-                run = Run(self.workspace.run_dir(run_ref)) if is_safe_name(run_ref) else None
+            if run_id not in self.classifiers:
+                run = Run(self.workspace.run_dir(run_id)) if is_safe_name(run_id) else None
                 if run is None or not run.info_path.exists():
                     raise model_not_found(run_ref)
                 try:
-                    self.classifiers[run_ref] = load_classifier(run, self.workspace)
+                    self.classifiers[run_id] = load_classifier(run, self.workspace)
                 except TunesmithError:
                     raise model_not_found(run_ref) from None
-            classifier = self.classifiers[run_ref]
+            classifier = self.classifiers[run_id]
         results = predict_texts(classifier, texts, top_k=len(classifier.labels))
         return {"object": "list", "model": run_ref, "data": [
             {"object": "classification", "index": i, "label": r["label"], "confidence": r["confidence"],

@@ -1,0 +1,27 @@
+"""Serving aliases: a stable model name clients call (``model="support-bot"``), pointing at
+whichever run won the last retraining comparison; kept in ``<home>/aliases.json`` with the
+model it replaced, so a promotion can be undone by pointing the alias back."""
+from __future__ import annotations
+
+import json
+import time
+
+from tunesmith.files import write_json_atomic
+from tunesmith.workspace import Workspace
+
+
+def set_alias(workspace: Workspace, alias: str, target: str) -> None:
+    from tunesmith.errors import ConfigError
+    from tunesmith.workspace import is_safe_name
+
+    if not is_safe_name(alias) or alias.startswith("ft:"):
+        raise ConfigError(f"alias {alias!r}: use letters, digits, '.', '-' and '_'")
+    path = workspace.home / "aliases.json"
+    aliases = json.loads(path.read_text()) if path.exists() else {}
+    aliases[alias] = {"model": target, "since": time.time(), "previous": (aliases.get(alias) or {}).get("model")}
+    write_json_atomic(path, aliases)
+
+
+def read_aliases(workspace: Workspace) -> dict[str, str]:
+    path = workspace.home / "aliases.json"
+    return {name: entry["model"] for name, entry in json.loads(path.read_text()).items()} if path.exists() else {}

@@ -1,0 +1,156 @@
+"""``tunesmith monitor MODEL --retrain``: the next model, and whether it may replace this one.
+
+1. The new data: accepted feedback on this model (corrections, answers rated good, corrected
+   labels) and fresh labelled files (e.g. the output of ``label suggest``, labelled), without
+   model proposals nobody confirmed (``_prelabel.status: proposed``), duplicates, or anything
+   whose input is in the test data.
+2. Mixed with a replay share of the original training data (``replay``: the share of the new
+   training set drawn from it), so the model learns the new cases without forgetting the old.
+3. Trained with the current run's recipe (same base model, method, settings), then both models
+   are evaluated on the same held-out data; the new one is promoted only if its headline figure
+   is at least the current one's minus ``tolerance``. Promotion points a serving alias
+   (``<home>/aliases.json``) at the new run, so clients that call the alias switch over.
+"""
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from sqlalchemy import select
+
+from tunesmith.config import load_config
+from tunesmith.data.dedup import fold
+from tunesmith.data.formats import Format, SFT_FORMATS, to_messages
+from tunesmith.data.io import read_rows, write_jsonl
+from tunesmith.data.validate import validate_file
+from tunesmith.errors import ConfigError, DataError
+from tunesmith.files import write_json_atomic
+from tunesmith.monitoring.aliases import set_alias
+from tunesmith.monitoring.reference import run_of_model
+from tunesmith.runs import Run
+from tunesmith.server.db import Database, FeedbackRow
+from tunesmith.workspace import Workspace
+
+
+def retrain(model: str, workspace: Workspace, fresh: list[str | Path] | None = None, replay: float = 0.5,
+            test: str | Path | None = None, tolerance: float = 0.0, alias: str | None = None, seed: int = 0,
+            overrides: list[str] | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+    from tunesmith import api
+
+    if not 0 <= replay < 1:
+        raise ConfigError(f"replay must be in [0, 1), not {replay}")
+    db = Database.for_workspace(workspace)
+    current = run_of_model(model, workspace, db)
+    if current is None:
+        raise ConfigError(f"{model} is not a fine-tuned model of this home: nothing to retrain")
+    config = load_config(current.config_path)
+    test = test or config.data.test
+    if not test:
+        raise ConfigError(f"give --test FILE: {current.id}'s config has no data.test to compare the models on")
+    out = workspace.home / "retrain" / f"{current.id}-{time.strftime('%Y%m%d-%H%M%S')}"
+    built = build_dataset(model, current, db, fresh or [], replay, test, seed, out / "train.jsonl", log)
+    log(f"retraining {current.id}'s recipe on {built['records']} records "
+        f"({built['new']} new, {built['replayed']} replayed)")
+    new_run = api.train(load_config(current.config_path, [f"data.train={out / 'train.jsonl'}",
+                                                          f"run_name=retrain-{current.id[-24:]}", *(overrides or [])]),
+                        workspace=workspace).run
+    scores = {}
+    for role, run in (("current", current), ("candidate", new_run)):
+        log(f"evaluating the {role} model {run.id} on {Path(test).name}")
+        report = api.evaluate(run.id, test, samples=0, baselines=False, workspace=workspace, log=log)
+        scores[role] = headline(report)
+    metric, higher = scores["current"][0], scores["current"][2]
+    gain = (scores["candidate"][1] - scores["current"][1]) * (1 if higher else -1)
+    promoted = gain >= -tolerance
+    result = {"model": model, "current": current.id, "candidate": new_run.id, "data": built, "test": str(test),
+              "metric": metric, "current_score": scores["current"][1], "candidate_score": scores["candidate"][1],
+              "gain": gain, "tolerance": tolerance, "promoted": promoted, "alias": None}
+    if promoted and alias:
+        set_alias(workspace, alias, new_run.id)
+        result["alias"] = alias
+    write_json_atomic(out / "retrain.json", result)
+    result["report"] = str(out / "retrain.json")
+    return result
+
+
+def build_dataset(model: str, current: Run, db: Database, fresh: list[str | Path], replay: float, test: str | Path,
+                  seed: int, out: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Write the new training set to ``out``; returns where each part came from."""
+    config = load_config(current.config_path)
+    original = validate_file(config.data.train, min_examples=1)
+    fmt = original.format
+    classify = fmt == Format.CLASSIFICATION
+    new = _feedback_records(db, model, classify)
+    from_feedback = len(new)
+    unconfirmed = 0
+    for path in fresh:
+        for row in read_rows(Path(path)):
+            if row.error or not isinstance(row.value, dict):
+                raise DataError(f"{path}:{row.line}: {row.error or 'not a JSON object'}")
+            if (row.value.get("_prelabel") or {}).get("status") == "proposed":
+                unconfirmed += 1  # a model's guess nobody confirmed is not a label
+                continue
+            new.append({k: v for k, v in row.value.items() if not k.startswith("_")})
+    held_out = {_input_key(r.value, fmt) for r in validate_file(test, min_examples=1).records}
+    seen = {_input_key(r.value, fmt) for r in original.records}
+    kept, dropped = [], {"duplicate": 0, "in_test_data": 0}
+    for record in new:
+        key = _input_key(record, fmt)
+        if key in held_out:
+            dropped["in_test_data"] += 1
+        elif key in seen:
+            dropped["duplicate"] += 1
+        else:
+            seen.add(key)
+            kept.append(record)
+    if not kept:
+        raise DataError(f"no new training data for {model}: accept feedback in the review queue or give --fresh "
+                        f"FILE (labelled); dropped {dropped}, {unconfirmed} unconfirmed proposal(s)")
+    # Enough replay to make the share, and at least enough records for the recipe to train on.
+    wanted = max(round(len(kept) * replay / (1 - replay)), config.data.min_examples - len(kept))
+    rng = random.Random(seed)
+    replayed = rng.sample([r.value for r in original.records], min(wanted, len(original.records)))
+    records = kept + replayed
+    rng.shuffle(records)
+    write_jsonl(out, records)
+    report = validate_file(out, min_examples=1)
+    if not report.ok:
+        raise DataError(report.summary(), report)
+    log(f"new data: {from_feedback} from feedback, {len(new) - from_feedback} from fresh files; kept {len(kept)} "
+        f"(dropped {dropped['duplicate']} duplicates, {dropped['in_test_data']} in the test data, "
+        f"{unconfirmed} unconfirmed proposals); replayed {len(replayed)} original records")
+    return {"path": str(out), "records": len(records), "new": len(kept), "from_feedback": from_feedback,
+            "replayed": len(replayed), "dropped": dropped, "unconfirmed": unconfirmed, "replay": replay}
+
+
+def headline(report: dict[str, Any]) -> tuple[str, float, bool]:
+    """(metric, value, higher is better) of an evaluation report."""
+    if report.get("kind") == "classification":
+        return "accuracy", report["systems"][0]["accuracy"], True
+    if report.get("kind") == "preference":
+        return "reward_accuracy", report["rewards"]["accuracy"], True
+    tuned = report["metrics"]["tuned"]
+    if tuned.get("exact_match") is not None:
+        return "exact_match", tuned["exact_match"], True
+    return "loss", tuned["loss"], False
+
+
+def _feedback_records(db: Database, model: str, classify: bool) -> list[dict[str, Any]]:
+    from tunesmith.server.feedback import record, target_answer
+
+    with db.session() as session:
+        rows = list(session.scalars(select(FeedbackRow).where(FeedbackRow.model == model,
+                                                              FeedbackRow.status.in_(("accepted", "exported")))))
+    return [record(r) for r in rows if target_answer(r) is not None and (r.label is not None) == classify]
+
+
+def _input_key(record: dict[str, Any], fmt: Format) -> str:
+    """What a user would send: the text to classify, or the conversation up to its last answer."""
+    if fmt == Format.CLASSIFICATION or "text" in record:
+        return fold(str(record.get("text", "")))
+    messages = to_messages(record, fmt if fmt in SFT_FORMATS else Format.CHAT)
+    while messages and messages[-1].get("role") == "assistant":
+        messages = messages[:-1]
+    return fold("\n".join(str(m.get("content", "")) for m in messages if m.get("role") != "system"))
