@@ -104,6 +104,27 @@ def data_split(file: Path = typer.Argument(..., help="Data file to split."),
     out.print(render.split_table(card))
 
 
+@data_app.command("augment")
+def data_augment(data: Path = typer.Argument(..., help="Classification (text,label) or chat / instruction data."),
+                 output: Path = typer.Option(..., "--output", "-o", help="JSONL: the original records, then the generated ones."),
+                 method: str = typer.Option("paraphrase", "--method", help="paraphrase (inputs rewritten, labels kept) or self-instruct (new records from seed examples)."),
+                 model: str = typer.Option("smollm2-135m-instruct", "--model", help="The chat model that writes (a name, directory or run)."),
+                 n: int = typer.Option(2, "--n", help="Paraphrases per record, or new records per label (classification) / in all (chat)."),
+                 test: Optional[Path] = typer.Option(None, "--test", help="Held-out data nothing generated may duplicate."),
+                 temperature: float = typer.Option(0.9, "--temperature", help="Sampling temperature (variety)."),
+                 seed: int = typer.Option(0, "--seed"),
+                 as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
+    """Generate more training records; each is validated, deduplicated and marked with its provenance."""
+    summary = api.augment(data, output, method, model, n, test, temperature, seed,
+                          log=lambda m: err.print(m, highlight=False))
+    if as_json:
+        out.print_json(data=summary)
+    else:
+        dropped = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary["dropped"].items() if v)
+        out.print(f"{summary['kept']} of {summary['generated']} generated records kept ({dropped or 'none dropped'}); "
+                  f"{summary['original'] + summary['kept']} records → {summary['output']}", highlight=False)
+
+
 @data_app.command("leakage")
 def data_leakage(a: Path = typer.Argument(..., help="First file, e.g. the training split."),
                  b: Path = typer.Argument(..., help="Second file, e.g. the test split."),
