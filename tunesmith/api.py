@@ -500,13 +500,15 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 def augment(data: str | Path, out: str | Path, method: str, model: str, n: int, test: str | Path | None = None,
-            temperature: float = 0.9, seed: int = 0, workspace: Workspace | None = None, log: Log = print) -> dict[str, Any]:
+            temperature: float = 0.9, seed: int = 0, min_similarity: float | None = None,
+            embedding_model: str = "minilm-l6", workspace: Workspace | None = None, log: Log = print) -> dict[str, Any]:
     """More training records from ``model``: ``paraphrase`` (each input rewritten ``n`` times, labels
     kept) or ``self-instruct`` (``n`` new records per label / per prompt of seed examples); each is
     validated, deduplicated against the original and ``test`` data, and marked ``_augment``."""
     from tunesmith.data.augment import augment as _augment
 
-    return _augment(data, out, method, model, n, _ws(workspace), test, temperature=temperature, seed=seed, log=log)
+    return _augment(data, out, method, model, n, _ws(workspace), test, temperature=temperature, seed=seed,
+                    min_similarity=min_similarity, embedding_model=embedding_model, log=log)
 
 
 def suggest_labels(model: str, unlabelled: str | Path, budget: int, out: str | Path, strategy: str = "entropy",

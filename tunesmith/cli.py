@@ -113,9 +113,10 @@ def data_augment(data: Path = typer.Argument(..., help="Classification (text,lab
                  test: Optional[Path] = typer.Option(None, "--test", help="Held-out data nothing generated may duplicate."),
                  temperature: float = typer.Option(0.9, "--temperature", help="Sampling temperature (variety)."),
                  seed: int = typer.Option(0, "--seed"),
+                 min_similarity: Optional[float] = typer.Option(None, "--min-similarity", help="Cosine a generated input needs with its source / its label's examples (default 0.7 paraphrase, 0.5 self-instruct; 0: off)."),
                  as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
     """Generate more training records; each is validated, deduplicated and marked with its provenance."""
-    summary = api.augment(data, output, method, model, n, test, temperature, seed,
+    summary = api.augment(data, output, method, model, n, test, temperature, seed, min_similarity,
                           log=lambda m: err.print(m, highlight=False))
     if as_json:
         out.print_json(data=summary)

@@ -44,7 +44,8 @@ def test_small_model_wrappers_are_removed_and_pairs_parsed():
 @pytest.mark.parametrize("method", ["paraphrase", "self-instruct"])
 def test_augment_end_to_end_accounts_for_every_generation(workspace, tiny_model_dir, tmp_path, method):
     data = write_jsonl(tmp_path / "small.jsonl", classification_records(12))
-    summary = api.augment(data, tmp_path / "more.jsonl", method, str(tiny_model_dir), 2, workspace=workspace)
+    summary = api.augment(data, tmp_path / "more.jsonl", method, str(tiny_model_dir), 2, min_similarity=0,
+                          workspace=workspace)
     expected = 12 * 2 if method == "paraphrase" else 3 * 2  # per record, or per label (3 labels)
     assert summary["generated"] == expected
     assert summary["kept"] + sum(summary["dropped"].values()) == expected
@@ -54,11 +55,24 @@ def test_augment_end_to_end_accounts_for_every_generation(workspace, tiny_model_
 
 
 @pytest.mark.slow
-def test_chat_paraphrases_keep_the_answer(workspace, tiny_model_dir, tmp_path):
+def test_chat_paraphrases_keep_the_answer(workspace, tiny_model_dir, tiny_encoder_dir, tmp_path):
     data = write_jsonl(tmp_path / "chat.jsonl", chat_records(4))
-    summary = api.augment(data, tmp_path / "more.jsonl", "paraphrase", str(tiny_model_dir), 1, workspace=workspace)
+    summary = api.augment(data, tmp_path / "more.jsonl", "paraphrase", str(tiny_model_dir), 1, min_similarity=0.2,
+                          embedding_model=str(tiny_encoder_dir), workspace=workspace)
     rows = [json.loads(line) for line in (tmp_path / "more.jsonl").read_text().splitlines()]
     for row in rows[4:]:
         source = chat_records(4)[row["_augment"]["source_line"] - 1]
         assert row["messages"][-1] == source["messages"][-1]  # the answer is kept, the question rewritten
-    assert summary["generated"] == 4
+    assert summary["generated"] == 4 and "off_topic" in summary["dropped"]  # the similarity check ran
+    assert summary["kept"] + sum(summary["dropped"].values()) == 4
+
+
+def test_off_topic_generations_are_dropped_by_similarity_to_their_anchor(workspace, tiny_encoder_dir):
+    from tunesmith.data.augment import _similarities
+    from tunesmith.models.embeddings import load_encoder
+
+    encoder = load_encoder(str(tiny_encoder_dir), workspace)
+    same = Candidate({"text": "where is my parcel"}, "where is my parcel", 1, ("where is my parcel",))
+    other = Candidate({"text": "zz"}, "qqqq zzzz wwww", 1, ("where is my parcel",))
+    near, far = _similarities([same, other], encoder)
+    assert near == pytest.approx(1.0, abs=1e-4) and far < near

@@ -44,12 +44,16 @@ class Candidate:
     record: dict[str, Any]
     key_text: str        # the input, for duplicate checks
     source_line: int | None
+    anchor: tuple[str, ...] = ()  # what it must mean: its source (paraphrase) or its label's seeds
 
 
 def augment(path: str | Path, out: str | Path, method: str, model: str, n: int, workspace,
             test: str | Path | None = None, seeds_per_prompt: int = 4, temperature: float = 0.9,
-            max_new_tokens: int = 96, batch_size: int = 8, seed: int = 0,
-            log: Callable[[str], None] = print) -> dict[str, Any]:
+            max_new_tokens: int = 64, batch_size: int = 8, seed: int = 0, min_similarity: float | None = None,
+            embedding_model: str = "minilm-l6", log: Callable[[str], None] = print) -> dict[str, Any]:
+    """``min_similarity``: the cosine (sentence embeddings) a generated input needs with its source
+    (paraphrase; default 0.7) or with its label's examples (self-instruct; default 0.5); small
+    models drift off topic or answer instead of rewriting, and this keeps those out. 0 turns it off."""
     if method not in METHODS:
         raise ConfigError(f"unknown method {method!r}: paraphrase or self-instruct")
     if n < 1:
@@ -76,6 +80,14 @@ def augment(path: str | Path, out: str | Path, method: str, model: str, n: int, 
     candidates = [c for make, reply in zip(makers, replies) if (c := make(reply)) is not None]
     kept, dropped = _filter(candidates, originals, fmt, test, max(len(_input(v, fmt)) for v, _ in originals))
     dropped["unparsable"] = len(prompts) - len(candidates)
+    threshold = (0.7 if method == "paraphrase" else 0.5) if min_similarity is None else min_similarity
+    if threshold > 0 and kept:
+        from tunesmith.models.embeddings import load_encoder
+
+        encoder = load_encoder(embedding_model, workspace, log)
+        on_topic = [c for c, similarity in zip(kept, _similarities(kept, encoder)) if similarity >= threshold]
+        dropped["off_topic"] = len(kept) - len(on_topic)
+        kept = on_topic
     # Chat-like formats are written as chat records, the originals too: one format per file.
     as_written = [v if fmt in (Format.CHAT, Format.CLASSIFICATION) else {"messages": to_messages(v, fmt)}
                   for v, _ in originals]
@@ -89,14 +101,36 @@ def augment(path: str | Path, out: str | Path, method: str, model: str, n: int, 
             "kept": len(kept), "dropped": dropped, "method": method, "model": model}
 
 
+def _similarities(candidates: list[Candidate], encoder) -> list[float]:
+    """Cosine of each candidate's input with the mean embedding of its anchor texts."""
+    from tunesmith.models.embeddings import embed
+
+    tokenizer, model = encoder
+    anchors = sorted({text for c in candidates for text in c.anchor})
+    vectors = dict(zip(anchors, embed(anchors, tokenizer, model)))
+    inputs = embed([c.key_text for c in candidates], tokenizer, model)
+    out = []
+    for c, vector in zip(candidates, inputs):
+        centre = np.mean([vectors[t] for t in c.anchor], axis=0)
+        out.append(float(vector @ centre / (np.linalg.norm(centre) + 1e-12)))
+    return out
+
+
 def _paraphrases(originals, fmt, n, _seeds, _rng):
     prompts, makers = [], []
     for value, line in originals:
         text = _input(value, fmt)
         for _ in range(n):
             prompts.append(PARAPHRASE.format(text=text))
-            makers.append(lambda reply, value=value, line=line: _with_input(value, fmt, _clean(reply), line))
+            makers.append(lambda reply, value=value, line=line, text=text:
+                          _anchored(_with_input(value, fmt, _clean(reply), line), (text,)))
     return prompts, makers
+
+
+def _anchored(candidate: Candidate | None, anchor: tuple[str, ...]) -> Candidate | None:
+    if candidate is not None:
+        candidate.anchor = anchor
+    return candidate
 
 
 def _self_instruct(originals, fmt, n, seeds, rng):
@@ -109,13 +143,15 @@ def _self_instruct(originals, fmt, n, seeds, rng):
             for _ in range(n):
                 shown = "\n".join(f"- {t}" for t in rng.sample(texts, min(seeds, len(texts))))
                 prompts.append(NEW_TEXT.format(label=label, examples=shown))
-                makers.append(lambda reply, label=label: _candidate({"text": _clean(reply), "label": label}, fmt, None))
+                makers.append(lambda reply, label=label, texts=tuple(texts):
+                              _anchored(_candidate({"text": _clean(reply), "label": label}, fmt, None), texts))
         return prompts, makers
+    every_input = tuple(_input(v, fmt) for v, _ in originals)
     for _ in range(n):
         chosen = rng.sample(originals, min(seeds, len(originals)))
         shown = "\n\n".join(f"Request: {_input(v, fmt)}\nAnswer: {_answer(v, fmt)}" for v, _ in chosen)
         prompts.append(NEW_PAIR.format(examples=shown))
-        makers.append(_pair_from)
+        makers.append(lambda reply: _anchored(_pair_from(reply), every_input))
     return prompts, makers
 
 
@@ -139,7 +175,7 @@ def _with_input(value: dict[str, Any], fmt: Format, text: str, line: int) -> Can
 
 def _candidate(record: dict[str, Any], fmt: Format, line: int | None) -> Candidate | None:
     text = _input(record, fmt if detect_format(record) == fmt else Format.CHAT)
-    if len(text.split()) < 2 or any(marker in text for marker in ("Rewrite the following", "Reply with", "Message:")):
+    if len(text.split()) < 2 or any(marker in text.lower() for marker in ("rewrite the following", "reply with", "message:", "re-write", "rewritten", "original message")):
         return None
     return Candidate(record, text, line)
 
@@ -206,5 +242,6 @@ def _answer(value: dict[str, Any], fmt: Format) -> str:
 def _clean(reply: str) -> str:
     """The generated text without the wrappers small models add ('Rewritten message: "..."')."""
     text = reply.strip().split("\n\n")[0].strip()
-    text = re.sub(r"^(rewritten message|message|new message|request)\s*:\s*", "", text, flags=re.I)
+    text = re.sub(r"^(here is |here's )?(the |a |my )?(rewritten|original|new|possible re-?written)?\s*"
+                  r"(message|request|version|reply|re)( was| is)?\s*:\s*", "", text, flags=re.I)
     return text.strip().strip('"“”').strip()
