@@ -99,7 +99,10 @@ def _input_drift(reference: Reference, live: list[str], settings: MonitorSetting
     from tunesmith.models.embeddings import embed, load_encoder
 
     rng = np.random.default_rng(settings.seed)
-    sample = lambda texts: [texts[i] for i in sorted(rng.choice(len(texts), min(len(texts), settings.max_samples), replace=False))]  # noqa: E731
+
+    def sample(texts: list[str]) -> list[str]:  # the permutation test is quadratic in its inputs
+        return [texts[i] for i in sorted(rng.choice(len(texts), min(len(texts), settings.max_samples), replace=False))]
+
     tokenizer, encoder = load_encoder(settings.embedding_model, workspace, log)
     ref_vectors, live_vectors = embed(sample(reference.inputs), tokenizer, encoder), embed(sample(live), tokenizer, encoder)
     report["drift"]["embedding"] = drift.embedding_drift(ref_vectors, live_vectors, settings.permutations, settings.seed) \

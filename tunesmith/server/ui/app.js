@@ -492,7 +492,9 @@ async function reviewPage() {
   const rows = items.map((f) => {
     const correction = el("textarea", { rows: 2, class: "correction" }, f.correction || "");
     const prompt = f.messages.filter((m) => m.role === "user").map((m) => m.content).pop() || "";
-    return [prompt, f.answer, { "-1": "bad", "0": "-", "1": "good" }[f.rating], f.status === "exported" ? (f.correction || "-") : correction,
+    // A classifier's item carries a corrected label, a generator's a corrected answer.
+    const fix = f.label != null ? `label: ${f.label}` : f.status === "exported" ? (f.correction || "-") : correction;
+    return [prompt, f.answer, { "-1": "bad", "0": "-", "1": "good" }[f.rating], fix,
       statusOf(f.status),
       f.status === "exported" ? f.dataset_file : el("div", { class: "row" },
         el("button", { class: "secondary", onclick: () => update(f.id, { status: "accepted", correction: correction.value }) }, "accept"),
