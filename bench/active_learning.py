@@ -42,6 +42,8 @@ def main() -> None:
     parser.add_argument("--test-examples", type=int, default=None, help="Score on the first N test texts (default: all).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "active-learning")
+    parser.add_argument("--resume", action="store_true", help="Keep the strategies results.json already has "
+                        "all rounds of; round 0 (the same labels for every strategy) is reused from any of them.")
     args = parser.parse_args()
 
     from tunesmith.workspace import Workspace
@@ -51,21 +53,36 @@ def main() -> None:
     train, test = read(SHARED / "train.csv"), read(SHARED / "test.csv")[: args.test_examples]
     start = stratified_sample(train, args.start, args.seed)
     pool_embeddings = embed_all([train[i]["text"] for i in range(len(train))], workspace)
+    previous = json.loads((args.out / "results.json").read_text()) if args.resume and (args.out / "results.json").exists() else {}
     results: dict[str, list[dict]] = {}
     for strategy in args.strategies.split(","):
+        if len(previous.get(strategy, [])) >= args.rounds + 1:
+            results[strategy] = previous[strategy][: args.rounds + 1]
+            continue
         labelled = list(start)
         results[strategy] = []
         for round_ in range(args.rounds + 1):
             began = time.time()
-            classifier = train_classifier(train, labelled, args, workspace, f"al-{strategy}-r{round_}")
-            accuracy = score(classifier, test)
+            shared = _round_zero(previous | results) if round_ == 0 else None
+            if shared:  # every strategy starts from the same labels and seed: the same model
+                from tunesmith.predict import load_classifier
+                from tunesmith.runs import find_run
+
+                classifier, accuracy = load_classifier(find_run(shared["run"], workspace), workspace), shared["accuracy"]
+            else:
+                classifier = train_classifier(train, labelled, args, workspace, f"al-{strategy}-r{round_}")
+                accuracy = score(classifier, test)
             results[strategy].append({"round": round_, "labels": len(labelled), "accuracy": accuracy,
-                                      "seconds": round(time.time() - began, 1)})
+                                      "seconds": round(time.time() - began, 1), "run": classifier.name})
             print(f"{strategy:8s} round {round_}: {len(labelled):5d} labels → test accuracy {accuracy:.4f}", flush=True)
             write(results, args)
             if round_ < args.rounds:
                 labelled += pick(strategy, classifier, train, labelled, pool_embeddings, args, round_)
     write(results, args)
+
+
+def _round_zero(results: dict[str, list[dict]]) -> dict | None:
+    return next((points[0] for points in results.values() if points and points[0].get("run")), None)
 
 
 def read(path: Path) -> list[dict]:
