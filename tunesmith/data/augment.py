@@ -75,8 +75,7 @@ def augment(path: str | Path, out: str | Path, method: str, model: str, n: int, 
     build = _paraphrases if method == "paraphrase" else _self_instruct
     prompts, makers = build(originals, fmt, n, seeds_per_prompt, rng)
     log(f"{loaded.name}: {len(prompts)} generations ({method}, {n} per {'record' if method == 'paraphrase' else 'prompt'})")
-    replies = engine.generate(loaded, [[{"role": "user", "content": p}] for p in prompts], max_new_tokens,
-                              batch_size, temperature)
+    replies = _generate(engine, loaded, prompts, max_new_tokens, batch_size, temperature, log)
     candidates = [c for make, reply in zip(makers, replies) if (c := make(reply)) is not None]
     kept, dropped = _filter(candidates, originals, fmt, test, max(len(_input(v, fmt)) for v, _ in originals))
     dropped["unparsable"] = len(prompts) - len(candidates)
@@ -99,6 +98,22 @@ def augment(path: str | Path, out: str | Path, method: str, model: str, n: int, 
         raise DataError(check.summary(), check)
     return {"input": str(path), "output": str(out), "original": len(originals), "generated": len(prompts),
             "kept": len(kept), "dropped": dropped, "method": method, "model": model}
+
+
+def _generate(engine, loaded, prompts: list[str], max_new_tokens: int, batch_size: int, temperature: float,
+              log: Callable[[str], None]) -> list[str]:
+    """Replies in chunks, with progress and an ETA: generating hundreds of records on a CPU takes a while."""
+    import time
+
+    replies: list[str] = []
+    started, chunk = time.time(), batch_size * 4
+    for start in range(0, len(prompts), chunk):
+        part = prompts[start:start + chunk]
+        replies += engine.generate(loaded, [[{"role": "user", "content": p}] for p in part], max_new_tokens,
+                                   batch_size, temperature)
+        done, elapsed = len(replies), time.time() - started
+        log(f"generated {done}/{len(prompts)}  elapsed {elapsed:.0f}s  ETA {elapsed / done * (len(prompts) - done):.0f}s")
+    return replies
 
 
 def _similarities(candidates: list[Candidate], encoder) -> list[float]:
