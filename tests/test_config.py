@@ -64,3 +64,11 @@ def test_classify_recipe_has_its_own_schema_and_defaults():
         load_config(None, ["recipe=dpo-ish", "data.train=/x.csv"])
     with pytest.raises(ConfigError, match="class_weights"):
         load_config(None, ["recipe=classify", "data.train=/x.csv", "class_weights=sometimes"])
+
+
+def test_relative_data_paths_of_a_config_built_in_code_are_made_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    base = {"data": {"train": "data/train.jsonl"}}
+    config = load_config(None, [], base=base)
+    assert config.data.train == str(tmp_path / "data" / "train.jsonl")
+    assert base == {"data": {"train": "data/train.jsonl"}}  # the caller's dict is left as it was

@@ -6,6 +6,7 @@ The resolved config is saved with every run (``runs/<id>/config.yaml``).
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Literal
 
@@ -235,12 +236,14 @@ _RECIPES: dict[str, type[_Strict]] = {"sft": SFTConfig, "classify": ClassifyConf
 def load_config(path: str | Path | None, overrides: list[str] | None = None, base: dict | None = None) -> RecipeConfig:
     """Read a YAML recipe, apply ``key=value`` overrides, validate; raise ConfigError with every problem.
     The ``recipe`` key (default ``sft``) chooses the schema."""
-    raw: dict[str, Any] = dict(base or {})
+    raw: dict[str, Any] = copy.deepcopy(base or {})
     lines: dict[tuple, int] = {}
     source = str(path) if path else "<overrides>"
     if path:
         raw, lines = _read_yaml(Path(path))
         _resolve_relative_paths(raw, Path(path).parent)
+    else:  # a config built in code: its relative data paths are relative to where it runs, as overrides are
+        _resolve_relative_paths(raw, Path.cwd())
     for override in overrides or []:
         _apply_override(raw, override)
     # Paths given as overrides are relative to where the command runs: made absolute here, the
