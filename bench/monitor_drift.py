@@ -31,6 +31,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--home", type=Path, required=True, help="A tunesmith home with a BANKING77 classify run.")
     parser.add_argument("--run", default=None, help="The classify run (default: the newest classify run there).")
+    parser.add_argument("--reference", type=Path, default=None, help="The run's training data, if its config cannot find it.")
     parser.add_argument("--texts", type=int, default=300)
     parser.add_argument("--shares", default="0,0.1,0.3,1.0")
     parser.add_argument("--seed", type=int, default=0)
@@ -51,8 +52,9 @@ def main() -> None:
     client = TestClient(create_app(workspace, ServerSettings(require_keys=False, request_log=LogSettings(content=True))))
     rng = random.Random(args.seed)
     banking = [r["text"] for r in csv.DictReader(open(SHARED / "banking77" / "test.csv", newline="", encoding="utf-8"))]
-    general = [json.loads(line)["prompt"][0]["content"] for line in open(SHARED / "hh-rlhf" / "test.jsonl", encoding="utf-8")]
-    general = [g for g in general if len(g) < 300]
+    general = [json.loads(line)["prompt"][0]["content"] for name in ("test", "train")
+               for line in open(SHARED / "hh-rlhf" / f"{name}.jsonl", encoding="utf-8")]
+    general = sorted({g for g in general if len(g) < 300})  # a prompt recurs across its preference pairs
     rows = []
     for share in [float(s) for s in args.shares.split(",")]:
         n_out = round(args.texts * share)
@@ -64,7 +66,7 @@ def main() -> None:
             response.raise_for_status()
         since = datetime.fromtimestamp(started, timezone.utc).isoformat()
         timer = time.time()
-        report = api.monitor(run, since=since, workspace=workspace, out=args.out / f"share-{share:g}", log=lambda m: None)
+        report = api.monitor(run, since=since, reference=args.reference, workspace=workspace, out=args.out / f"share-{share:g}", log=lambda m: None)
         seconds = time.time() - timer
         d = report["drift"]
         row = {"out_of_domain": share, "texts": report["traffic"]["texts"],

@@ -55,3 +55,12 @@ def test_thresholds_file_errors_name_file_line_and_key(tmp_path):
     assert f"{path}:3: max_error_rate" in "\n".join(e.value.problems)
     path.write_text("p_value: 0.001\n")
     assert load_settings(path, {"min_requests": 50}).model_dump()["min_requests"] == 50
+
+
+def test_confidence_is_judged_against_the_models_own_confidence():
+    rng = np.random.default_rng(0)
+    usual = rng.beta(2, 5, 400)  # a many-label classifier: rarely sure of anything
+    same = drift.confidence_summary(rng.beta(2, 5, 200), 0.5, usual)
+    lower = drift.confidence_summary(rng.beta(1, 9, 200), 0.5, usual)
+    assert same["drop"] < 0.05 and same["p_value_lower"] > 0.01
+    assert lower["drop"] > 0.15 and lower["p_value_lower"] < 1e-6

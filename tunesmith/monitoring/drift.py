@@ -107,7 +107,16 @@ def label_drift(training_labels: Sequence[str], predicted: Sequence[str]) -> dic
             "largest_changes": [{"label": l, "training": train_share[l], "live": live_share[l]} for l in moved]}
 
 
-def confidence_summary(confidences: Sequence[float], low: float) -> dict[str, Any]:
+def confidence_summary(confidences: Sequence[float], low: float, reference: Sequence[float] | None = None) -> dict[str, Any]:
+    """Live confidence; with ``reference`` (the model's confidence on its training inputs) also the
+    drop in the mean and a one-sided Mann-Whitney test that live confidence is lower."""
     values = np.asarray(confidences, dtype=float)
-    return {"mean": float(values.mean()), "median": float(np.median(values)), "low_share": float((values < low).mean()),
-            "low_threshold": low}
+    out = {"mean": float(values.mean()), "median": float(np.median(values)), "low_share": float((values < low).mean()),
+           "low_threshold": low}
+    if reference is not None and len(reference):
+        from scipy.stats import mannwhitneyu
+
+        ref = np.asarray(reference, dtype=float)
+        out |= {"reference_mean": float(ref.mean()), "drop": float(ref.mean() - values.mean()),
+                "p_value_lower": float(mannwhitneyu(values, ref, alternative="less").pvalue)}
+    return out

@@ -38,7 +38,9 @@ def to_html(report: dict[str, Any], figures: dict[str, bytes]) -> str:
     if confidence:
         sections.append(("Classifier confidence", html.paragraph(
             f"Mean confidence of live predictions {confidence['mean']:.2f} (median {confidence['median']:.2f}); "
-            f"{confidence['low_share']:.0%} below {confidence['low_threshold']}.")))
+            f"{confidence['low_share']:.0%} below {confidence['low_threshold']}"
+            + (f"; on its training inputs {confidence['reference_mean']:.2f} (one-sided Mann-Whitney p="
+               f"{confidence['p_value_lower']:.2g})." if "reference_mean" in confidence else "."))))
     if report["notes"]:
         sections.append(("Notes", "".join(html.paragraph(n) for n in report["notes"])))
     since = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(report["since"]))

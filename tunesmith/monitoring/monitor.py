@@ -69,7 +69,7 @@ def monitor(model: str, workspace: Workspace, settings: MonitorSettings, since: 
         report["reference"] = {"source": reference.source, "inputs": len(reference.inputs),
                                "run": reference.run.id if reference.run else None}
         _input_drift(reference, live, settings, workspace, report, figures, log)
-        _label_drift(reference, served, settings, report, figures)
+        _label_drift(reference, served, settings, workspace, report, figures)
     report["alerts"] = alerts(report, settings)
     report["retrain_recommended"] = any(a["kind"] in RETRAIN_ALERTS for a in report["alerts"])
     report["files"] = write(report, figures, out or _default_out(workspace, model))
@@ -109,16 +109,30 @@ def _input_drift(reference: Reference, live: list[str], settings: MonitorSetting
         | {"model": settings.embedding_model}
 
 
-def _label_drift(reference: Reference, served: list, settings: MonitorSettings, report: dict, figures: dict) -> None:
+def _label_drift(reference: Reference, served: list, settings: MonitorSettings, workspace: Workspace, report: dict,
+                 figures: dict) -> None:
     predicted = [(r.label, r.confidence) for r in served if r.label is not None]
     if not predicted or not reference.labels:
         return
-    report["drift"]["confidence"] = drift.confidence_summary([c for _, c in predicted], settings.low_confidence)
+    report["drift"]["confidence"] = drift.confidence_summary([c for _, c in predicted], settings.low_confidence,
+                                                             _reference_confidence(reference, settings, workspace))
     if len(predicted) < settings.min_requests:
         report["notes"].append(f"label drift not tested: {len(predicted)} prediction(s), {settings.min_requests} needed")
         return
     report["drift"]["labels"] = drift.label_drift(reference.labels, [label for label, _ in predicted])
     figures["labels"] = plots.labels(report["drift"]["labels"]["largest_changes"])
+
+
+def _reference_confidence(reference: Reference, settings: MonitorSettings, workspace: Workspace) -> list[float] | None:
+    """The classifier's confidence on (a sample of) its training inputs: what 'sure' means for it."""
+    if reference.run is None or reference.run.info().get("recipe") != "classify":
+        return None
+    from tunesmith.predict import load_classifier
+
+    rng = np.random.default_rng(settings.seed)
+    picked = rng.choice(len(reference.inputs), min(len(reference.inputs), settings.max_samples), replace=False)
+    classifier = load_classifier(reference.run, workspace)
+    return classifier.predict_proba([reference.inputs[i] for i in sorted(picked)]).max(axis=1).tolist()
 
 
 def alerts(report: dict[str, Any], s: MonitorSettings) -> list[dict[str, Any]]:
@@ -141,7 +155,11 @@ def alerts(report: dict[str, Any], s: MonitorSettings) -> list[dict[str, Any]]:
     if embedding and embedding["p_value"] < s.p_value:
         alert("embedding_drift", f"the meaning of inputs moved (MMD p={embedding['p_value']:.2g})", embedding["p_value"], s.p_value)
     confidence = report["drift"].get("confidence")
-    if confidence and confidence["mean"] < s.min_mean_confidence:
+    if confidence and "drop" in confidence and confidence["drop"] >= s.max_confidence_drop \
+            and confidence["p_value_lower"] < s.p_value:
+        alert("low_confidence", f"mean confidence {confidence['mean']:.2f}, {confidence['drop']:.2f} below its "
+              f"{confidence['reference_mean']:.2f} on the training inputs", confidence["drop"], s.max_confidence_drop)
+    elif confidence and s.min_mean_confidence is not None and confidence["mean"] < s.min_mean_confidence:
         alert("low_confidence", f"mean confidence {confidence['mean']:.2f}, {confidence['low_share']:.0%} below "
               f"{s.low_confidence}", confidence["mean"], s.min_mean_confidence)
     f = report["feedback"]
