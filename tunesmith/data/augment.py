@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 
 from tunesmith.data.dedup import MinHasher, candidate_pairs, exact_key, fold, is_near_duplicate
-from tunesmith.data.formats import Format, SFT_FORMATS, detect_format, to_messages
+from tunesmith.data.formats import Format, SFT_FORMATS, detect_format, last_user_text, to_messages
 from tunesmith.data.io import write_jsonl
 from tunesmith.data.validate import validate_file
 from tunesmith.errors import ConfigError, DataError
@@ -245,8 +245,7 @@ def _overlaps(reference: list[str], texts: list[str]) -> set[int]:
 def _input(value: dict[str, Any], fmt: Format) -> str:
     if fmt == Format.CLASSIFICATION:
         return str(value["text"])
-    users = [m["content"] for m in to_messages(value, fmt) if m["role"] == "user"]
-    return str(users[-1]) if users else ""
+    return last_user_text(to_messages(value, fmt))
 
 
 def _answer(value: dict[str, Any], fmt: Format) -> str:

@@ -114,3 +114,21 @@ def split_prompt_and_reference(messages: list[dict[str, Any]]) -> tuple[list[dic
     last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
     prompt = [{"role": m["role"], "content": m["content"]} for m in messages[:last]]
     return prompt, messages[last]["content"]
+
+
+def last_user_text(conversation: list[dict[str, Any]] | str) -> str:
+    """What the user asked last: the text of the last user turn (a plain prompt as it is).
+
+    >>> last_user_text([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+    ...                 {"role": "user", "content": [{"type": "text", "text": "c"}]}])
+    'c'
+    """
+    if isinstance(conversation, str):
+        return conversation
+    for message in reversed(conversation):
+        if message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, list):  # [{"type": "text", "text": ...}, ...]
+                return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+            return str(content or "")
+    return ""

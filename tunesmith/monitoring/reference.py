@@ -10,7 +10,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from tunesmith.config import load_config
-from tunesmith.data.formats import Format, SFT_FORMATS, as_preference, to_messages
+from tunesmith.data.formats import Format, SFT_FORMATS, as_preference, last_user_text, to_messages
 from tunesmith.data.validate import validate_file
 from tunesmith.errors import ConfigError, DataError, RunNotFound
 from tunesmith.runs import Run, find_run
@@ -64,14 +64,7 @@ def load_reference(model: str, workspace: Workspace, db: Database, path: str | P
             reference.inputs.append(str(value["text"]))
             reference.labels.append(str(value["label"]).strip())
         elif report.format == Format.PREFERENCE:
-            reference.inputs.append(_last_user(as_preference(value)["prompt"]))
+            reference.inputs.append(last_user_text(as_preference(value)["prompt"]))
         elif report.format in SFT_FORMATS:
-            reference.inputs.append(_last_user(to_messages(value, report.format)))
+            reference.inputs.append(last_user_text(to_messages(value, report.format)))
     return reference
-
-
-def _last_user(conversation) -> str:
-    if isinstance(conversation, str):
-        return conversation
-    users = [m["content"] for m in conversation if m.get("role") == "user"]
-    return str(users[-1]) if users else ""

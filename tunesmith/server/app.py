@@ -19,7 +19,8 @@ from tunesmith.server.errors import APIError
 from tunesmith.server.files import FileStore
 from tunesmith.server.inference import ModelServer
 from tunesmith.server.keys import verify
-from tunesmith.server.request_log import LogSettings, RequestLog, last_user_text, new_request_id
+from tunesmith.data.formats import last_user_text
+from tunesmith.server.request_log import LogSettings, RequestLog, new_request_id
 from tunesmith.server.ui import mount_ui
 from tunesmith.workspace import Workspace
 

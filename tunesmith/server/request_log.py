@@ -13,7 +13,6 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import delete
 
@@ -90,14 +89,3 @@ class RequestLog:
 
 def new_request_id(prefix: str) -> str:
     return prefix + uuid.uuid4().hex[:24]
-
-
-def last_user_text(messages: list[dict[str, Any]]) -> str:
-    """What the user asked: the last user message's text (the input monitoring compares)."""
-    for message in reversed(messages):
-        if message.get("role") == "user":
-            content = message.get("content")
-            if isinstance(content, list):
-                return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-            return str(content or "")
-    return ""
