@@ -10,7 +10,7 @@ from tests.conftest import chat_records, classification_records, write_jsonl
 from tests.training.test_classify import classify_config
 from tests.training.test_sft import tiny_config
 from tunesmith import api
-from tunesmith.errors import ConfigError
+from tunesmith.errors import ConfigError, ModelNotFound
 from tunesmith.labeling.suggest import select
 
 
@@ -39,6 +39,8 @@ def test_suggest_and_prelabel_with_a_classifier(workspace, tiny_encoder_dir, tmp
     assert len(margin["indices"]) == 5
     with pytest.raises(ConfigError):
         api.suggest_labels(run.id, pool, 5, tmp_path / "x.jsonl", strategy="likelihood", workspace=workspace)
+    with pytest.raises(ModelNotFound, match="unknown model 'no-such-classifer'"):
+        api.suggest_labels("no-such-classifer", pool, 5, tmp_path / "x.jsonl", workspace=workspace)
 
     result = api.prelabel(run.id, pool, tmp_path / "pre.jsonl", workspace=workspace)
     rows = [json.loads(line) for line in (tmp_path / "pre.jsonl").read_text().splitlines()]

@@ -95,6 +95,9 @@ def test_requests_are_logged_with_tokens_and_redacted_text_only_when_opted_in(wo
     report = api.monitor(run.id, since="1h", workspace=workspace)
     assert report["traffic"]["requests"] == 3 and report["traffic"]["with_content"] == 2
     assert any("--log-content" in note for note in report["notes"])  # too few texts to test drift
+    typo = api.monitor(run.id + "x", since="1h", workspace=workspace)
+    assert typo["traffic"]["requests"] == 0
+    assert any(f"models with traffic: {run.id} (3)" in note for note in typo["notes"]), typo["notes"]
 
 
 def test_feedback_names_a_logged_classification_and_exports_labels(workspace, classifier):

@@ -46,7 +46,7 @@ def read_pool(path: str | Path) -> Pool:
         texts.append(text)
     if bad:
         shown = ", ".join(str(n) for n in bad[:10])
-        raise DataError(f"{path}: lines {shown}{' ...' if len(bad) > 10 else ''}: each record needs a string `text`, "
+        raise DataError(f"{path}: line{'s' if len(bad) > 1 else ''} {shown}{' ...' if len(bad) > 10 else ''}: each record needs a string `text`, "
                         "a `prompt`, or `messages` ending with a user turn")
     if not records:
         raise DataError(f"{path}: no records")
@@ -78,6 +78,10 @@ def uncertainties(model: str, pool: Pool, strategy: str, workspace: Workspace,
         best = probabilities.argmax(1)
         proposed = {"labels": [classifier.labels[i] for i in best], "confidence": probabilities.max(1).tolist()}
         return from_probabilities(probabilities, "entropy" if strategy == "random" else strategy), proposed
+    if run is None:
+        from tunesmith.models.store import resolve_model
+
+        resolve_model(model, workspace)  # an unknown name is "no such model", not a wrong strategy
     if strategy in CLASSIFIER_MEASURES:
         raise ConfigError(f"{model} generates text: its uncertainty is `likelihood` (or random); "
                           f"{strategy} needs a classify run")

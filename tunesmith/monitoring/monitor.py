@@ -19,7 +19,7 @@ from tunesmith.errors import ConfigError
 from tunesmith.monitoring import drift, plots
 from tunesmith.monitoring.reference import Reference, load_reference
 from tunesmith.monitoring.settings import MonitorSettings
-from tunesmith.monitoring.traffic import feedback, logged_requests, traffic
+from tunesmith.monitoring.traffic import feedback, logged_requests, models_with_traffic, traffic
 from tunesmith.server.db import Database
 from tunesmith.workspace import Workspace
 
@@ -60,6 +60,8 @@ def monitor(model: str, workspace: Workspace, settings: MonitorSettings, since: 
                               "settings": settings.model_dump(), "traffic": traffic(rows, since),
                               "feedback": feedback(db, model, since), "drift": {}, "notes": []}
     figures: dict[str, bytes] = {}
+    if not rows:
+        report["notes"].append(_no_traffic_note(db, model, since))
     served = [r for r in rows if r.status == 200]
     if served:
         figures["latency"] = plots.latency([r.latency_ms for r in served])
@@ -74,6 +76,14 @@ def monitor(model: str, workspace: Workspace, settings: MonitorSettings, since: 
     report["retrain_recommended"] = any(a["kind"] in RETRAIN_ALERTS for a in report["alerts"])
     report["files"] = write(report, figures, out or _default_out(workspace, model))
     return report
+
+
+def _no_traffic_note(db: Database, model: str, since: float) -> str:
+    others = models_with_traffic(db, since)
+    if not others:
+        return "no requests logged in this window for any model (is `tunesmith serve` running with the request log on?)"
+    listed = ", ".join(f"{name} ({count})" for name, count in list(others.items())[:8])
+    return f"no requests logged for {model!r} in this window; models with traffic: {listed}"
 
 
 def _reference(model, workspace, db, path, notes) -> Reference | None:
@@ -119,7 +129,7 @@ def _label_drift(reference: Reference, served: list, settings: MonitorSettings, 
     if len(predicted) < settings.min_requests:
         report["notes"].append(f"label drift not tested: {len(predicted)} prediction(s), {settings.min_requests} needed")
         return
-    report["drift"]["labels"] = drift.label_drift(reference.labels, [label for label, _ in predicted])
+    report["drift"]["labels"] = drift.label_drift(reference.labels, [label for label, _ in predicted], seed=settings.seed)
     figures["labels"] = plots.labels(report["drift"]["labels"]["largest_changes"])
 
 

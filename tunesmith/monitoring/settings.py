@@ -13,7 +13,7 @@ class MonitorSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     p_value: float = Field(0.01, gt=0, lt=1, description="A drift test alerts when its p-value is below this ...")
-    min_effect: float = Field(0.1, ge=0, le=1, description="... and its effect size (KS statistic, Jensen-Shannon distance, total variation) is at least this: with thousands of requests, tiny harmless shifts are 'significant'.")
+    min_effect: float = Field(0.1, ge=0, le=1, description="... and its effect size (KS statistic, Jensen-Shannon distance, total variation beyond what sampling alone gives) is at least this: with thousands of requests, tiny harmless shifts are 'significant'.")
     min_requests: int = Field(30, ge=5, description="Fewer live inputs than this: drift is not tested (too little to tell).")
     max_error_rate: float = Field(0.05, ge=0, le=1, description="Alert when more than this share of requests fail (any non-200 answer).")
     max_latency_p95_ms: float | None = Field(None, gt=0, description="Alert when the 95th-percentile latency exceeds this (null: no latency alert).")

@@ -17,6 +17,16 @@ def logged_requests(db: Database, model: str, since: float) -> list[RequestRow]:
                                     .order_by(RequestRow.created_at)))
 
 
+def models_with_traffic(db: Database, since: float) -> dict[str, int]:
+    """Model name -> logged rows since ``since``: what to suggest when a name has no traffic."""
+    from sqlalchemy import func
+
+    with db.session() as session:
+        found = session.execute(select(RequestRow.model, func.count()).where(RequestRow.created_at >= since)
+                                .group_by(RequestRow.model).order_by(func.count().desc()))
+        return {name: count for name, count in found}
+
+
 def traffic(rows: list[RequestRow], since: float) -> dict[str, Any]:
     requests = {}
     for row in rows:  # a classification is one row per text: count requests once
