@@ -501,14 +501,16 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 def augment(data: str | Path, out: str | Path, method: str, model: str, n: int, test: str | Path | None = None,
             temperature: float = 0.9, seed: int = 0, min_similarity: float | None = None,
-            embedding_model: str = "minilm-l6", workspace: Workspace | None = None, log: Log = print) -> dict[str, Any]:
+            embedding_model: str = "minilm-l6", max_new_tokens: int = 64, batch_size: int = 8,
+            workspace: Workspace | None = None, log: Log = print) -> dict[str, Any]:
     """More training records from ``model``: ``paraphrase`` (each input rewritten ``n`` times, labels
     kept) or ``self-instruct`` (``n`` new records per label / per prompt of seed examples); each is
     validated, deduplicated against the original and ``test`` data, and marked ``_augment``."""
     from tunesmith.data.augment import augment as _augment
 
     return _augment(data, out, method, model, n, _ws(workspace), test, temperature=temperature, seed=seed,
-                    min_similarity=min_similarity, embedding_model=embedding_model, log=log)
+                    min_similarity=min_similarity, embedding_model=embedding_model, max_new_tokens=max_new_tokens,
+                    batch_size=batch_size, log=log)
 
 
 def suggest_labels(model: str, unlabelled: str | Path, budget: int, out: str | Path, strategy: str = "entropy",
@@ -548,18 +550,21 @@ def monitor(model: str, since: str | None = None, reference: str | Path | None =
 
 def retrain(model: str, fresh: list[str | Path] | None = None, replay: float = 0.5, test: str | Path | None = None,
             tolerance: float = 0.0, alias: str | None = None, overrides: list[str] | None = None,
-            workspace: Workspace | None = None, log: Log = print) -> dict[str, Any]:
+            submit: bool = False, workspace: Workspace | None = None, log: Log = print) -> dict[str, Any]:
     """The next model: accepted feedback and ``fresh`` labelled data mixed with a ``replay`` share
     of the original training data, trained with the current run's recipe, evaluated beside the
-    current model on ``test``; promoted (``alias`` pointed at it) only if it is not worse."""
+    current model on ``test``; promoted (``alias`` pointed at it) only if it is not worse.
+    ``submit``: queue it as a fine-tuning job instead; the worker that finishes it judges it."""
     from tunesmith.monitoring.retrain import retrain as _retrain
 
-    return _retrain(model, _ws(workspace), fresh, replay, test, tolerance, alias, overrides=overrides, log=log)
+    return _retrain(model, _ws(workspace), fresh, replay, test, tolerance, alias, overrides=overrides, submit=submit,
+                    log=log)
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, require_keys: bool = True,
-          workspace: Workspace | None = None, log: Log = print, **settings: Any) -> None:
-    """Run the OpenAI-compatible server (and ``workers`` worker processes) until interrupted."""
+          workspace: Workspace | None = None, log: Log = print, schedule: Any = None, **settings: Any) -> None:
+    """Run the OpenAI-compatible server (and ``workers`` worker processes) until interrupted;
+    ``schedule`` (monitoring.schedule.Schedule): check models' traffic and drift on a timer."""
     import subprocess
     import sys
 
@@ -574,9 +579,19 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, require_k
     procs = [subprocess.Popen([sys.executable, "-m", "tunesmith", "worker"]) for _ in range(workers)]
     log(f"tunesmith serving on http://{host}:{port}/v1 with {workers} worker(s); "
         f"API keys {'required' if require_keys else 'NOT required'}")
+    scheduler = None
+    if schedule is not None and schedule.models:
+        from tunesmith.monitoring.schedule import Scheduler
+
+        scheduler = Scheduler(schedule, ws, log)
+        scheduler.start()
+        log(f"monitoring {', '.join(schedule.models)} every {schedule.every_seconds / 3600:g} h"
+            + (" (retraining when an alert calls for it)" if schedule.retrain else ""))
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
+        if scheduler is not None:
+            scheduler.stop()
         for proc in procs:
             proc.terminate()
         for proc in procs:

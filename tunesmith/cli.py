@@ -114,10 +114,12 @@ def data_augment(data: Path = typer.Argument(..., help="Classification (text,lab
                  temperature: float = typer.Option(0.9, "--temperature", help="Sampling temperature (variety)."),
                  seed: int = typer.Option(0, "--seed"),
                  min_similarity: Optional[float] = typer.Option(None, "--min-similarity", help="Cosine a generated input needs with its source / its label's examples (default 0.7 paraphrase, 0.5 self-instruct; 0: off)."),
+                 max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=8, help="Longest generated reply, in tokens."),
+                 batch_size: int = typer.Option(8, "--batch-size", min=1, help="Prompts generated together (larger: faster on a GPU, more memory)."),
                  as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
     """Generate more training records; each is validated, deduplicated and marked with its provenance."""
     summary = api.augment(data, output, method, model, n, test, temperature, seed, min_similarity,
-                          log=lambda m: err.print(m, highlight=False))
+                          max_new_tokens=max_new_tokens, batch_size=batch_size, log=lambda m: err.print(m, highlight=False))
     if as_json:
         out.print_json(data=summary)
     else:
@@ -401,12 +403,13 @@ def monitor(model: str = typer.Argument(..., help="A served model: its ft: name,
             test: Optional[Path] = typer.Option(None, "--test", help="Held-out data both models are compared on (default: the run's data.test)."),
             tolerance: float = typer.Option(0.0, "--tolerance", help="Promote when the new model scores at least the current one minus this."),
             alias: Optional[str] = typer.Option(None, "--alias", help="Serving alias to point at the new model when it is promoted."),
-            train_sets: List[str] = typer.Option([], "--train-set", help="Override a training setting of the retraining, e.g. training.epochs=2.")):
+            train_sets: List[str] = typer.Option([], "--train-set", help="Override a training setting of the retraining, e.g. training.epochs=2."),
+            submit: bool = typer.Option(False, "--submit", help="Queue the retraining as a fine-tuning job for the server's workers (visible in the UI, resumable) instead of training here; the worker that finishes it evaluates and promotes it.")):
     """Traffic, latency, errors, ratings and input drift of a served model, with alerts; --retrain acts on them."""
     log = lambda m: err.print(m, highlight=False)  # noqa: E731
     report = api.monitor(model, since, reference, config, _settings_overrides(sets), output, log=log)
     if retrain and (report["retrain_recommended"] or force_retrain):
-        report["retrain"] = api.retrain(model, fresh, replay, test, tolerance, alias, train_sets, log=log)
+        report["retrain"] = api.retrain(model, fresh, replay, test, tolerance, alias, train_sets, submit=submit, log=log)
     elif retrain:
         report["retrain"] = None
         log("no alert calls for retraining (--force-retrain to retrain anyway)")
@@ -486,13 +489,31 @@ def serve(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
           max_waiting: int = typer.Option(16, "--max-waiting", help="Inference requests that may wait for a model before 429."),
           request_log: bool = typer.Option(True, "--request-log/--no-request-log", help="Record each inference's model, latency, tokens and status (what `tunesmith monitor` reads)."),
           log_content: bool = typer.Option(False, "--log-content", help="Also record each request's input and output text, personal data redacted (needed for input drift)."),
-          retention_days: float = typer.Option(30.0, "--retention-days", help="Delete logged requests older than this.")):
+          retention_days: float = typer.Option(30.0, "--retention-days", help="Delete logged requests older than this."),
+          monitor_models: List[str] = typer.Option([], "--monitor", help="Check this model's traffic and drift on a schedule, as `tunesmith monitor` would (repeatable)."),
+          monitor_every: str = typer.Option("1d", "--monitor-every", help="How often each --monitor model is checked: 1d, 6h, 30m."),
+          monitor_window: Optional[str] = typer.Option(None, "--monitor-window", help="Traffic each check looks at (--since); default: the interval."),
+          monitor_config: Optional[Path] = typer.Option(None, "--monitor-config", help="Thresholds (YAML) for the scheduled checks."),
+          monitor_retrain: bool = typer.Option(False, "--monitor-retrain", help="When a check's alert calls for it, queue a retraining job (monitor --retrain --submit); the worker promotes the new model only if it is not worse."),
+          monitor_alias: Optional[str] = typer.Option(None, "--monitor-alias", help="Serving alias a promoted retrained model takes over.")):
     """Serve the OpenAI-compatible API under /v1 (files, fine-tuning jobs, models, chat completions)."""
     from tunesmith.server.request_log import LogSettings
 
     api.serve(host, port, workers, require_keys=not no_keys, max_upload_bytes=max_upload_mb * 1024 * 1024,
               cors_origins=tuple(cors), max_waiting=max_waiting, log=lambda m: err.print(m, highlight=False),
-              request_log=LogSettings(request_log, log_content, retention_days))
+              request_log=LogSettings(request_log, log_content, retention_days),
+              schedule=_schedule(monitor_models, monitor_every, monitor_window, monitor_config, monitor_retrain, monitor_alias))
+
+
+def _schedule(models, every, window, config, retrain, alias):
+    from tunesmith.monitoring.monitor import parse_duration
+    from tunesmith.monitoring.schedule import Schedule
+
+    if not models:
+        return None
+    if window:
+        parse_duration(window)
+    return Schedule(list(models), parse_duration(every), window, config, retrain, alias)
 
 
 @app.command()

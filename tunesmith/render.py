@@ -380,6 +380,10 @@ def monitor_summary(report: dict[str, Any]) -> Group:
 
 def retrain_summary(result: dict[str, Any]) -> str:
     d = result["data"]
+    if result.get("status") == "submitted":
+        return (f"queued {result['job']} to retrain on {d['records']} records ({d['new']} new: {d['from_feedback']} "
+                f"from feedback; {d['replayed']} replayed); a worker trains it, compares it with {result['current']} "
+                f"on {result['test']} and promotes it only if it is not worse\nplan: {result['report']}")
     verdict = ("[green]promoted[/green]" + (f" (alias {result['alias']} → {result['candidate']})" if result["alias"] else "")
                if result["promoted"] else "[red]not promoted[/red]: the current model stays")
     return (f"retrained on {d['records']} records ({d['new']} new: {d['from_feedback']} from feedback; "

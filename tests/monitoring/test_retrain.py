@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 from tests.conftest import classification_records, write_jsonl
 from tests.training.test_classify import classify_config
 from tunesmith import api
+from tunesmith.errors import ConfigError
 from tunesmith.monitoring.aliases import read_aliases
 from tunesmith.server.app import ServerSettings, create_app
 from tunesmith.server.request_log import LogSettings
@@ -78,3 +79,33 @@ def test_cli_retrains_only_when_an_alert_calls_for_it(workspace, tiny_encoder_di
     quiet = CliRunner().invoke(app, ["monitor", current.id, "--retrain", "--json", "-o", str(tmp_path / "m")])
     assert quiet.exit_code == 0, quiet.output
     assert "no alert calls for retraining" in quiet.output and '"retrain": null' in quiet.output
+
+
+def test_submitted_retraining_is_a_queued_job_the_worker_trains_and_judges(workspace, tiny_encoder_dir, tmp_path):
+    from tunesmith.server.db import Database
+    from tunesmith.server.jobs import get_job, list_events
+    from tunesmith.server.worker import Worker
+
+    train = write_jsonl(tmp_path / "train.jsonl", classification_records(60))
+    test = write_jsonl(tmp_path / "test.jsonl", classification_records(12, seed=9))
+    current = api.train(classify_config(train, tiny_encoder_dir, **{"training.epochs": 1, "data.test": str(test)}),
+                        workspace=workspace).run
+    fresh = write_jsonl(tmp_path / "fresh.jsonl", classification_records(8, seed=21))
+
+    plan = api.retrain(current.id, fresh=[fresh], tolerance=1.0, alias="intents", submit=True, workspace=workspace)
+    assert plan["status"] == "submitted" and read_aliases(workspace) == {}  # nothing promoted before training
+    db = Database.for_workspace(workspace)
+    job = get_job(db, plan["job"])
+    assert job.status == "queued" and job.settings["recipe"] == "classify" and job.model == str(tiny_encoder_dir)
+    with pytest.raises(ConfigError, match="already retraining"):  # one retraining of a model at a time
+        api.retrain(current.id, fresh=[fresh], submit=True, workspace=workspace)
+
+    assert Worker(workspace, db).run_one()
+    job = get_job(db, plan["job"])
+    assert job.status == "succeeded", job.error
+    messages = [e["message"] for e in list_events(db, job.id, None, 50)[0]]
+    assert any(m.startswith("Retraining check on test.jsonl: accuracy") and "promoted behind alias intents" in m
+               for m in messages), messages
+    verdict = json.loads(open(plan["report"]).read())
+    assert verdict["status"] == "judged" and verdict["promoted"] and verdict["job"] == job.id
+    assert read_aliases(workspace) == {"intents": job.run_id} == {"intents": verdict["candidate"]}

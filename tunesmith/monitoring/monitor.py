@@ -51,6 +51,18 @@ def parse_since(text: str | None, now: float | None = None) -> float:
     return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
 
 
+def parse_duration(text: str) -> float:
+    """'1d', '6h', '30m' → seconds.
+
+    >>> parse_duration("6h")
+    21600.0
+    """
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([dhm])", text.strip())
+    if not match or float(match.group(1)) <= 0:
+        raise ConfigError(f"{text!r}: give a duration such as 1d, 6h or 30m")
+    return float(match.group(1)) * {"d": 86400, "h": 3600, "m": 60}[match.group(2)]
+
+
 def monitor(model: str, workspace: Workspace, settings: MonitorSettings, since: float,
             reference_path: str | Path | None = None, out: Path | None = None,
             log: Callable[[str], None] = print) -> dict[str, Any]:

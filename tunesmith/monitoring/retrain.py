@@ -10,9 +10,15 @@
    are evaluated on the same held-out data; the new one is promoted only if its headline figure
    is at least the current one's minus ``tolerance``. Promotion points a serving alias
    (``<home>/aliases.json``) at the new run, so clients that call the alias switch over.
+
+With ``submit`` the training is not done here: the dataset is filed and a fine-tuning job is
+queued (the same queue as ``POST /v1/fine_tuning/jobs``), so it runs on the server's workers,
+shows in the UI, can be paused and resumes after a crash; the worker that finishes it runs step
+3 and writes the verdict into the job's events and ``<home>/retrain/<folder>/retrain.json``.
 """
 from __future__ import annotations
 
+import json
 import random
 import time
 from pathlib import Path
@@ -36,7 +42,11 @@ from tunesmith.workspace import Workspace
 
 def retrain(model: str, workspace: Workspace, fresh: list[str | Path] | None = None, replay: float = 0.5,
             test: str | Path | None = None, tolerance: float = 0.0, alias: str | None = None, seed: int = 0,
-            overrides: list[str] | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+            overrides: list[str] | None = None, submit: bool = False,
+            log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Build the new dataset, then either train here and judge at once, or (``submit``) file the
+    dataset and queue a fine-tuning job for the server's workers; the worker that finishes the
+    job runs the same judgement (:func:`judge_job`) and records it in the job's events."""
     from tunesmith import api
 
     if not 0 <= replay < 1:
@@ -45,34 +55,119 @@ def retrain(model: str, workspace: Workspace, fresh: list[str | Path] | None = N
     current = run_of_model(model, workspace, db)
     if current is None:
         raise ConfigError(f"{model} is not a fine-tuned model of this home: nothing to retrain")
-    config = load_config(current.config_path)
+    config = load_config(current.config_path, overrides or [])  # a bad --train-set fails before any work
     test = test or config.data.test
     if not test:
         raise ConfigError(f"give --test FILE: {current.id}'s config has no data.test to compare the models on")
     out = workspace.home / "retrain" / f"{current.id}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if submit:
+        _refuse_a_second_job(db, current.id)
     built = build_dataset(model, current, db, fresh or [], replay, test, seed, out / "train.jsonl", log)
+    plan = {"model": model, "current": current.id, "data": built, "test": str(Path(test).resolve()),
+            "tolerance": tolerance, "alias": alias}
+    if submit:
+        return _submit(plan, config, workspace, db, out, seed, log)
     log(f"retraining {current.id}'s recipe on {built['records']} records "
         f"({built['new']} new, {built['replayed']} replayed)")
     new_run = api.train(load_config(current.config_path, [f"data.train={out / 'train.jsonl'}",
                                                           f"run_name=retrain-{current.id[-24:]}", *(overrides or [])]),
                         workspace=workspace).run
+    return judge(plan, new_run, workspace, out, log)
+
+
+def judge(plan: dict[str, Any], candidate: Run, workspace: Workspace, out: Path,
+          log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Evaluate the current and the candidate model on the same test data; promote the candidate
+    (point ``alias`` at it) only if its headline figure is not worse by more than ``tolerance``."""
+    from tunesmith import api
+
     scores = {}
-    for role, run in (("current", current), ("candidate", new_run)):
-        log(f"evaluating the {role} model {run.id} on {Path(test).name}")
-        report = api.evaluate(run.id, test, samples=0, baselines=False, workspace=workspace, log=log)
+    for role, run_id in (("current", plan["current"]), ("candidate", candidate.id)):
+        log(f"evaluating the {role} model {run_id} on {Path(plan['test']).name}")
+        report = api.evaluate(run_id, plan["test"], samples=0, baselines=False, workspace=workspace, log=log)
         scores[role] = headline(report)
     metric, higher = scores["current"][0], scores["current"][2]
     gain = (scores["candidate"][1] - scores["current"][1]) * (1 if higher else -1)
-    promoted = gain >= -tolerance
-    result = {"model": model, "current": current.id, "candidate": new_run.id, "data": built, "test": str(test),
-              "metric": metric, "current_score": scores["current"][1], "candidate_score": scores["candidate"][1],
-              "gain": gain, "tolerance": tolerance, "promoted": promoted, "alias": None}
-    if promoted and alias:
-        set_alias(workspace, alias, new_run.id)
-        result["alias"] = alias
+    promoted = gain >= -plan["tolerance"]
+    result = plan | {"status": "judged", "candidate": candidate.id, "metric": metric,
+                     "current_score": scores["current"][1], "candidate_score": scores["candidate"][1],
+                     "gain": gain, "promoted": promoted, "alias": None}
+    if promoted and plan.get("alias"):
+        set_alias(workspace, plan["alias"], candidate.id)
+        result["alias"] = plan["alias"]
     write_json_atomic(out / "retrain.json", result)
     result["report"] = str(out / "retrain.json")
     return result
+
+
+def _submit(plan: dict[str, Any], config, workspace: Workspace, db: Database, out: Path, seed: int,
+            log: Callable[[str], None]) -> dict[str, Any]:
+    from tunesmith.server.files import FileStore
+    from tunesmith.server.jobs import create_job
+
+    store = FileStore(db, workspace.home / "files", max_bytes=1 << 40)
+    filed = store.save_bytes(f"retrain-{plan['current'][-24:]}.jsonl", (out / "train.jsonl").read_bytes())
+    if filed["status"] != "processed":
+        raise DataError(f"the retraining data did not validate: {filed.get('status_details')}")
+    method = "dpo" if config.recipe == "dpo" else "supervised"
+    job = create_job(db, {"model": config.model, "training_file": filed["id"], "suffix": "retrain", "seed": seed,
+                          "method": {"type": method}, "metadata": {RETRAIN_KEY: out.name, "retrain_of": plan["current"]}},
+                     recipe_settings=_recipe_settings(config))
+    if job["status"] != "queued":
+        raise DataError(f"the retraining job {job['id']} was not queued: {job.get('error')}")
+    log(f"submitted {job['id']}: {plan['current']}'s recipe on {plan['data']['records']} records; a worker trains it "
+        "and promotes it only if it evaluates at least as well (`tunesmith serve` or `tunesmith worker`)")
+    result = plan | {"status": "submitted", "job": job["id"], "training_file": filed["id"]}
+    write_json_atomic(out / "retrain.json", result)
+    return result | {"report": str(out / "retrain.json")}
+
+
+def pending_retraining(db: Database, run_id: str) -> str | None:
+    """The id of a retraining job of ``run_id`` that has not finished, if any."""
+    from tunesmith.server.db import JobRow
+    from tunesmith.server.jobs import TERMINAL
+
+    with db.session() as session:
+        for job in session.scalars(select(JobRow).where(JobRow.status.not_in(TERMINAL))):
+            if (job.job_metadata or {}).get("retrain_of") == run_id:
+                return job.id
+    return None
+
+
+def _refuse_a_second_job(db: Database, run_id: str) -> None:
+    pending = pending_retraining(db, run_id)
+    if pending:
+        raise ConfigError(f"{pending} is already retraining {run_id}: wait for it (or cancel it) before queueing another")
+
+
+RETRAIN_KEY = "tunesmith_retrain"  # job metadata: the retrain folder whose plan the finished job is judged by
+
+
+def _recipe_settings(config) -> dict[str, Any]:
+    """The current run's whole recipe, less what the job itself supplies (base model, files, name).
+    Unset (null) values are left out so the job's own defaults (e.g. a checkpoint per epoch) hold."""
+    def present(value):
+        if isinstance(value, dict):
+            return {k: present(v) for k, v in value.items() if v is not None}
+        return value
+
+    settings = present(config.model_dump(mode="json"))
+    for key in ("model", "run_name"):
+        settings.pop(key, None)
+    for key in ("train", "validation", "test"):
+        settings.get("data", {}).pop(key, None)
+    return settings
+
+
+def judge_job(workspace: Workspace, db: Database, job, candidate: Run, log: Callable[[str], None]) -> dict | None:
+    """Called by the worker when a job succeeds: a retraining job is judged against the model it
+    would replace. Returns the judgement, or None for an ordinary job."""
+    folder = (job.job_metadata or {}).get(RETRAIN_KEY)
+    if not folder:
+        return None
+    out = workspace.home / "retrain" / Path(folder).name
+    plan = json.loads((out / "retrain.json").read_text(encoding="utf-8"))
+    return judge(plan | {"job": job.id}, candidate, workspace, out, log)
 
 
 def build_dataset(model: str, current: Run, db: Database, fresh: list[str | Path], replay: float, test: str | Path,

@@ -40,10 +40,14 @@ def auto_epochs(n_examples: int) -> int:
     return 3
 
 
-def create_job(db: Database, body: dict[str, Any]) -> dict:
+def create_job(db: Database, body: dict[str, Any], recipe_settings: dict | None = None) -> dict:
     """Validate the request, record the job in ``validating_files``, check its files (quick: they
     were validated on upload) and move it to ``queued`` — or ``failed`` with the file's first
-    problem, before any compute."""
+    problem, before any compute.
+
+    ``recipe_settings`` come from tunesmith itself, not from a request: a retraining repeats a
+    run's whole recipe, a classifier's included, so these may name the recipe; API callers get
+    OpenAI's sft / dpo jobs with ``tunesmith.settings`` on top."""
     model, training_file = body.get("model"), body.get("training_file")
     if not model or not isinstance(model, str):
         raise APIError(400, "Missing required parameter: 'model'.", "missing_required_parameter", "model")
@@ -54,7 +58,7 @@ def create_job(db: Database, body: dict[str, Any]) -> dict:
     if suffix is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", str(suffix)):
         raise APIError(400, "suffix must be 1-64 characters of letters, digits, '-' or '_'.", "invalid_value", "suffix")
     method = _method(body)
-    settings = _settings(body, method)
+    settings = _settings(body, method) if recipe_settings is None else _checked(recipe_settings, method)
     metadata = body.get("metadata")
     if metadata is not None and (not isinstance(metadata, dict) or len(metadata) > 16):
         raise APIError(400, "metadata must be an object of at most 16 string pairs.", "invalid_value", "metadata")
@@ -138,6 +142,10 @@ def _settings(body: dict[str, Any], method: dict) -> dict | None:
     if fixed:
         raise APIError(400, f"tunesmith.settings cannot set {', '.join(fixed)}: they come from the job's model and files.",
                        "invalid_value", "tunesmith.settings")
+    return _checked(settings, method)
+
+
+def _checked(settings: dict, method: dict) -> dict:
     probe = JobRow(id="ftjob-check", model="model", training_file="file", validation_file=None, seed=0,
                    method=method, settings=settings)
     try:

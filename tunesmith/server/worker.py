@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from pathlib import Path
 
 from rich.console import Console
 from transformers import TrainerCallback
@@ -141,6 +142,26 @@ class Worker:
                      result_files=[results])
         add_event(self.db, job.id, f"New fine-tuned model created: {fine_tuned_name(job)}")
         add_event(self.db, job.id, "The job has successfully completed")
+        self._judge_retraining(job, result.run)
+
+    def _judge_retraining(self, job: JobRow, run: Run) -> None:
+        """A job queued by ``tunesmith monitor --retrain --submit``: evaluate it beside the model
+        it would replace and promote it only if it is not worse. A failure here is reported in
+        the job's events; the job itself stays succeeded (its model is there to inspect)."""
+        from tunesmith.monitoring.retrain import judge_job
+
+        try:
+            verdict = judge_job(self.workspace, self.db, job, run, log=lambda message: None)
+        except Exception as e:
+            add_event(self.db, job.id, f"Retraining check failed: {e}", level="error")
+            return
+        if verdict is None:
+            return
+        outcome = f"promoted behind alias {verdict['alias']}" if verdict["alias"] else \
+            "promoted (no alias to move)" if verdict["promoted"] else f"not promoted: {verdict['current']} stays"
+        add_event(self.db, job.id, f"Retraining check on {Path(verdict['test']).name}: {verdict['metric']} "
+                                   f"{verdict['candidate_score']:.4f} (candidate) vs {verdict['current_score']:.4f} "
+                                   f"(current {verdict['current']}), {outcome}", level="info" if verdict["promoted"] else "warn")
 
     def _run_of(self, job: JobRow, hyper: dict) -> Run:
         """The job's run directory: recorded before training starts, so a worker that dies
