@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--test-examples", type=int, default=None, help="Score on the first N test texts (default: all).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "active-learning")
+    parser.add_argument("--data", type=Path, default=SHARED, help="Folder with BANKING77's train.csv and test.csv.")
     parser.add_argument("--resume", action="store_true", help="Keep the strategies results.json already has "
                         "all rounds of; round 0 (the same labels for every strategy) is reused from any of them.")
     args = parser.parse_args()
@@ -50,7 +51,7 @@ def main() -> None:
 
     args.out.mkdir(parents=True, exist_ok=True)
     workspace = Workspace(args.out / "home")
-    train, test = read(SHARED / "train.csv"), read(SHARED / "test.csv")[: args.test_examples]
+    train, test = read(args.data / "train.csv"), read(args.data / "test.csv")[: args.test_examples]
     start = stratified_sample(train, args.start, args.seed)
     pool_embeddings = embed_all([train[i]["text"] for i in range(len(train))], workspace)
     previous = json.loads((args.out / "results.json").read_text()) if args.resume and (args.out / "results.json").exists() else {}

@@ -548,11 +548,11 @@ def monitor(model: str, since: str | None = None, reference: str | Path | None =
                     Path(out) if out else None, log)
 
 
-def retrain(model: str, fresh: list[str | Path] | None = None, replay: float = 0.5, test: str | Path | None = None,
+def retrain(model: str, fresh: list[str | Path] | None = None, replay: float = 1.0, test: str | Path | None = None,
             tolerance: float = 0.0, alias: str | None = None, overrides: list[str] | None = None,
             submit: bool = False, workspace: Workspace | None = None, log: Log = print) -> dict[str, Any]:
-    """The next model: accepted feedback and ``fresh`` labelled data mixed with a ``replay`` share
-    of the original training data, trained with the current run's recipe, evaluated beside the
+    """The next model: accepted feedback and ``fresh`` labelled data mixed with the original
+    training data (all of it, or a ``replay`` share < 1), trained with the current run's recipe, evaluated beside the
     current model on ``test``; promoted (``alias`` pointed at it) only if it is not worse.
     ``submit``: queue it as a fine-tuning job instead; the worker that finishes it judges it."""
     from tunesmith.monitoring.retrain import retrain as _retrain

@@ -4,8 +4,11 @@
    labels) and fresh labelled files (e.g. the output of ``label suggest``, labelled), without
    model proposals nobody confirmed (``_prelabel.status: proposed``), duplicates, or anything
    whose input is in the test data.
-2. Mixed with a replay share of the original training data (``replay``: the share of the new
-   training set drawn from it), so the model learns the new cases without forgetting the old.
+2. Mixed with the original training data, so the model learns the new cases without forgetting
+   the old: all of it by default (``replay=1``: the next model is trained from the base model,
+   like the current one, so leaving original data out costs accuracy), or a ``replay`` share
+   (< 1: the share of the new training set drawn from it) when the original data is too large
+   to train on again.
 3. Trained with the current run's recipe (same base model, method, settings), then both models
    are evaluated on the same held-out data; the new one is promoted only if its headline figure
    is at least the current one's minus ``tolerance``. Promotion points a serving alias
@@ -40,7 +43,7 @@ from tunesmith.server.db import Database, FeedbackRow
 from tunesmith.workspace import Workspace
 
 
-def retrain(model: str, workspace: Workspace, fresh: list[str | Path] | None = None, replay: float = 0.5,
+def retrain(model: str, workspace: Workspace, fresh: list[str | Path] | None = None, replay: float = 1.0,
             test: str | Path | None = None, tolerance: float = 0.0, alias: str | None = None, seed: int = 0,
             overrides: list[str] | None = None, submit: bool = False,
             log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -49,8 +52,8 @@ def retrain(model: str, workspace: Workspace, fresh: list[str | Path] | None = N
     job runs the same judgement (:func:`judge_job`) and records it in the job's events."""
     from tunesmith import api
 
-    if not 0 <= replay < 1:
-        raise ConfigError(f"replay must be in [0, 1), not {replay}")
+    if not 0 <= replay <= 1:
+        raise ConfigError(f"replay must be in [0, 1] (1: all the original training data), not {replay}")
     db = Database.for_workspace(workspace)
     current = run_of_model(model, workspace, db)
     if current is None:
@@ -203,8 +206,9 @@ def build_dataset(model: str, current: Run, db: Database, fresh: list[str | Path
     if not kept:
         raise DataError(f"no new training data for {model}: accept feedback in the review queue or give --fresh "
                         f"FILE (labelled); dropped {dropped}, {unconfirmed} unconfirmed proposal(s)")
-    # Enough replay to make the share, and at least enough records for the recipe to train on.
-    wanted = max(round(len(kept) * replay / (1 - replay)), config.data.min_examples - len(kept))
+    # All of it, or enough to make the share; at least enough records for the recipe to train on.
+    wanted = len(original.records) if replay >= 1 else \
+        max(round(len(kept) * replay / (1 - replay)), config.data.min_examples - len(kept))
     rng = random.Random(seed)
     replayed = rng.sample([r.value for r in original.records], min(wanted, len(original.records)))
     records = kept + replayed
