@@ -109,3 +109,8 @@ def test_submitted_retraining_is_a_queued_job_the_worker_trains_and_judges(works
     verdict = json.loads(open(plan["report"]).read())
     assert verdict["status"] == "judged" and verdict["promoted"] and verdict["job"] == job.id
     assert read_aliases(workspace) == {"intents": job.run_id} == {"intents": verdict["candidate"]}
+    client = TestClient(create_app(workspace, ServerSettings(require_keys=False)))
+    for name in ("intents", job.fine_tuned_model):  # the alias and the job's own ft: name classify
+        served = client.post("/v1/classifications", json={"model": name, "input": "where is my parcel"})
+        assert served.status_code == 200 and served.json()["data"][0]["label"] in {"refund", "delivery", "login"}
+    assert job.fine_tuned_model not in [m["id"] for m in client.get("/v1/models").json()["data"]]  # not a chat model

@@ -68,6 +68,8 @@ class ModelServer:
             jobs = list(session.scalars(select(JobRow).where(JobRow.run_id.is_not(None))))
         for job in jobs:
             run = Run(self.workspace.run_dir(job.run_id))
+            if (job.settings or {}).get("recipe") == "classify":  # a retrained classifier: /v1/classifications
+                continue
             if job.fine_tuned_model and job.status == "succeeded" and run.final_dir.exists():
                 final = run.final_dir
                 found.append(Target(job.fine_tuned_model, job.model, final if final.name == "adapter" else None,
@@ -147,6 +149,7 @@ class ModelServer:
 
         # A run id (or an alias of one) only, looked up in the home: a request's string never becomes a path.
         run_id = read_aliases(self.workspace).get(run_ref, run_ref)
+        run_id = self._classifier_job_run(run_id) or run_id  # the ft: name of a retraining job
         with self._loading:
             if run_id not in self.classifiers:
                 run = Run(self.workspace.run_dir(run_id)) if is_safe_name(run_id) else None
@@ -161,6 +164,14 @@ class ModelServer:
         return {"object": "list", "model": run_ref, "data": [
             {"object": "classification", "index": i, "label": r["label"], "confidence": r["confidence"],
              "probabilities": {t["label"]: t["probability"] for t in r["top"]}} for i, r in enumerate(results)]}
+
+    def _classifier_job_run(self, name: str) -> str | None:
+        if not name.startswith("ft:"):
+            return None
+        with self.db.session() as session:
+            job = session.scalars(select(JobRow).where(JobRow.fine_tuned_model == name,
+                                                       JobRow.status == "succeeded")).first()
+        return job.run_id if job is not None else None
 
     # ── loading ────────────────────────────────────────────────────────────────────────────
     def _slot(self, key: str, ref: ModelRef) -> BaseSlot:
