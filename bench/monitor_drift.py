@@ -78,7 +78,7 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps({"run": run, "windows": rows}, indent=2) + "\n")
-    lines = ["| out-of-domain share | length p (KS) | vocabulary p (JS) | embedding MMD p | label p (TV) | mean confidence | alerts | monitor s |",
+    lines = ["| out-of-domain share | length p (KS) | vocabulary p (JS) | embedding MMD p | label p (TV beyond sampling) | mean confidence | alerts | monitor s |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['out_of_domain']:.0%} | {r['length_p']:.2g} ({r['length_ks']:.2f}) | "
