@@ -53,8 +53,9 @@ def main() -> None:
     train, test = read(args.data / "train.csv"), read(args.data / "test.csv")
     seen = {row.value["text"] for row in read_rows(Path(load_config(run.config_path).data.train))}
     truth = {r["text"]: r["label"] for r in train}
-    pool = write_jsonl(args.out / "pool.jsonl", [{"text": r["text"]} for r in train if r["text"] not in seen])
-    test_path = write_jsonl(args.out / "test.jsonl", test)
+    pool, test_path = args.out / "pool.jsonl", args.out / "test.jsonl"
+    write_jsonl(pool, [{"text": r["text"]} for r in train if r["text"] not in seen])
+    write_jsonl(test_path, test)
     seconds = {}
 
     started = time.time()
