@@ -2,7 +2,8 @@
 accuracy with fewer labels than labelling random ones?
 
     python bench/active_learning.py [--start 0.1] [--budget 500] [--rounds 4] [--epochs 4]
-                                    [--strategies entropy,random] [--out build/active-learning]
+                                    [--strategies entropy,random] [--seed 0] [--out build/active-learning]
+    python bench/active_learning.py --combine DIR [DIR ...] --out DIR   # mean over seeds
 
 Both strategies start from the same stratified random ``--start`` share of the training labels
 (the rest is the unlabelled pool) and add ``--budget`` labels per round, picked from the pool by
@@ -12,7 +13,8 @@ k-means over minilm-l6 embeddings (labeling/suggest.py, as ``tunesmith label sug
 ``tunesmith train`` recipe classify) is trained on the labels so far and scored on the whole
 BANKING77 test split. Output: accuracy per number of labels (curve.png, results.json,
 results.md) and, per accuracy level, how many labels each strategy needed (linear interpolation
-between rounds). One seed: differences of a point or so are within run-to-run noise.
+between rounds). ``--seed`` changes the starting labels, the random picks and training; run it
+for several seeds and ``--combine`` their folders for the mean, the spread and every seed's curve.
 """
 from __future__ import annotations
 
@@ -43,9 +45,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "active-learning")
     parser.add_argument("--data", type=Path, default=SHARED, help="Folder with BANKING77's train.csv and test.csv.")
+    parser.add_argument("--combine", type=Path, nargs="+", default=None, metavar="DIR",
+                        help="Instead of running: average the results.json of runs with different --seed into --out.")
     parser.add_argument("--resume", action="store_true", help="Keep the strategies results.json already has "
                         "all rounds of; round 0 (the same labels for every strategy) is reused from any of them.")
     args = parser.parse_args()
+    if args.combine:
+        return combine(args.combine, args.out)
 
     from tunesmith.workspace import Workspace
 
@@ -186,6 +192,51 @@ def _plot(results: dict[str, list[dict]], path: Path) -> None:
     axes.legend()
     figure.savefig(path, bbox_inches="tight")
     plt.close(figure)
+
+
+def combine(folders: list[Path], out: Path) -> None:
+    """Mean accuracy per round over seeds, each seed's labels-needed, and one plot with every seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = [json.loads((folder / "results.json").read_text()) for folder in folders]
+    strategies = list(runs[0])
+    rounds = min(len(run[s]) for run in runs for s in strategies)
+    mean = {s: [{"labels": runs[0][s][i]["labels"],
+                 "accuracy": float(np.mean([run[s][i]["accuracy"] for run in runs])),
+                 "spread": [float(min(run[s][i]["accuracy"] for run in runs)), float(max(run[s][i]["accuracy"] for run in runs))]}
+                for i in range(rounds)] for s in strategies}
+    lines = [f"Mean over {len(runs)} seeds (min–max in brackets).", "",
+             "| labels | " + " | ".join(f"{s} accuracy" for s in strategies) + " |", "|---|" + "---|" * len(strategies)]
+    for i in range(rounds):
+        lines.append(f"| {mean[strategies[0]][i]['labels']} | " + " | ".join(
+            f"{mean[s][i]['accuracy']:.4f} [{mean[s][i]['spread'][0]:.4f}–{mean[s][i]['spread'][1]:.4f}]" for s in strategies) + " |")
+    lines += ["", "| accuracy reached | " + " | ".join(f"labels ({s}), per seed" for s in strategies) + " |",
+              "|---|" + "---|" * len(strategies)]
+    for level in (0.70, 0.72, 0.74, 0.75, 0.76, 0.78, 0.80):
+        lines.append(f"| {level:.2f} | " + " | ".join(", ".join(_labels_for(run[s][:rounds], level) for run in runs)
+                                                      for s in strategies) + " |")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    (out / "results.json").write_text(json.dumps({"seeds": [str(f) for f in folders], "mean": mean}, indent=2) + "\n")
+    figure = plt.figure(figsize=(6, 4), dpi=110)
+    axes = figure.add_subplot()
+    for strategy, colour in zip(strategies, ("tab:blue", "tab:orange", "tab:green")):
+        name = "uncertainty (entropy + diversity)" if strategy == "entropy" else strategy
+        axes.plot([p["labels"] for p in mean[strategy]], [p["accuracy"] for p in mean[strategy]], marker="o",
+                  color=colour, label=f"{name}, mean of {len(runs)} seeds")
+        for run in runs:
+            axes.plot([p["labels"] for p in run[strategy][:rounds]], [p["accuracy"] for p in run[strategy][:rounds]],
+                      color=colour, alpha=0.3, linewidth=1)
+    axes.set_xlabel("labelled training examples")
+    axes.set_ylabel("BANKING77 test accuracy")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.savefig(out / "curve.png", bbox_inches="tight")
+    plt.close(figure)
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":
