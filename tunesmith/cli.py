@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tunesmith import api, render
-from tunesmith.errors import DataError, TunesmithError
+from tunesmith.errors import ConfigError, DataError, TunesmithError
 
 app = typer.Typer(help="Fine-tune language models on your own data, evaluate them, use them.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -502,15 +502,18 @@ def serve(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
     api.serve(host, port, workers, require_keys=not no_keys, max_upload_bytes=max_upload_mb * 1024 * 1024,
               cors_origins=tuple(cors), max_waiting=max_waiting, log=lambda m: err.print(m, highlight=False),
               request_log=LogSettings(request_log, log_content, retention_days),
-              schedule=_schedule(monitor_models, monitor_every, monitor_window, monitor_config, monitor_retrain, monitor_alias))
+              schedule=_schedule(monitor_models, monitor_every, monitor_window, monitor_config, monitor_retrain, monitor_alias,
+                                 request_log))
 
 
-def _schedule(models, every, window, config, retrain, alias):
+def _schedule(models, every, window, config, retrain, alias, request_log):
     from tunesmith.monitoring.monitor import parse_duration
     from tunesmith.monitoring.schedule import Schedule
 
     if not models:
         return None
+    if not request_log:
+        raise ConfigError("--monitor reads the request log: drop --no-request-log")
     if window:
         parse_duration(window)
     return Schedule(list(models), parse_duration(every), window, config, retrain, alias)

@@ -43,3 +43,14 @@ def test_a_scheduled_check_that_alerts_queues_a_retraining_job(workspace, classi
     assert job.status == "queued" and job.job_metadata["retrain_of"] == classifier.id
     assert read_state(workspace)[classifier.id]["retraining_job"] == job.id
     assert due(schedule, workspace) == []  # checked: not due again for an hour
+
+
+def test_serve_refuses_a_schedule_it_cannot_keep():
+    from typer.testing import CliRunner
+
+    from tunesmith.cli import app
+
+    no_log = CliRunner().invoke(app, ["serve", "--monitor", "m", "--no-request-log"])
+    assert no_log.exit_code != 0 and "drop --no-request-log" in str(no_log.exception)
+    bad_every = CliRunner().invoke(app, ["serve", "--monitor", "m", "--monitor-every", "daily"])
+    assert bad_every.exit_code != 0 and "1d, 6h or 30m" in str(bad_every.exception)
