@@ -28,6 +28,9 @@ RETRAIN_ALERTS = {"input_length_drift", "vocabulary_drift", "embedding_drift", "
                   "negative_feedback"}
 
 
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([dhm])")
+
+
 def parse_since(text: str | None, now: float | None = None) -> float:
     """'7d', '12h', '30m', an ISO date/time (UTC), or None (the last 7 days) → epoch seconds.
 
@@ -39,9 +42,9 @@ def parse_since(text: str | None, now: float | None = None) -> float:
     now = time.time() if now is None else now
     if not text:
         return now - 7 * 86400
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([dhm])", text.strip())
+    match = _DURATION.fullmatch(text.strip())
     if match:
-        return now - float(match.group(1)) * {"d": 86400, "h": 3600, "m": 60}[match.group(2)]
+        return now - _seconds(match)
     from datetime import datetime, timezone
 
     try:
@@ -57,9 +60,13 @@ def parse_duration(text: str) -> float:
     >>> parse_duration("6h")
     21600.0
     """
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([dhm])", text.strip())
+    match = _DURATION.fullmatch(text.strip())
     if not match or float(match.group(1)) <= 0:
         raise ConfigError(f"{text!r}: give a duration such as 1d, 6h or 30m")
+    return _seconds(match)
+
+
+def _seconds(match: re.Match) -> float:
     return float(match.group(1)) * {"d": 86400, "h": 3600, "m": 60}[match.group(2)]
 
 
