@@ -9,7 +9,7 @@ from tunesmith.server.db import Database, JobRow
 def test_schema_comes_from_the_migrations_and_is_at_head(tmp_path):
     db = Database(f"sqlite:///{tmp_path / 'a.db'}")
     with db.engine.connect() as connection:
-        assert connection.execute(text("select version_num from alembic_version")).scalar() == "0005"
+        assert connection.execute(text("select version_num from alembic_version")).scalar() == "0006"
     assert {"files", "jobs", "events", "api_keys", "feedback"} <= set(inspect(db.engine).get_table_names())
     assert "settings" in {c["name"] for c in inspect(db.engine).get_columns("jobs")}
     Database(db.url)  # a second process opening it: no-op upgrade

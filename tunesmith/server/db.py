@@ -29,6 +29,7 @@ class FileRow(Base):
     status: Mapped[str] = mapped_column(String(16))         # uploaded | processed | error
     status_details: Mapped[str | None] = mapped_column(Text, nullable=True)
     sha256: Mapped[str] = mapped_column(String(64))
+    owner: Mapped[str | None] = mapped_column(String(32), nullable=True)  # id of the key that uploaded it
 
 
 class JobRow(Base):
@@ -54,6 +55,10 @@ class JobRow(Base):
     result_files: Mapped[list | None] = mapped_column(JSON, nullable=True)
     stop_requested: Mapped[str | None] = mapped_column(String(8), nullable=True)  # "cancel" | "pause"
     settings: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # recipe settings beyond OpenAI's (tunesmith.settings)
+    lease_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # bumped by every claim
+    lease_expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    attempt_errors: Mapped[list | None] = mapped_column(JSON, nullable=True)  # why each earlier attempt ended
 
 
 class EventRow(Base):
@@ -113,6 +118,7 @@ class KeyRow(Base):
     prefix: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[int] = mapped_column(Integer)
     revoked_at: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    role: Mapped[str] = mapped_column(String(16), default="user", server_default="admin")  # admin | user
 
 
 def database_url(workspace: Workspace) -> str:
