@@ -526,19 +526,22 @@ def worker(poll: float = typer.Option(1.0, help="Seconds between looks at the qu
 
 
 @keys_app.command("create")
-def keys_create(name: str = typer.Option("default", help="A label for the key.")):
+def keys_create(name: str = typer.Option("default", help="A label for the key."),
+                role: str = typer.Option("user", help="user (train, chat, upload, delete its own files) or admin (also delete base models, others' files, manage keys).")):
     """Create an API key; it is shown once (only its hash is stored)."""
-    secret, info = api.create_api_key(name)
+    secret, info = api.create_api_key(name, role=role)
     out.print(secret, highlight=False)
-    err.print(f"key {info['id']} ({info['name']}): store it now, it cannot be shown again", highlight=False)
+    err.print(f"key {info['id']} ({info['name']}, {info['role']}): store it now, it cannot be shown again",
+              highlight=False)
 
 
 @keys_app.command("list")
 def keys_list():
     """API keys (their ids, names and prefixes; never the secrets)."""
-    table = Table("id", "name", "prefix", "created", "revoked")
+    table = Table("id", "name", "role", "prefix", "created", "revoked")
     for key in api.list_api_keys():
-        table.add_row(key["id"], key["name"], key["prefix"], str(key["created_at"]), str(key["revoked_at"] or ""))
+        table.add_row(key["id"], key["name"], key["role"], key["prefix"], str(key["created_at"]),
+                      str(key["revoked_at"] or ""))
     out.print(table)
 
 

@@ -22,6 +22,16 @@ def set_alias(workspace: Workspace, alias: str, target: str) -> None:
     write_json_atomic(path, aliases)
 
 
+def remove_alias(workspace: Workspace, alias: str) -> bool:
+    """Delete the alias only: the model it points at stays. False when there was none."""
+    path = workspace.home / "aliases.json"
+    aliases = json.loads(path.read_text()) if path.exists() else {}
+    if aliases.pop(alias, None) is None:
+        return False
+    write_json_atomic(path, aliases)
+    return True
+
+
 def read_aliases(workspace: Workspace) -> dict[str, str]:
     path = workspace.home / "aliases.json"
     return {name: entry["model"] for name, entry in json.loads(path.read_text()).items()} if path.exists() else {}

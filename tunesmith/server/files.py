@@ -38,16 +38,19 @@ class FileStore:
     def path(self, file_id: str) -> Path:
         return self.directory / file_id  # ids are generated here, never taken from the request
 
-    async def save_multipart(self, stream: AsyncIterator[bytes], boundary: bytes) -> dict:
+    async def save_multipart(self, stream: AsyncIterator[bytes], boundary: bytes, owner: str | None = None) -> dict:
         """Parse a multipart body as it arrives: the ``file`` part goes straight to a partial file
-        (size-checked per chunk), the other fields (``purpose``) are kept in memory."""
+        (size-checked per chunk), the other fields (``purpose``) are kept in memory. A body that
+        ends before its closing boundary (a client cut off mid-upload) or does not parse is a 400
+        and leaves nothing: records are never stored half-received."""
+        from python_multipart.exceptions import MultipartParseError
         from python_multipart.multipart import MultipartParser, parse_options_header
 
         file_id = "file-" + secrets.token_hex(12)
         partial = self.directory / f".{file_id}.part"
         part: dict = {}
         fields: dict[str, bytes] = {}
-        upload = {"size": 0, "digest": hashlib.sha256(), "filename": None, "seen": False}
+        upload = {"size": 0, "digest": hashlib.sha256(), "filename": None, "seen": False, "complete": False}
 
         def on_part_begin():
             part.clear()
@@ -72,7 +75,8 @@ class FileStore:
         def on_part_data(data, start, end):
             chunk = data[start:end]
             if part.get("name") != "file":
-                fields[part.get("name", "")] = fields.get(part.get("name", ""), b"") + chunk[:4096]
+                name = part.get("name", "")[:64]
+                fields[name] = (fields.get(name, b"") + chunk)[:4096]  # form fields are short: keep 4 kB at most
                 return
             upload["size"] += len(chunk)
             if upload["size"] > self.max_bytes:
@@ -81,13 +85,23 @@ class FileStore:
             upload["digest"].update(chunk)
             out.write(chunk)
 
+        def on_end():
+            upload["complete"] = True
+
         parser = MultipartParser(boundary, callbacks={
             "on_part_begin": on_part_begin, "on_header_field": on_header_field, "on_header_value": on_header_value,
-            "on_header_end": on_header_end, "on_headers_finished": on_headers_finished, "on_part_data": on_part_data})
+            "on_header_end": on_header_end, "on_headers_finished": on_headers_finished, "on_part_data": on_part_data,
+            "on_end": on_end}, max_header_size=16 * 1024)  # room for a long file name, which is then cut to 255
         try:
             with open(partial, "wb") as out:
                 async for chunk in stream:
-                    parser.write(chunk)
+                    try:
+                        parser.write(chunk)
+                    except MultipartParseError as e:
+                        raise APIError(400, f"The multipart body does not parse: {e}", "invalid_multipart") from None
+            if not upload["complete"]:
+                raise APIError(400, "The upload ended before its closing multipart boundary (cut off?); nothing was "
+                               "stored. Send it again.", "incomplete_upload", "file")
             purpose = fields.get("purpose", b"").decode(errors="replace").strip()
             if not upload["seen"]:
                 raise APIError(400, "Missing required parameter: 'file'.", "missing_required_parameter", "file")
@@ -101,7 +115,7 @@ class FileStore:
         status, details = self._validate(file_id, purpose, filename)
         row = FileRow(id=file_id, filename=filename, purpose=purpose,
                       bytes=upload["size"], created_at=int(time.time()), status=status, status_details=details,
-                      sha256=upload["digest"].hexdigest())
+                      sha256=upload["digest"].hexdigest(), owner=owner)
         with self.db.session() as session:
             session.add(row)
         return file_object(row)
@@ -120,6 +134,17 @@ class FileStore:
         with self.db.session() as session:
             session.add(row)
         return file_object(row)
+
+    def require_trainable(self, file_id: str, param: str) -> None:
+        """A job trains only on a file uploaded for fine-tuning: any other purpose (``batch``,
+        ``assistants``, a results file) is a 400 naming the field, as a missing file is."""
+        with self.db.session() as session:
+            row = session.get(FileRow, file_id)
+        if row is None:
+            raise APIError(400, f"invalid {param}: no file with id '{file_id}' exists.", "invalid_request_error", param)
+        if row.purpose != "fine-tune":
+            raise APIError(400, f"invalid {param}: {file_id} was uploaded with purpose '{row.purpose}'; fine-tuning "
+                           "needs a file uploaded with purpose 'fine-tune'.", "invalid_value", param)
 
     def require_examples(self, file_id: object, param: str, minimum: int = MIN_TRAINING_EXAMPLES) -> None:
         """Refuse up front a file too small to train on: a validation or test split is stored valid

@@ -6,22 +6,36 @@ tuning, which peft cannot hold beside LoRA in one model). A LoRA fine-tune is an
 at most ``max_adapters`` stay loaded per base (least recently used is dropped). A fully
 fine-tuned run is its own model. Requests on one model take turns (one lock per base: the active
 adapter is model state); a bounded wait queue turns overload into 429 + Retry-After.
+
+A generation holds its model's lock in the thread that generates, never in the client's
+stream: a client that goes away sets the request's cancel event, generation stops at the next
+token (a ``StoppingCriteria``) and the lock and the admission slot are released by that thread.
+A prompt longer than the model's context is a 400 before anything is computed.
+
+Model names resolve from a cache of what the home holds (jobs, runs, checkpoints, aliases),
+scanned again when the home changes (the mtimes of its models, runs and aliases), when a name
+is not found, or after ``RESCAN_SECONDS``: a chat request does not read every job's checkpoints.
 """
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 from sqlalchemy import select
+from transformers import StoppingCriteria
 
 from tunesmith.models.loading import load_causal_lm, load_tokenizer
 from tunesmith.models.store import ModelRef, list_models, resolve_model
 from tunesmith.runs import Run, all_runs
 from tunesmith.server.db import Database, JobRow
 from tunesmith.server.errors import APIError, model_not_found
+
+RESCAN_SECONDS = 30.0
+DEFAULT_MAX_TOKENS = 256  # when a request names none: a CPU server's answer, not the whole context
 from tunesmith.server.jobs import checkpoint_dirs, fine_tuned_name
 from tunesmith.training.hardware import inference_dtype
 from tunesmith.training.tokenize import ensure_chat_template, prompt_ids, stop_strings, stop_token_ids
@@ -38,10 +52,15 @@ class Target:
     full_dir: Path | None = None
     owned_by: str = "tunesmith"
     created: int = 0
+    alias_of: str | None = None     # a serving alias: the model name it points at
 
     @property
     def is_base(self) -> bool:
         return self.adapter_dir is None and self.full_dir is None
+
+    def present(self) -> bool:
+        weights = self.full_dir or self.adapter_dir
+        return weights is None or weights.exists()
 
 
 @dataclass
@@ -59,9 +78,26 @@ class ModelServer:
         self.classifiers: dict[str, Any] = {}
         self._loading = threading.Lock()
         self._waiting = threading.BoundedSemaphore(max_waiting)
+        self._known: tuple[tuple, float, list[Target]] | None = None  # (home fingerprint, when, targets)
 
     # ── names ──────────────────────────────────────────────────────────────────────────────
-    def targets(self) -> list[Target]:
+    def targets(self, fresh: bool = False) -> list[Target]:
+        """Every model name the server answers to (cached; ``fresh`` scans the home again)."""
+        fingerprint = self._fingerprint()
+        known = self._known
+        if fresh or known is None or known[0] != fingerprint or time.monotonic() - known[1] > RESCAN_SECONDS:
+            known = self._known = (fingerprint, time.monotonic(), self._scan())
+        return known[2]
+
+    def forget(self) -> None:
+        """Drop the name cache (after a delete, or a change this process made)."""
+        self._known = None
+
+    def _fingerprint(self) -> tuple:
+        home = self.workspace.home
+        return tuple(_mtime(p) for p in (home / "models", self.workspace.runs_dir, home / "aliases.json"))
+
+    def _scan(self) -> list[Target]:
         found = [Target(m.name, m.name, owned_by="system") for m in list_models(self.workspace)
                  if m.pulled and "causal" in self._task(m.name)]
         with self.db.session() as session:
@@ -88,7 +124,7 @@ class ModelServer:
         from tunesmith.monitoring.aliases import read_aliases
 
         by_name = {t.name: t for t in found}
-        return [replace(by_name[model], name=alias, owned_by="tunesmith") for alias, model in read_aliases(self.workspace).items()
+        return [replace(by_name[model], name=alias, owned_by="tunesmith", alias_of=model) for alias, model in read_aliases(self.workspace).items()
                 if model in by_name and alias not in by_name]
 
     def _cli_runs(self, job_runs: set[str]) -> list[Target]:
@@ -117,28 +153,57 @@ class ModelServer:
         return manifest.get("task", "causal-lm")
 
     def resolve(self, name: str) -> Target:
-        for target in self.targets():
-            if target.name == name:
-                return target
-        raise model_not_found(name)
+        target = _named(self.targets(), name)
+        if target is None or not target.present():  # new since the last scan, or deleted since
+            target = _named(self.targets(fresh=True), name)
+        if target is None:
+            raise model_not_found(name)
+        return target
 
     def delete(self, name: str) -> dict:
-        """Delete a fine-tuned model's weights, a checkpoint, or a pulled base model."""
+        """Delete a serving alias (the alias only), or a fine-tuned model's weights, a checkpoint or
+        a pulled base model — unless other models depend on it (a 409 naming them)."""
         import shutil
 
+        from tunesmith.monitoring.aliases import read_aliases, remove_alias
+
         target = self.resolve(name)
+        if target.alias_of is not None:
+            remove_alias(self.workspace, name)
+            self.forget()
+            return {"id": name, "object": "model", "deleted": True}
+        aliases = read_aliases(self.workspace)
+        dependents = self.dependents(target, aliases)
+        if dependents:
+            shown = ", ".join(dependents[:10]) + (f" and {len(dependents) - 10} more" if len(dependents) > 10 else "")
+            raise APIError(409, f"The model '{name}' cannot be deleted: {shown} depend(s) on it. Delete those first.",
+                           "model_in_use", "model")
         path = target.full_dir or target.adapter_dir or self.workspace.model_dir(target.name)
+        self._unload(target)
+        shutil.rmtree(path)
+        self.forget()
+        return {"id": name, "object": "model", "deleted": True}
+
+    def dependents(self, target: Target, aliases: dict[str, str]) -> list[str]:
+        """The names that stop working when ``target`` goes: aliases pointing at it and, for a
+        base model, the adapters trained on it (a fully fine-tuned model has weights of its own)."""
+        names = sorted(alias for alias, model in aliases.items() if model == target.name)
+        if target.is_base:
+            same = {target.name, resolve_model(target.name, self.workspace).path}  # a run may name its base by path
+            names += sorted(t.name for t in self.targets() if t.adapter_dir is not None and t.alias_of is None
+                            and (t.base in same or _local_path(t.base) in same))
+        return names
+
+    def _unload(self, target: Target) -> None:
+        adapter = _adapter_key(target.name)
         with self._loading:
             for key, slot in list(self.slots.items()):
-                adapter = _adapter_key(name)
-                if key in (target.name, f"full:{target.full_dir}"):
+                if key in (target.name, f"full:{target.full_dir}") or key.startswith(f"{target.name}|"):
                     del self.slots[key]
                 elif adapter in slot.adapters:
                     with slot.lock:
                         slot.adapters.pop(adapter)
                         slot.model.delete_adapter(adapter)
-        shutil.rmtree(path)
-        return {"id": name, "object": "model", "deleted": True}
 
     def classify(self, run_ref: str, texts: list[str]) -> dict:
         """Labels and probabilities from a classify run (``tunesmith train`` with recipe: classify)."""
@@ -185,9 +250,12 @@ class ModelServer:
             return self.slots[key]
 
     def acquire(self, target: Target):
-        """(slot, tokenizer, context manager that selects the adapter) for a target."""
+        """(slot, tokenizer, adapter directory or None) for a target."""
         if target.full_dir is not None:
             slot = self._slot(f"full:{target.full_dir}", ModelRef(target.name, str(target.full_dir)))
+            return slot, slot.tokenizer, None
+        if target.adapter_dir is None:  # the base model itself
+            slot = self._slot(target.base, resolve_model(target.base, self.workspace))
             return slot, slot.tokenizer, None
         # peft holds adapters of one type per model (LoRA and DoRA together; IA3 or prompt learning
         # cannot join them): each other type gets a base of its own.
@@ -223,48 +291,95 @@ class ModelServer:
                            type_="rate_limit_error", headers={"Retry-After": "2"})
         return self._waiting
 
-    def complete(self, name: str, messages: list[dict] | None, prompt: str | None, params: dict) -> dict:
+    def complete(self, name: str, messages: list[dict] | None, prompt: str | list[str] | None, params: dict,
+                 cancel: threading.Event | None = None) -> dict:
+        """``n`` choices for the conversation, or for each prompt (prompt-major, as OpenAI orders them)."""
         target = self.resolve(name)
         slot, tokenizer, adapter = self.acquire(target)
-        ids = _prompt(tokenizer, messages, prompt)
+        prompts = [_prompt(tokenizer, messages, None)] if messages is not None else \
+            [_prompt(tokenizer, None, p) for p in ([prompt] if isinstance(prompt, str) else prompt or [""])]
+        budgets = [_budget(slot.model, ids, params, "messages" if messages is not None else "prompt") for ids in prompts]
+        cancel = cancel or threading.Event()
         admitted = self._admitted()
         try:
             with slot.lock, self._activate(slot, target.name, adapter):
-                texts, counts, reasons = _generate(slot.model, tokenizer, ids, params)
+                results = [_generate(slot.model, tokenizer, ids, params | {"max_tokens": budget}, cancel)
+                           for ids, budget in zip(prompts, budgets)]
         finally:
             admitted.release()
-        return {"texts": texts, "completion_tokens": counts, "prompt_tokens": len(ids), "finish_reasons": reasons}
+        return {"texts": [t for texts, _, _ in results for t in texts],
+                "completion_tokens": [c for _, counts, _ in results for c in counts],
+                "finish_reasons": [r for _, _, reasons in results for r in reasons],
+                "prompt_tokens": sum(len(ids) for ids in prompts)}
 
     def stream(self, name: str, messages: list[dict] | None, prompt: str | None, params: dict) -> "Stream":
-        """Text pieces of one completion, as they are generated."""
+        """Text pieces of one completion, as they are generated (see the module docstring: the
+        generating thread owns the lock and the admission slot; ``Stream.cancel`` stops it)."""
         target = self.resolve(name)
         slot, tokenizer, adapter = self.acquire(target)
         ids = _prompt(tokenizer, messages, prompt)
+        budget = _budget(slot.model, ids, params, "messages" if messages is not None else "prompt")
         admitted = self._admitted()
+        stream = Stream(tokenizer, len(ids))
+        stream.stops = list(params.get("stop") or []) + stop_strings(tokenizer)
 
-        def pieces():
+        def run():
             try:
-                with slot.lock, self._activate(slot, target.name, adapter):
-                    yield from _stream(slot.model, tokenizer, ids, params)
+                with slot.lock:
+                    if stream.cancelled.is_set():  # the client left while waiting for the model
+                        return
+                    with self._activate(slot, target.name, adapter):
+                        _stream_into(slot.model, tokenizer, ids, params | {"max_tokens": budget}, stream)
+            except BaseException as e:  # surfaced to the client after the stream ends
+                stream.errors.append(e)
             finally:
+                stream.streamer.end()
                 admitted.release()
-        return Stream(pieces(), tokenizer, len(ids))
+                stream.finished.set()
+
+        threading.Thread(target=run, daemon=True, name=f"generate {name}").start()
+        return stream
+
+
+class Cancelled(StoppingCriteria):
+    """Stops ``generate`` at the next token once the request's event is set (a client gone)."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
 class Stream:
     """A streamed completion: its pieces as they come, then what was said and how many tokens
-    (counted on the finished text: the pieces are decoded text, not one token each)."""
+    (counted on the finished text: the pieces are decoded text, not one token each).
+    ``cancel()`` (a client that disconnected) stops the generation within one token."""
 
-    def __init__(self, pieces: Iterator[str], tokenizer, prompt_tokens: int):
-        self._pieces, self._tokenizer, self.prompt_tokens = pieces, tokenizer, prompt_tokens
+    def __init__(self, tokenizer, prompt_tokens: int):
+        from transformers import TextIteratorStreamer
+
+        self._tokenizer, self.prompt_tokens = tokenizer, prompt_tokens
+        self.streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        self.cancelled, self.finished = threading.Event(), threading.Event()
+        self.errors: list[BaseException] = []
+        self.stops: list[str] = []
         self._text: list[str] = []
         self.completion_tokens: int | None = None
 
     def __iter__(self) -> Iterator[str]:
-        for piece in self._pieces:
+        for piece in _cut_stream(self.streamer, self.stops, self.cancel):
             self._text.append(piece)
             yield piece
+        self.finished.wait()
+        if self.errors:
+            raise self.errors[0]
         self.completion_tokens = len(self._tokenizer(self.text, add_special_tokens=False)["input_ids"])
+
+    def cancel(self) -> None:
+        self.cancelled.set()
 
     @property
     def text(self) -> str:
@@ -283,6 +398,22 @@ def _adapter_kind(adapter_dir: Path) -> str:
     import json
 
     return json.loads((adapter_dir / "adapter_config.json").read_text()).get("peft_type", "LORA")
+
+
+def _local_path(name: str) -> str | None:
+    path = Path(name)
+    return str(path.resolve()) if path.is_absolute() or path.exists() else None
+
+
+def _named(targets: list[Target], name: str) -> Target | None:
+    return next((t for t in targets if t.name == name), None)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def _adapter_key(name: str) -> str:
@@ -326,8 +457,39 @@ def _cut(text: str, stops: list[str]) -> tuple[str, bool]:
     return text, False
 
 
-def _generate(model, tokenizer, ids: list[int], params: dict) -> tuple[list[str], list[int], list[str]]:
+def _budget(model, ids: list[int], params: dict, param: str) -> int:
+    """The tokens this request may generate: a prompt that leaves no room in the model's context
+    is a 400 (``context_length_exceeded``, as OpenAI answers), and so is a ``max_tokens`` asked for
+    explicitly beyond it; an implicit one is cut to what the context leaves."""
+    context = context_length(model)
+    wanted = params["max_tokens"] or DEFAULT_MAX_TOKENS
+    if context is None:
+        return wanted
+    if len(ids) >= context:
+        raise APIError(400, f"This model's maximum context length is {context} tokens. However, your "
+                       f"{'messages' if param == 'messages' else 'prompt'} resulted in {len(ids)} tokens. "
+                       "Please reduce the length of the messages.", "context_length_exceeded", param)
+    if params.get("explicit_max_tokens") and len(ids) + wanted > context:
+        raise APIError(400, f"This model's maximum context length is {context} tokens. However, you requested "
+                       f"{len(ids) + wanted} tokens ({len(ids)} in the {param}, {wanted} in the completion). "
+                       "Please reduce the length of the messages or completion.", "context_length_exceeded",
+                       "max_tokens")
+    return min(wanted, context - len(ids))
+
+
+def context_length(model) -> int | None:
+    config = getattr(model, "config", None)
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def _generate(model, tokenizer, ids: list[int], params: dict,
+              cancel: threading.Event) -> tuple[list[str], list[int], list[str]]:
     import torch
+    from transformers import StoppingCriteriaList
 
     kwargs = _generation_kwargs(tokenizer, params)
     stops = list(params.get("stop") or []) + stop_strings(tokenizer)
@@ -335,7 +497,7 @@ def _generate(model, tokenizer, ids: list[int], params: dict) -> tuple[list[str]
     with torch.inference_mode():
         for _ in range(params["n"]):
             out = model.generate(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                                 **kwargs)[0, len(ids):]
+                                 stopping_criteria=StoppingCriteriaList([Cancelled(cancel)]), **kwargs)[0, len(ids):]
             text, stopped = _cut(tokenizer.decode(out, skip_special_tokens=True), stops)
             ended = stopped or (len(out) and int(out[-1]) in stop_token_ids(tokenizer)) or len(out) < params["max_tokens"]
             texts.append(text)
@@ -344,42 +506,34 @@ def _generate(model, tokenizer, ids: list[int], params: dict) -> tuple[list[str]
     return texts, counts, reasons
 
 
-def _stream(model, tokenizer, ids: list[int], params: dict) -> Iterator[str]:
+def _stream_into(model, tokenizer, ids: list[int], params: dict, stream: Stream) -> None:
+    """Generate into ``stream.streamer`` (called in the generating thread, with the lock held)."""
     import torch
-    from transformers import TextIteratorStreamer
+    from transformers import StoppingCriteriaList
 
     kwargs = _generation_kwargs(tokenizer, params)
-    stops = list(params.get("stop") or []) + stop_strings(tokenizer)
-    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-    errors: list[BaseException] = []
+    with torch.inference_mode():
+        model.generate(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                       streamer=stream.streamer, stopping_criteria=StoppingCriteriaList([Cancelled(stream.cancelled)]),
+                       **kwargs)
 
-    def run():
-        try:
-            with torch.inference_mode():
-                model.generate(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                               streamer=streamer, **kwargs)
-        except BaseException as e:  # surfaced to the client after the stream ends
-            errors.append(e)
-            streamer.end()
 
-    worker = threading.Thread(target=run, daemon=True)
-    worker.start()
+def _cut_stream(pieces: Iterator[str], stops: list[str], stop_generating) -> Iterator[str]:
+    """The pieces with the text from the first stop string on removed, holding back as many
+    characters as the longest stop string could straddle; generation is stopped at a stop."""
     held = ""
-    longest = max((len(s) for s in stops), default=0)
-    for piece in streamer:
+    for piece in pieces:
         held += piece
+        longest = max((len(s) for s in stops), default=0)
         cut, stopped = _cut(held, stops)
         if stopped:
+            stop_generating()
             if cut:
                 yield cut
-            break
+            return
         if len(held) > longest:
             yield held[: len(held) - longest]
             held = held[len(held) - longest:]
-    else:
-        cut, _ = _cut(held, stops)
-        if cut:
-            yield cut
-    worker.join()
-    if errors:
-        raise errors[0]
+    cut, _ = _cut(held, stops)
+    if cut:
+        yield cut

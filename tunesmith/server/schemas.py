@@ -1,0 +1,258 @@
+"""The request bodies of every route, as pydantic models: OpenAI's field types, ranges and
+defaults where OpenAI defines the route, tunesmith's own otherwise.
+
+A body that does not fit is a 400 in OpenAI's error shape naming the first field that failed
+(``param``, dotted for nested fields: ``messages.0.content``), never a 500: a wrong type, an
+out-of-range number, a number JSON can write but a float cannot hold (``1e999`` parses to
+infinity: ``allow_inf_nan=False`` refuses it) or a missing required field.
+
+Unknown top-level fields are ignored, as OpenAI's newer SDKs send fields an older server does
+not know (``store``, ``metadata``, ``stream_options`` ...): refusing them would break clients that
+work against OpenAI. Fields tunesmith does not implement but a client may rely on are refused
+when set to a value that would change the answer (``tools``, ``logprobs``, non-text content).
+"""
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator
+
+from tunesmith.server.errors import APIError
+
+MAX_GENERATION_TOKENS = 8192
+MAX_CHOICES = 16           # vLLM advises 64-128 for public servers; generation here is sequential
+MAX_STOP_SEQUENCES = 4     # OpenAI's limit
+MAX_BATCH_INPUTS = 2048    # OpenAI's embeddings limit, for /v1/classifications and prompt lists
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False, str_max_length=1_000_000)
+
+
+ModelName = Annotated[str, Field(min_length=1, max_length=256)]
+Number = Annotated[float, Field(allow_inf_nan=False)]
+Seed = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["text"]
+    text: str
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None
+    name: str | None = Field(default=None, max_length=256)
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(part.text for part in self.content)
+        return self.content or ""
+
+
+class Sampling(Body):
+    """What chat and text completions share."""
+    model: ModelName
+    max_tokens: Annotated[StrictInt, Field(ge=1, le=MAX_GENERATION_TOKENS)] | None = None
+    temperature: Annotated[Number, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[Number, Field(gt=0, le=1)] | None = None
+    n: Annotated[StrictInt, Field(ge=1, le=MAX_CHOICES)] | None = None
+    stop: Annotated[str, Field(min_length=1)] | Annotated[list[Annotated[str, Field(min_length=1)]],
+                                                         Field(max_length=MAX_STOP_SEQUENCES)] | None = None
+    seed: Seed | None = None
+    stream: StrictBool | None = False
+    presence_penalty: Annotated[Number, Field(ge=-2, le=2)] | None = None
+    frequency_penalty: Annotated[Number, Field(ge=-2, le=2)] | None = None
+    user: Annotated[str, Field(max_length=256)] | None = None
+
+    def params(self, default_max_tokens: int | None) -> dict[str, Any]:
+        """The generation settings; ``max_tokens`` None means "as many as the context leaves" (capped)."""
+        stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        return {"max_tokens": self.limit() or default_max_tokens, "explicit_max_tokens": self.limit() is not None,
+                "temperature": 1.0 if self.temperature is None else self.temperature,
+                "top_p": 1.0 if self.top_p is None else self.top_p, "n": self.n or 1, "seed": self.seed, "stop": stop}
+
+    def limit(self) -> int | None:
+        return self.max_tokens
+
+
+class ChatCompletionRequest(Sampling):
+    messages: Annotated[list[Message], Field(min_length=1, max_length=4096)]
+    max_completion_tokens: Annotated[StrictInt, Field(ge=1, le=MAX_GENERATION_TOKENS)] | None = None
+    logprobs: StrictBool | None = None
+    tools: list[Any] | None = None
+
+    @field_validator("logprobs")
+    @classmethod
+    def _no_logprobs(cls, value):
+        if value:
+            raise ValueError("logprobs are not supported by this server")
+        return value
+
+    @field_validator("tools")
+    @classmethod
+    def _no_tools(cls, value):
+        if value:
+            raise ValueError("tools (function calling) are not supported by this server")
+        return value
+
+    def limit(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+    def conversation(self) -> list[dict]:
+        return [{"role": m.role, "content": m.text()} for m in self.messages]
+
+
+class CompletionRequest(Sampling):
+    prompt: str | Annotated[list[str], Field(min_length=1, max_length=MAX_BATCH_INPUTS)]
+    echo: StrictBool | None = False
+    logprobs: Annotated[StrictInt, Field(ge=0, le=5)] | None = None
+    best_of: Annotated[StrictInt, Field(ge=1, le=1)] | None = None  # only the default: one candidate each
+    suffix: None = None  # insertion is not supported; any value is refused
+
+    @field_validator("logprobs")
+    @classmethod
+    def _no_logprobs(cls, value):
+        if value:
+            raise ValueError("logprobs are not supported by this server")
+        return value
+
+    def prompts(self) -> list[str]:
+        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+
+
+class ClassificationRequest(Body):
+    model: ModelName
+    input: Annotated[str, Field(min_length=0)] | Annotated[list[str], Field(min_length=1, max_length=MAX_BATCH_INPUTS)]
+
+    def texts(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
+Auto = Literal["auto"]
+
+
+class Hyperparameters(BaseModel):
+    """Types only (``"auto"`` or a finite number); the ranges are checked by server/jobs.py,
+    which also checks jobs made by tunesmith itself."""
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    n_epochs: Auto | StrictInt = "auto"
+    batch_size: Auto | StrictInt = "auto"
+    learning_rate_multiplier: Auto | Number = "auto"
+    beta: Auto | Number | None = None
+
+
+class MethodSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    hyperparameters: Hyperparameters | None = None
+
+
+class Method(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["supervised", "dpo"]
+    supervised: MethodSettings | None = None
+    dpo: MethodSettings | None = None
+
+
+class TunesmithJobExtension(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    settings: dict[str, Any] | None = None
+    recipe_yaml: Annotated[str, Field(max_length=100_000)] | None = None
+
+
+FileId = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class FineTuningJobRequest(Body):
+    model: ModelName
+    training_file: FileId
+    validation_file: FileId | None = None
+    suffix: Annotated[str, Field(max_length=64)] | None = None
+    seed: Annotated[StrictInt, Field(ge=0, le=2**31 - 1)] | None = None
+    method: Method | None = None
+    hyperparameters: Hyperparameters | None = None
+    metadata: Annotated[dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]],
+                        Field(max_length=16)] | None = None
+    integrations: list[Any] | None = None
+    tunesmith: TunesmithJobExtension | None = None
+
+    @field_validator("integrations")
+    @classmethod
+    def _no_integrations(cls, value):
+        if value:
+            raise ValueError("integrations (e.g. Weights & Biases) are not supported; runs are tracked in MLflow")
+        return value
+
+
+class FeedbackRequest(Body):
+    request_id: Annotated[str, Field(max_length=64)] | None = None
+    model: ModelName | None = None
+    messages: list[Message] | None = None
+    answer: str | None = None
+    rating: Literal[-1, 0, 1] = 0
+    correction: str | None = None
+    label: Annotated[str, Field(max_length=255)] | None = None
+
+
+class FeedbackUpdate(Body):
+    status: Literal["new", "accepted", "rejected"] | None = None
+    rating: Literal[-1, 0, 1] | None = None
+    correction: str | None = None
+    label: Annotated[str, Field(max_length=255)] | None = None
+
+
+class EvaluationRequest(Body):
+    data_file: FileId | None = None
+    samples: Annotated[StrictInt, Field(ge=0, le=100)] | None = None
+    max_examples: Annotated[StrictInt, Field(ge=1, le=100_000)] | None = None
+    max_new_tokens: Annotated[StrictInt, Field(ge=1, le=MAX_GENERATION_TOKENS)] | None = None
+    baselines: StrictBool | None = None
+
+
+class CleanRequest(Body):
+    config: dict[str, Any] | None = None
+
+
+class SplitRequest(Body):
+    ratios: Annotated[str, Field(max_length=64)] | list[Number] = "0.8,0.1,0.1"
+    seed: Annotated[StrictInt, Field(ge=0, le=2**31 - 1)] = 0
+    stratify: Annotated[str, Field(max_length=255)] | None = None
+
+
+class KeyRequest(Body):
+    name: Annotated[str, Field(min_length=1, max_length=128)] = "default"
+    role: Literal["admin", "user"] = "user"
+
+
+def parse(schema: type[BaseModel], body: Any) -> Any:
+    """``body`` as ``schema``, or a 400 naming the first field that does not fit."""
+    try:
+        return schema.model_validate(body)
+    except ValidationError as e:
+        raise invalid(e) from None
+
+
+def invalid(error: ValidationError) -> APIError:
+    first = error.errors()[0]
+    location = [str(part) for part in first["loc"] if not _is_union_branch(part)]
+    param = ".".join(location) or None
+    missing = first["type"] == "missing"
+    message = f"Missing required parameter: '{param}'." if missing else f"Invalid '{param}': {_reason(first)}"
+    return APIError(400, message, "missing_required_parameter" if missing else "invalid_value", param)
+
+
+def _is_union_branch(part: Any) -> bool:
+    """pydantic names the union member it tried (``str``, ``list[str]``, ``function-after[...]``)
+    in the location; the client's field path has none of them."""
+    return isinstance(part, str) and (part in {"str", "int", "float", "bool", "dict"}
+                                      or not part.replace("_", "a").isalnum())
+
+
+def _reason(error: dict) -> str:
+    reason = error["msg"].removeprefix("Value error, ")
+    value = error.get("input")
+    if isinstance(value, (int, float, bool, type(None))) or (isinstance(value, str) and len(value) <= 40):
+        reason += f" (got {value!r})"
+    return reason
