@@ -44,3 +44,10 @@ class TemplateError(TunesmithError):
     """A chat template cannot be used for assistant-only loss (it does not render prefixes stably)."""
 
     exit_code = 2
+
+
+class TrainingDiverged(TunesmithError):
+    """The loss or the gradient norm stopped being a finite number: training was stopped, the
+    last good checkpoint kept, and nothing published."""
+
+    exit_code = 5

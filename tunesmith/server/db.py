@@ -1,18 +1,82 @@
 """The server's state in one SQL database (SQLAlchemy): uploaded files, fine-tuning jobs (the
 queue), job events, API keys, review feedback and the request log. SQLite in the tunesmith home by default, in WAL mode so the web
 process and the workers read while one writes; any SQLAlchemy URL (e.g. Postgres, through
-``TUNESMITH_DATABASE_URL``) otherwise. The schema is managed by Alembic migrations."""
+``TUNESMITH_DATABASE_URL``) otherwise. The schema is managed by Alembic migrations.
+
+Two things every caller can rely on:
+
+* Transient failures (a locked SQLite file, a Postgres restart, a dropped connection) surface as
+  ``DatabaseUnavailable`` (the HTTP layer answers 503), and ``retrying`` / ``Database.transaction``
+  run a unit of work again with exponential back-off before giving up.
+* A job's worker holds a *lease* on it (``claim`` / ``renew_lease`` / ``leased``): a generation
+  number bumped by every claim and an expiry renewed by a heartbeat. Every write a worker makes
+  about its job goes through ``leased``, a conditional UPDATE on the generation, so a worker whose
+  job was taken over (its lease expired) writes nothing more.
+"""
 from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, create_engine, event, select, update
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from tunesmith.workspace import Workspace
+
+T = TypeVar("T")
+DEFAULT_LEASE_SECONDS = 30.0
+
+
+class DatabaseUnavailable(Exception):
+    """The database could not be reached or stayed locked, even after retries. Nothing was
+    written by the failed unit of work; the caller may try again later (HTTP: 503)."""
+
+
+class LeaseLost(BaseException):
+    """The worker no longer holds the job's lease: it expired and another worker claimed the job,
+    or the job left ``running`` (cancelled, finished). The holder must stop and write nothing.
+
+    A BaseException, like KeyboardInterrupt, on purpose: raised from inside training (a Trainer
+    callback), it must pass through the recipes' ``except Exception`` bookkeeping, which would
+    otherwise mark the run failed in a run directory that now belongs to the new holder."""
+
+    def __init__(self, job_id: str, generation: int):
+        super().__init__(f"lease {generation} on {job_id} is no longer held")
+        self.job_id, self.generation = job_id, generation
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether trying the same unit of work again may succeed: a lost or refused connection, a
+    locked SQLite database, a pool timeout. Integrity and programming errors are not transient.
+
+    >>> transient(OperationalError("select 1", {}, Exception("database is locked")))
+    True
+    >>> transient(ValueError("bad"))
+    False
+    """
+    if isinstance(exc, (DatabaseUnavailable, OperationalError, DisconnectionError, PoolTimeout)):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+def retrying(work: Callable[[], T], attempts: int = 5, delay: float = 0.2, max_delay: float = 5.0) -> T:
+    """``work()``, tried again after a transient database error with exponential back-off
+    (0.2 s, 0.4 s, 0.8 s, ... at most ``max_delay``); ``DatabaseUnavailable`` once every attempt
+    failed. ``work`` must be a whole transaction, so that a failed attempt left nothing behind."""
+    for attempt in range(attempts):
+        try:
+            return work()
+        except Exception as e:
+            if not transient(e):
+                raise
+            if attempt == attempts - 1:
+                raise DatabaseUnavailable(f"the database is unavailable: {e}") from e
+            time.sleep(min(delay * 2 ** attempt, max_delay))
+    raise AssertionError("unreachable")  # attempts >= 1
 
 
 class Base(DeclarativeBase):
@@ -129,7 +193,10 @@ def database_url(workspace: Workspace) -> str:
 
 def make_engine(url: str) -> Engine:
     sqlite = url.startswith("sqlite")
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30} if sqlite else {})
+    # pool_pre_ping: a connection that died while pooled (Postgres restarted) is replaced before
+    # use instead of failing the next request.
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30} if sqlite else {},
+                           pool_pre_ping=not sqlite)
     if sqlite:
         @event.listens_for(engine, "connect")
         def _pragmas(connection, _record):
@@ -169,19 +236,62 @@ class Database:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        with self._sessions() as session, session.begin():
-            yield session
+        """One transaction; a transient failure surfaces as ``DatabaseUnavailable``. The body of a
+        ``with`` block cannot be run twice, so retrying is ``transaction``'s (or ``retrying``'s)."""
+        try:
+            with self._sessions() as session, session.begin():
+                yield session
+        except Exception as e:
+            if transient(e) and not isinstance(e, DatabaseUnavailable):
+                raise DatabaseUnavailable(f"the database is unavailable: {e}") from e
+            raise
 
-    def claim(self, from_status: str, to_status: str, worker: str) -> JobRow | None:
+    def transaction(self, work: Callable[[Session], T], attempts: int = 5) -> T:
+        """``work(session)`` in one transaction, the whole transaction run again after a transient
+        failure (see ``retrying``)."""
+        def once() -> T:
+            with self.session() as session:
+                return work(session)
+        return retrying(once, attempts)
+
+    def claim(self, from_status: str, to_status: str, worker: str,
+              lease_seconds: float = DEFAULT_LEASE_SECONDS) -> JobRow | None:
         """Atomically move the oldest job in ``from_status`` to ``to_status`` for ``worker``: a
-        conditional UPDATE, so two workers can never claim the same job."""
+        conditional UPDATE, so two workers can never claim the same job. The claim is a new lease:
+        the generation is bumped, the expiry set ``lease_seconds`` ahead, the attempt counted."""
+        now = time.time()
         with self.session() as session:
             candidates = session.scalars(select(JobRow.id).where(JobRow.status == from_status)
                                          .order_by(JobRow.created_at, JobRow.id).limit(5)).all()
             for job_id in candidates:
                 claimed = session.execute(
                     update(JobRow).where(JobRow.id == job_id, JobRow.status == from_status)
-                    .values(status=to_status, worker=worker, heartbeat_at=time.time()))
+                    .values(status=to_status, worker=worker, heartbeat_at=now, lease_expires_at=now + lease_seconds,
+                            lease_generation=JobRow.lease_generation + 1, attempts=JobRow.attempts + 1))
                 if claimed.rowcount == 1:
-                    return session.get(JobRow, job_id)
+                    return session.get(JobRow, job_id, populate_existing=True)
         return None
+
+    def renew_lease(self, job_id: str, generation: int, lease_seconds: float) -> bool:
+        """Push the lease's expiry ``lease_seconds`` ahead; False when it is no longer held."""
+        now = time.time()
+        with self.session() as session:
+            renewed = session.execute(update(JobRow).where(*_held(job_id, generation))
+                                      .values(heartbeat_at=now, lease_expires_at=now + lease_seconds))
+            return renewed.rowcount == 1
+
+    @contextmanager
+    def leased(self, job_id: str, generation: int) -> Iterator[Session]:
+        """A transaction that writes only while lease ``generation`` on the job is held, else
+        raises ``LeaseLost`` having written nothing. It starts with a conditional UPDATE of the
+        job's row, which also locks the row (Postgres) or the database (SQLite) until commit, so a
+        competing claim cannot slip in between the check and the writes."""
+        with self.session() as session:
+            held = session.execute(update(JobRow).where(*_held(job_id, generation)).values(heartbeat_at=time.time()))
+            if held.rowcount != 1:
+                raise LeaseLost(job_id, generation)
+            yield session
+
+
+def _held(job_id: str, generation: int) -> tuple:
+    return JobRow.id == job_id, JobRow.lease_generation == generation, JobRow.status == "running"

@@ -4,13 +4,14 @@ objects, and the recipe config a job trains with. The queue is the ``jobs`` tabl
 from __future__ import annotations
 
 import json
+import math
 import re
 import secrets
 import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from tunesmith.config import RecipeConfig, load_config
 from tunesmith.errors import ConfigError
@@ -75,12 +76,9 @@ def create_job(db: Database, body: dict[str, Any], recipe_settings: dict | None 
     add_event(db, job.id, f"Created fine-tuning job: {job.id}")
     add_event(db, job.id, f"Validating training file: {training_file}")
     error = _file_problem(db, job)
-    with db.session() as session:
-        row = session.get(JobRow, job.id)
-        if error:
-            row.status, row.error, row.finished_at = "failed", error, int(time.time())
-        else:
-            row.status = "queued"
+    outcome = {"status": "failed", "error": error, "finished_at": int(time.time())} if error else {"status": "queued"}
+    with db.session() as session:  # unless cancelled meanwhile
+        session.execute(update(JobRow).where(JobRow.id == job.id, JobRow.status == "validating_files").values(**outcome))
     if error:
         add_event(db, job.id, f"Job failed: {error['message']}", level="error")
     else:
@@ -89,40 +87,77 @@ def create_job(db: Database, body: dict[str, Any], recipe_settings: dict | None 
 
 
 def _method(body: dict[str, Any]) -> dict:
+    """The job's method with its hyperparameters checked: each ``"auto"`` or a finite number in
+    its range (a bool is not a number here, and ``1e999`` — valid JSON that overflows to inf — is
+    refused, since a stored inf would break every later listing of the jobs)."""
     method = body.get("method") or {"type": "supervised"}
+    if not isinstance(method, dict):
+        raise APIError(400, "method must be an object.", "invalid_value", "method")
     kind = method.get("type", "supervised")
     if kind not in METHODS:
         raise APIError(400, f"method type '{kind}' is not supported (supported: {', '.join(METHODS)}).",
                        "invalid_value", "method")
-    hyper = dict((method.get(kind) or {}).get("hyperparameters") or body.get("hyperparameters") or {})
-    for key, low, high in (("n_epochs", 1, 50), ("batch_size", 1, 256)):
-        value = hyper.get(key, "auto")
-        if value != "auto" and not (isinstance(value, int) and low <= value <= high):
-            raise APIError(400, f"{key} must be 'auto' or an integer {low}-{high}.", "invalid_value", key)
-        hyper[key] = value
-    rate = hyper.get("learning_rate_multiplier", "auto")
-    if rate != "auto" and not (isinstance(rate, (int, float)) and rate > 0):
-        raise APIError(400, "learning_rate_multiplier must be 'auto' or a number > 0.", "invalid_value",
-                       "learning_rate_multiplier")
-    hyper["learning_rate_multiplier"] = rate
-    if kind == "dpo":
-        beta = hyper.get("beta", "auto")
-        if beta != "auto" and not (isinstance(beta, (int, float)) and 0 < beta <= 2):
-            raise APIError(400, "beta must be 'auto' or a number in (0, 2].", "invalid_value", "beta")
-        hyper["beta"] = beta
+    given = (method.get(kind) or {}).get("hyperparameters") or body.get("hyperparameters") or {}
+    if not isinstance(given, dict):
+        raise APIError(400, "hyperparameters must be an object.", "invalid_value", "hyperparameters")
+    bounds = HYPERPARAMETER_BOUNDS | (DPO_BOUNDS if kind == "dpo" else {})
+    unknown = sorted(set(given) - set(bounds))
+    if unknown:
+        raise APIError(400, f"unknown hyperparameter {unknown[0]} (known: {', '.join(bounds)}).", "invalid_value",
+                       unknown[0])
+    hyper = {key: _bounded(key, given.get(key), *bound) for key, bound in bounds.items()}
     return {"type": kind, kind: {"hyperparameters": hyper}}
 
 
-# Settings a job may not change: they come from the job's own fields (model, files) or name its run.
+# name: (integer only, lowest, highest, whether the lowest itself is allowed)
+HYPERPARAMETER_BOUNDS = {"n_epochs": (True, 1, 50, True), "batch_size": (True, 1, 256, True),
+                         "learning_rate_multiplier": (False, 0, 100, False)}
+DPO_BOUNDS = {"beta": (False, 0, 2, False)}
+
+
+def _bounded(key: str, value: Any, integer: bool, low: float, high: float, low_included: bool) -> Any:
+    """``value`` when it is ``"auto"`` (or absent) or a finite number within the bounds; else a 400
+    naming the field.
+
+    >>> _bounded("n_epochs", 3, True, 1, 50, True), _bounded("beta", None, False, 0, 2, False)
+    (3, 'auto')
+    """
+    if value is None or value == "auto":
+        return "auto"
+    number = not isinstance(value, bool) and isinstance(value, int if integer else (int, float))
+    if number and math.isfinite(value) and (low <= value if low_included else low < value) and value <= high:
+        return value
+    kind = f"an integer {low}-{high}" if integer else f"a number in {'[' if low_included else '('}{low}, {high}]"
+    raise APIError(400, f"{key} must be 'auto' or {kind}.", "invalid_value", key)
+
+
+# What an API caller may set through tunesmith.settings / recipe_yaml: training hyperparameters,
+# nothing else. Refused by omission: anything naming a path or a URL (data files, replay.data,
+# chat templates, tracking.tracking_uri: they would make the worker read server files or send
+# data anywhere), how the server runs (training.threads, strategy, save_total_limit) and what
+# the job's own fields decide (model, recipe, run_name). An allow-list, so that a field added to
+# the recipe schema later is refused until someone decides it is safe.
 _FIXED_SETTINGS = {"recipe", "model", "run_name"}
 _FIXED_DATA = {"train", "validation", "test"}
+API_SETTINGS: dict[str, set[str] | None] = {
+    "method": None, "pooling": None, "class_weights": None,
+    "lora": {"r", "alpha", "dropout", "target_modules"},
+    "prompt_learning": {"num_virtual_tokens"},
+    "preference": {"algorithm", "beta"},
+    "data": {"max_length", "train_on", "format", "validation_fraction", "min_examples"},
+    "training": {"epochs", "max_steps", "batch_size", "gradient_accumulation_steps", "learning_rate", "lr_scheduler",
+                 "warmup_ratio", "weight_decay", "max_grad_norm", "eval_steps", "save_steps",
+                 "early_stopping_patience", "logging_steps", "seed", "precision", "gradient_checkpointing",
+                 "group_by_length", "packing", "pack_length"},
+}
 
 
 def _settings(body: dict[str, Any], method: dict) -> dict | None:
     """tunesmith's extension of a job: recipe settings beyond OpenAI's hyperparameters, as an
     object (``{"tunesmith": {"settings": {"method": "dora", "lora": {"r": 8}}}}``) or as recipe
-    YAML (``{"tunesmith": {"recipe_yaml": "..."}}``); checked against the recipe's schema now,
-    so a bad value fails the request, not the job."""
+    YAML (``{"tunesmith": {"recipe_yaml": "..."}}``); limited to ``API_SETTINGS`` and checked
+    against the recipe's schema now, every problem reported at once, so a bad value fails the
+    request, not the job."""
     import yaml
 
     extension = body.get("tunesmith") or {}
@@ -138,21 +173,66 @@ def _settings(body: dict[str, Any], method: dict) -> dict | None:
         return None
     if not isinstance(settings, dict):
         raise APIError(400, "tunesmith.settings must be an object.", "invalid_value", "tunesmith.settings")
-    fixed = sorted((_FIXED_SETTINGS & settings.keys()) | {f"data.{k}" for k in _FIXED_DATA & (settings.get("data") or {}).keys()})
-    if fixed:
-        raise APIError(400, f"tunesmith.settings cannot set {', '.join(fixed)}: they come from the job's model and files.",
-                       "invalid_value", "tunesmith.settings")
-    return _checked(settings, method)
+    refused = _refused(settings)
+    allowed = {k: ({f: v for f, v in value.items() if f"{k}.{f}" not in refused} if isinstance(value, dict) else value)
+               for k, value in settings.items() if k not in refused}
+    problems = [f"{name}: {why}" for name, why in sorted(refused.items())] + _schema_problems(allowed, method)
+    if problems:
+        raise APIError(400, "invalid tunesmith.settings: " + "; ".join(problems), "invalid_value", "tunesmith.settings")
+    return settings
 
 
-def _checked(settings: dict, method: dict) -> dict:
+def _refused(settings: dict) -> dict[str, str]:
+    """Each field of ``settings`` an API caller may not set, with the reason.
+
+    >>> _refused({"method": "dora", "tracking": {"tracking_uri": "http://x"}, "training": {"threads": 2}})
+    {'tracking': 'not settable through the API (only training settings are)', 'training.threads': 'not settable through the API (only training settings are)'}
+    """
+    why = "not settable through the API (only training settings are)"
+    refused = {}
+    for key, value in settings.items():
+        if key not in API_SETTINGS:
+            refused[key] = "comes from the job's model and files" if key in _FIXED_SETTINGS else why
+        elif API_SETTINGS[key] is not None:
+            if not isinstance(value, dict):
+                refused[key] = "must be an object"
+                continue
+            for field_name, field_value in value.items():
+                name = f"{key}.{field_name}"
+                if field_name not in API_SETTINGS[key]:
+                    refused[name] = "comes from the job's files" if key == "data" and field_name in _FIXED_DATA else why
+                elif not _finite(field_value):
+                    refused[name] = "must be a finite number"
+        elif not _finite(value):
+            refused[key] = "must be a finite number"
+    return refused
+
+
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    return True
+
+
+def _schema_problems(settings: dict, method: dict) -> list[str]:
     probe = JobRow(id="ftjob-check", model="model", training_file="file", validation_file=None, seed=0,
                    method=method, settings=settings)
     try:
         job_config(probe, Path("."), 100)
     except ConfigError as e:
-        raise APIError(400, "invalid tunesmith.settings: " + "; ".join(p.removeprefix("<overrides>: ") for p in e.problems),
-                       "invalid_value", "tunesmith.settings") from None
+        return [p.removeprefix("<overrides>: ") for p in e.problems] or [str(e)]
+    return []
+
+
+def _checked(settings: dict, method: dict) -> dict:
+    """Settings from tunesmith itself (a retraining): the whole recipe schema, no allow-list."""
+    problems = _schema_problems(settings, method)
+    if problems:
+        raise APIError(400, "invalid tunesmith.settings: " + "; ".join(problems), "invalid_value", "tunesmith.settings")
     return settings
 
 
@@ -235,7 +315,8 @@ def list_jobs(db: Database, after: str | None, limit: int, metadata: dict[str, s
     with db.session() as session:
         rows = list(session.scalars(select(JobRow).order_by(JobRow.created_at.desc(), JobRow.id.desc())))
     if metadata:
-        rows = [r for r in rows if all((r.job_metadata or {}).get(k) == v for k, v in metadata.items())]
+        rows = [r for r in rows if isinstance(r.job_metadata, dict)
+                and all(r.job_metadata.get(k) == v for k, v in metadata.items())]
     if after:
         ids = [r.id for r in rows]
         rows = rows[ids.index(after) + 1:] if after in ids else []
@@ -243,52 +324,78 @@ def list_jobs(db: Database, after: str | None, limit: int, metadata: dict[str, s
 
 
 def cancel_job(db: Database, job_id: str) -> dict:
-    """A waiting job is cancelled at once; a running one stops after its current step."""
-    with db.session() as session:
-        row = _job_in(session, job_id)
+    """A waiting job is cancelled at once; a running one is asked to stop: its trainer stops after
+    the current step, or its worker stops the trainer after a grace period (a hung step)."""
+    def decide(row: JobRow) -> tuple[dict, str]:
         if row.status in TERMINAL:
             raise APIError(400, f"Job {job_id} is already {row.status} and cannot be cancelled.", "invalid_request_error")
-        row.stop_requested = "cancel"
-        if row.status != "running":
-            row.status, row.finished_at = "cancelled", int(time.time())
-        message = "Job cancellation requested" if row.status == "running" else "Job cancelled"
-    return _after_event(db, job_id, message)
+        if row.status == "running":
+            return {"stop_requested": "cancel"}, "Job cancellation requested"
+        return {"stop_requested": "cancel", "status": "cancelled", "finished_at": int(time.time()),
+                "estimated_finish": None}, "Job cancelled"
+    return _change(db, job_id, decide)
 
 
 def pause_job(db: Database, job_id: str) -> dict:
     """A queued job waits; a running one stops after its next step, writing a checkpoint first."""
-    with db.session() as session:
-        row = _job_in(session, job_id)
+    def decide(row: JobRow) -> tuple[dict, str]:
         if row.status not in ("queued", "running"):
             raise APIError(400, f"Job {job_id} is {row.status}; only queued or running jobs can be paused.",
                            "invalid_request_error")
+        if row.stop_requested == "cancel":
+            raise APIError(400, f"Job {job_id} is being cancelled and cannot be paused.", "invalid_request_error")
         if row.status == "queued":
-            row.status, message = "paused", "Job paused"
-        else:
-            row.stop_requested, message = "pause", "Job pause requested"
-    return _after_event(db, job_id, message)
+            return {"status": "paused"}, "Job paused"
+        return {"stop_requested": "pause"}, "Job pause requested"
+    return _change(db, job_id, decide)
 
 
 def resume_job(db: Database, job_id: str) -> dict:
     """A paused job goes back to the queue; a worker continues it from its last checkpoint."""
-    with db.session() as session:
-        row = _job_in(session, job_id)
+    def decide(row: JobRow) -> tuple[dict, str]:
         if row.status != "paused":
             raise APIError(400, f"Job {job_id} is {row.status}; only paused jobs can be resumed.", "invalid_request_error")
-        row.status, row.stop_requested = "queued", None
-    return _after_event(db, job_id, "Job resumed: queued again")
+        return {"status": "queued", "stop_requested": None}, "Job resumed: queued again"
+    return _change(db, job_id, decide)
 
 
-def _after_event(db: Database, job_id: str, message: str) -> dict:
-    add_event(db, job_id, message)
-    return job_object(get_job(db, job_id))
+class _Changed(Exception):
+    """The job changed between reading it and writing: decide again on the new state."""
+
+
+def _change(db: Database, job_id: str, decide) -> dict:
+    """Apply ``decide(row)``'s values and event only if the job is still in the status and lease
+    ``decide`` saw (a conditional UPDATE), deciding again when a worker moved the job in between
+    (claimed it, finished it, requeued it). So a cancel can never be lost to a concurrent claim,
+    nor a finished job be marked cancelled."""
+    def attempt(session) -> None:
+        row = _job_in(session, job_id)
+        values, message = decide(row)
+        changed = session.execute(update(JobRow).where(JobRow.id == job_id, JobRow.status == row.status,
+                                                       JobRow.lease_generation == row.lease_generation).values(**values))
+        if changed.rowcount != 1:
+            raise _Changed()
+        session.add(event_row(job_id, message))
+
+    for _ in range(10):
+        try:
+            db.transaction(attempt)
+            return job_object(get_job(db, job_id))
+        except _Changed:
+            continue
+    raise APIError(409, f"Job {job_id} is changing state; try again.", "conflict")
 
 
 def add_event(db: Database, job_id: str, message: str, level: str = "info", type_: str = "message",
               data: dict | None = None) -> None:
     with db.session() as session:
-        session.add(EventRow(id="ftevent-" + secrets.token_hex(12), job_id=job_id, created_at=int(time.time()),
-                             level=level, message=message, type=type_, data=data or {}))
+        session.add(event_row(job_id, message, level, type_, data))
+
+
+def event_row(job_id: str, message: str, level: str = "info", type_: str = "message",
+              data: dict | None = None) -> EventRow:
+    return EventRow(id="ftevent-" + secrets.token_hex(12), job_id=job_id, created_at=int(time.time()),
+                    level=level, message=message, type=type_, data=data or {})
 
 
 def list_events(db: Database, job_id: str, after: str | None, limit: int) -> tuple[list[dict], bool]:
@@ -342,14 +449,37 @@ def _metrics_at(path: Path, step: int) -> dict:
 
 
 def job_object(row: JobRow) -> dict:
-    hyper = hyperparameters(row.method)
-    return {
+    """The OpenAI job object. Total over whatever a row holds (a malformed method, a non-finite
+    number written by an older version): one bad row must never make a listing fail."""
+    method = row.method if isinstance(row.method, dict) else {}
+    return _json_safe({
         "id": row.id, "object": "fine_tuning.job", "created_at": row.created_at, "finished_at": row.finished_at,
         "model": row.model, "fine_tuned_model": row.fine_tuned_model, "organization_id": ORGANIZATION,
-        "status": row.status, "error": row.error, "hyperparameters": hyper, "method": row.method,
+        "status": row.status, "error": row.error, "hyperparameters": _stored_hyperparameters(method), "method": method,
         "training_file": row.training_file, "validation_file": row.validation_file, "result_files": row.result_files or [],
         "trained_tokens": row.trained_tokens, "seed": row.seed, "suffix": row.suffix,
         "user_provided_suffix": row.suffix, "estimated_finish": row.estimated_finish if row.status == "running" else None,
         "integrations": [], "metadata": row.job_metadata,
         **({"tunesmith": {"settings": row.settings}} if row.settings else {}),
-    }
+    })
+
+
+def _stored_hyperparameters(method: dict) -> dict:
+    settings = method.get(str(method.get("type")))
+    hyper = settings.get("hyperparameters") if isinstance(settings, dict) else None
+    return hyper if isinstance(hyper, dict) else {}
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None (JSON has no inf or NaN).
+
+    >>> _json_safe({"a": [float("inf"), 1.5], "b": float("nan")})
+    {'a': [None, 1.5], 'b': None}
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value

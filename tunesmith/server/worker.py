@@ -1,225 +1,254 @@
 """Workers run fine-tuning jobs, in their own processes (never in the web process).
 
-A worker claims the oldest ``queued`` job with a conditional UPDATE (two workers cannot claim one
-job), trains it with the job's recipe (sft, or dpo for method type dpo) and records events and a heartbeat as it goes. A job whose
-worker died (kill -9, power loss) is noticed by its stale heartbeat, put back in the queue with an
-event, and the next worker resumes it from its last complete checkpoint (``tunesmith.resume``).
+A worker claims the oldest ``queued`` job (db.claim: a conditional UPDATE, so two workers
+cannot claim one job, and a new lease on it) and runs one attempt at it in a trainer process of
+its own (server/trainer.py, in a new process group), which it supervises:
+
+* a heartbeat thread renews the lease (server/leases.py) whatever the trainer is doing, so a
+  long checkpoint save or evaluation is never taken for a dead worker;
+* a cancel or pause the trainer does not honour within ``grace_seconds`` (a hung step) makes the
+  worker stop the trainer's whole process group and record the outcome itself;
+* an attempt that ended without an outcome is recorded here: a trainer killed by SIGKILL is
+  ``out_of_memory`` (what the kernel's OOM killer sends; nothing else explains it), any other
+  crash is tried again from the last checkpoint, at most ``max_attempts`` times;
+* if the lease is lost (this worker was cut off from the database for longer than the lease and
+  another one took the job), the trainer is killed at once and nothing more is written.
+
+Jobs whose worker is gone (lease expired, or its process on this host has exited) are put back
+in the queue and resumed from their last complete checkpoint by the next worker.
+
+``Worker(isolate=False)`` trains in the worker's own process instead: for embedding and tests;
+a hung step then cannot be stopped.
 """
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
+import sys
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Mapping
 
-from rich.console import Console
-from transformers import TrainerCallback
-
-from tunesmith.runs import Run, new_run
-from tunesmith.server.db import Database, JobRow
-from tunesmith.server.jobs import add_event, fine_tuned_name, get_job, job_config
+from tunesmith.server.db import DEFAULT_LEASE_SECONDS, Database, DatabaseUnavailable, JobRow, LeaseLost, retrying
+from tunesmith.server.leases import Heartbeat, Lease, reclaim_expired
+from tunesmith.server.supervisor import dies_with_parent, stop_group
 from tunesmith.workspace import Workspace
 
-HEARTBEAT_SECONDS = 5.0
-STALE_AFTER_SECONDS = 60.0
+TRAINER = [sys.executable, "-m", "tunesmith.server.trainer"]
 
 
-class JobProgress(TrainerCallback):
-    """Events (metrics per log), heartbeat, ETA, and cancellation between steps."""
+@dataclass(frozen=True)
+class WorkerSettings:
+    lease_seconds: float = DEFAULT_LEASE_SECONDS  # renewed every third of it
+    max_attempts: int = 3      # attempts that may end badly (worker lost, trainer crashed) before the job fails
+    grace_seconds: float = 30.0  # how long a trainer may take to honour a cancel or pause
 
-    def __init__(self, db: Database, job_id: str):
-        self.db, self.job_id = db, job_id
-        self.started, self.last_beat, self.first_tokens = time.time(), 0.0, 0
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "WorkerSettings":
+        """TUNESMITH_LEASE_SECONDS, TUNESMITH_MAX_ATTEMPTS, TUNESMITH_STOP_GRACE_SECONDS."""
+        def number(name: str, default: float, kind=float):
+            value = kind(environ.get(name) or default)
+            if value <= 0:
+                raise ValueError(f"{name} must be > 0, not {value}")
+            return value
+        return cls(number("TUNESMITH_LEASE_SECONDS", cls.lease_seconds),
+                   number("TUNESMITH_MAX_ATTEMPTS", cls.max_attempts, int),
+                   number("TUNESMITH_STOP_GRACE_SECONDS", cls.grace_seconds))
 
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.started, self.first_step = time.time(), state.global_step
-        self.first_tokens = state.num_input_tokens_seen
 
-    def on_step_end(self, args, state, control, **kwargs):
-        now = time.time()
-        with self.db.session() as session:
-            row = session.get(JobRow, self.job_id)
-            stop = row.stop_requested
-            if now - self.last_beat >= HEARTBEAT_SECONDS:
-                self.last_beat = now
-                done = max(state.global_step - self.first_step, 1)
-                row.heartbeat_at = now
-                row.estimated_finish = int(now + (now - self.started) / done * (state.max_steps - state.global_step))
-        if stop:
-            control.should_training_stop = True
-            control.should_save = stop == "pause"  # a paused job continues from this step
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if not logs or not ("loss" in logs or "eval_loss" in logs):
-            return
-        parts = [f"Step {state.global_step}/{state.max_steps}"]
-        data = {"step": state.global_step, "total_steps": state.max_steps}
-        elapsed = time.time() - self.started
-        if state.num_input_tokens_seen and elapsed > 0:  # throughput since this worker started (or resumed) the job
-            data["tokens_per_second"] = round((state.num_input_tokens_seen - self.first_tokens) / elapsed, 1)
-        if "loss" in logs:
-            parts.append(f"training loss={logs['loss']:.4f}")
-            data["train_loss"] = logs["loss"]
-        if "eval_loss" in logs:
-            parts.append(f"validation loss={logs['eval_loss']:.4f}")
-            data["valid_loss"] = logs["eval_loss"]
-        add_event(self.db, self.job_id, ", ".join(parts[:1]) + ": " + ", ".join(parts[1:]), type_="metrics", data=data)
+@dataclass(frozen=True)
+class _Ended:
+    how: str                   # exited | lost | shutdown | stopped
+    stop: str | None = None    # the stop request that was not honoured (how == "stopped")
+    peak_rss: int = 0
 
 
 class Worker:
-    def __init__(self, workspace: Workspace, db: Database, name: str | None = None):
+    def __init__(self, workspace: Workspace, db: Database, name: str | None = None,
+                 settings: WorkerSettings | None = None, isolate: bool = True,
+                 trainer_command: list[str] | None = None, log: Callable[[str], None] | None = None):
         self.workspace, self.db = workspace, db
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
-        self.files_dir = workspace.home / "files"
+        self.settings = settings or WorkerSettings.from_env()
+        self.isolate, self.trainer_command = isolate, trainer_command or TRAINER
+        self.log = log or (lambda message: print(f"worker {self.name}: {message}", file=sys.stderr, flush=True))
+        self.stopping = threading.Event()
+
+    def stop(self) -> None:
+        """Finish soon: a running trainer is stopped and its job given back to the queue."""
+        self.stopping.set()
 
     def run_forever(self, poll_seconds: float = 1.0, stop_after: int | None = None) -> None:
-        done = 0
-        while stop_after is None or done < stop_after:
-            self.requeue_stale()
-            if self.run_one():
+        """Take jobs until ``stop()`` (or ``stop_after`` jobs). A failing database, or any other
+        error between jobs, is waited out with back-off (poll, doubling to a minute): the loop
+        itself never dies of it."""
+        done, failures = 0, 0
+        while (stop_after is None or done < stop_after) and not self.stopping.is_set():
+            try:
+                self.reclaim()
+                worked = self.run_one()
+                failures = 0
+            except Exception as e:
+                failures += 1
+                delay = min(poll_seconds * 2 ** failures, 60.0)
+                self.log(f"{type(e).__name__}: {e}; trying again in {delay:g}s")
+                self.stopping.wait(delay)
+                continue
+            if worked:
                 done += 1
             else:
-                time.sleep(poll_seconds)
+                self.stopping.wait(poll_seconds)
 
-    def requeue_stale(self) -> list[str]:
-        """Jobs ``running`` whose worker is gone: a process of this host that no longer exists, or
-        no heartbeat for STALE_AFTER_SECONDS (a worker on another host, or a hung one)."""
-        from sqlalchemy import select
-
-        limit = time.time() - STALE_AFTER_SECONDS
-        requeued = []
-        with self.db.session() as session:
-            for row in session.scalars(select(JobRow).where(JobRow.status == "running")):
-                if (row.heartbeat_at or 0) < limit or _dead_here(row.worker):
-                    row.status, row.worker = "queued", None
-                    requeued.append(row.id)
-        for job_id in requeued:
-            add_event(self.db, job_id, "The worker running this job stopped responding; the job is queued again "
-                                       "and will resume from its last complete checkpoint", level="warn")
-        return requeued
+    def reclaim(self) -> list[str]:
+        """Jobs whose worker is gone, queued again (see leases.reclaim_expired)."""
+        return reclaim_expired(self.db, self.settings.max_attempts)
 
     def run_one(self) -> bool:
-        job = self.db.claim("queued", "running", self.name)
+        """Claim the next job and run one attempt at it; False when the queue is empty."""
+        job = self.db.claim("queued", "running", self.name, self.settings.lease_seconds)
         if job is None:
             return False
-        add_event(self.db, job.id, "Fine-tuning job started" if not job.run_id else
-                  f"Fine-tuning job resumed by {self.name}")
+        lease = Lease(self.db, job.id, job.lease_generation)
         try:
-            self._train(job)
-        except Exception as e:  # the job fails; the worker lives on to take the next one
-            self._finish(job.id, "failed", error={"code": "training_failed", "message": str(e)[:2000], "param": None})
-            add_event(self.db, job.id, f"Job failed: {e}", level="error")
+            lease.event("Fine-tuning job started" if not job.run_id else f"Fine-tuning job resumed by {self.name}")
+            if self.isolate:
+                self._supervise(lease, job)
+            else:
+                self._in_process(lease)
+        except LeaseLost:
+            self.log(f"{job.id} was taken over by another worker; this attempt stopped without recording anything")
         return True
 
-    def _train(self, job: JobRow) -> None:
-        from tunesmith.api import recipe_runner
-        from tunesmith.data.validate import validate_file
-        from tunesmith.tracking.tracker import read_events
+    def _in_process(self, lease: Lease) -> None:
+        from tunesmith.server.trainer import train_attempt
 
-        n_examples = len(validate_file(self.files_dir / job.training_file).records)
-        config, hyper = job_config(job, self.files_dir, n_examples)
-        progress = JobProgress(self.db, job.id)
-        console = Console(stderr=True, quiet=True)
-        run = self._run_of(job, hyper)
-        result = recipe_runner(config)(config, self.workspace, run=run, console=console, name=job.id,
-                                       callbacks=[progress])
-        for event in read_events(result.run):  # e.g. tracking_failed: the job went on without tracking
-            add_event(self.db, job.id, event["message"], level="warn")
-        stop = get_job(self.db, job.id).stop_requested
-        if stop == "cancel":
-            self._finish(job.id, "cancelled")
-            add_event(self.db, job.id, "Job cancelled")
-            return
-        if stop == "pause":
-            with self.db.session() as session:
-                row = session.get(JobRow, job.id)
-                row.status, row.stop_requested, row.worker, row.estimated_finish = "paused", None, None, None
-            add_event(self.db, job.id, "Job paused after writing a checkpoint")
-            return
-        tokens = result.summary.get("trained_loss_tokens") or result.summary.get("input_tokens_seen")
-        results = write_results_file(self.db, self.files_dir, result.run.metrics_path)
-        self._finish(job.id, "succeeded", fine_tuned_model=fine_tuned_name(job), trained_tokens=tokens,
-                     result_files=[results])
-        add_event(self.db, job.id, f"New fine-tuned model created: {fine_tuned_name(job)}")
-        add_event(self.db, job.id, "The job has successfully completed")
-        self._judge_retraining(job, result.run)
+        with Heartbeat(lease, self.settings.lease_seconds):
+            train_attempt(self.workspace, self.db, lease)
 
-    def _judge_retraining(self, job: JobRow, run: Run) -> None:
-        """A job queued by ``tunesmith monitor --retrain --submit``: evaluate it beside the model
-        it would replace and promote it only if it is not worse. A failure here is reported in
-        the job's events; the job itself stays succeeded (its model is there to inspect)."""
-        from tunesmith.monitoring.retrain import judge_job
-
+    def _supervise(self, lease: Lease, job: JobRow) -> None:
+        proc = self._start_trainer(job)  # before the heartbeat thread: see supervisor.dies_with_parent
         try:
-            verdict = judge_job(self.workspace, self.db, job, run, log=lambda message: None)
-        except Exception as e:
-            add_event(self.db, job.id, f"Retraining check failed: {e}", level="error")
-            return
-        if verdict is None:
-            return
-        outcome = f"promoted behind alias {verdict['alias']}" if verdict["alias"] else \
-            "promoted (no alias to move)" if verdict["promoted"] else f"not promoted: {verdict['current']} stays"
-        add_event(self.db, job.id, f"Retraining check on {Path(verdict['test']).name}: {verdict['metric']} "
-                                   f"{verdict['candidate_score']:.4f} (candidate) vs {verdict['current_score']:.4f} "
-                                   f"(current {verdict['current']}), {outcome}", level="info" if verdict["promoted"] else "warn")
+            with Heartbeat(lease, self.settings.lease_seconds) as heartbeat:
+                ended = self._watch(proc, lease, heartbeat)
+        finally:
+            stop_group(proc, 0)  # nothing of the trainer's group outlives it
+        self._record(lease, proc, ended, job)
 
-    def _run_of(self, job: JobRow, hyper: dict) -> Run:
-        """The job's run directory: recorded before training starts, so a worker that dies
-        mid-run leaves a job the next worker resumes from its checkpoint rather than restarts."""
-        if job.run_id:
-            return Run(self.workspace.run_dir(job.run_id))
-        run = new_run(self.workspace, job.id)
-        with self.db.session() as session:
-            row = session.get(JobRow, job.id)
-            row.run_id = run.id
-            row.method = {"type": row.method["type"], row.method["type"]: {"hyperparameters": hyper}}  # "auto" resolved
-        return run
+    def _start_trainer(self, job: JobRow) -> subprocess.Popen:
+        log_path = self.trainer_log(job)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, TUNESMITH_HOME=str(self.workspace.home), TUNESMITH_DATABASE_URL=self.db.url)
+        with open(log_path, "ab") as out:
+            return subprocess.Popen([*self.trainer_command, job.id, str(job.lease_generation)], env=env,
+                                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True, preexec_fn=dies_with_parent(signal.SIGKILL))
 
-    def _finish(self, job_id: str, status: str, **fields) -> None:
-        with self.db.session() as session:
-            row = session.get(JobRow, job_id)
-            row.status, row.finished_at, row.estimated_finish = status, int(time.time()), None
-            for key, value in fields.items():
-                setattr(row, key, value)
+    def trainer_log(self, job: JobRow) -> Path:
+        """Where attempt ``job.attempts`` of the job writes its output (its tail goes into the
+        error of an attempt that crashed)."""
+        return self.workspace.home / "logs" / "jobs" / f"{job.id}.{job.attempts}.log"
+
+    def _watch(self, proc: subprocess.Popen, lease: Lease, heartbeat: Heartbeat) -> _Ended:
+        stop_since, stop, peak = None, None, 0
+        while True:
+            try:
+                proc.wait(timeout=0.5)
+                return _Ended("exited", stop, peak)
+            except subprocess.TimeoutExpired:
+                pass
+            peak = max(peak, _rss(proc.pid))
+            if heartbeat.lost.is_set():
+                stop_group(proc, 0)  # another worker has the job: stop writing into its run at once
+                return _Ended("lost", peak_rss=peak)
+            if self.stopping.is_set():
+                stop_group(proc, 5)
+                return _Ended("shutdown", peak_rss=peak)
+            stop = stop or _stop_requested(lease)
+            stop_since = stop_since or (time.monotonic() if stop else None)
+            if stop_since and time.monotonic() - stop_since > self.settings.grace_seconds:
+                stop_group(proc, 5)
+                return _Ended("stopped", stop, peak)
+
+    def _record(self, lease: Lease, proc: subprocess.Popen, ended: _Ended, job: JobRow) -> None:
+        """How the attempt ended, when the trainer could not record it."""
+        try:
+            if ended.how == "lost" or not _still_held(lease):
+                return  # the trainer recorded its outcome, or the job is someone else's now
+            if ended.how == "shutdown":
+                lease.release("The worker was stopped; the job is queued again and will resume from its last "
+                              "complete checkpoint")
+            elif ended.how == "stopped":
+                self._stopped(lease, ended.stop)
+            elif proc.returncode == -signal.SIGKILL and ended.stop is None:
+                lease.fail({"code": "out_of_memory", "param": None, "message": _killed_message(ended.peak_rss)})
+            else:
+                lease.end_attempt("trainer_crashed", f"The trainer process {_how_it_ended(proc.returncode)}: "
+                                  f"{_tail(self.trainer_log(job))}", self.settings.max_attempts)
+        except LeaseLost:
+            pass
+
+    def _stopped(self, lease: Lease, stop: str) -> None:
+        why = (f"the trainer did not stop within {self.settings.grace_seconds:g}s of the request (a step that hung), "
+               "so its processes were stopped")
+        if stop == "cancel":
+            lease.settle("cancelled", [(f"Job cancelled: {why}", "warn")])
+        else:
+            lease.settle("paused", [(f"Job paused: {why}; it continues from its last complete checkpoint", "warn")],
+                         stop_requested=None)
 
 
-def write_results_file(db: Database, files_dir, metrics_path) -> str:
-    """OpenAI's results file (purpose ``fine-tune-results``): one CSV row per logged step."""
-    import csv
-    import hashlib
-    import io
-    import json
-    import secrets
-
-    from tunesmith.server.db import FileRow
-
-    rows: dict[int, dict] = {}
-    for line in metrics_path.read_text().splitlines() if metrics_path.exists() else []:
-        record = json.loads(line)
-        row = rows.setdefault(record["step"], {"step": record["step"]})
-        if "loss" in record:
-            row["train_loss"] = record["loss"]
-        if "eval_loss" in record:
-            row["valid_loss"] = record["eval_loss"]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, ["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"])
-    writer.writeheader()
-    writer.writerows(rows[step] for step in sorted(rows))
-    content = buffer.getvalue().encode()
-    file_id = "file-" + secrets.token_hex(12)
-    (files_dir / file_id).write_bytes(content)
-    with db.session() as session:
-        session.add(FileRow(id=file_id, filename="step_metrics.csv", purpose="fine-tune-results", bytes=len(content),
-                            created_at=int(time.time()), status="processed", status_details=None,
-                            sha256=hashlib.sha256(content).hexdigest()))
-    return file_id
+def _still_held(lease: Lease) -> bool:
+    def check() -> bool:
+        try:
+            with lease.session():
+                return True
+        except LeaseLost:
+            return False
+    return retrying(check)
 
 
-def _dead_here(worker: str | None) -> bool:
-    """Whether ``worker`` ("host:pid") names a process of this host that has exited."""
-    host, _, pid = (worker or "").rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
+def _stop_requested(lease: Lease) -> str | None:
+    from tunesmith.server.jobs import get_job
+
+    try:
+        return get_job(lease.db, lease.job_id).stop_requested
+    except DatabaseUnavailable:
+        return None
+
+
+def _rss(pid: int) -> int:
     import psutil
 
-    return not psutil.pid_exists(int(pid)) or psutil.Process(int(pid)).status() == psutil.STATUS_ZOMBIE
+    try:
+        return psutil.Process(pid).memory_info().rss
+    except psutil.Error:
+        return 0
+
+
+def _killed_message(peak_rss: int) -> str:
+    peak = f" (its memory peaked at {peak_rss / 2**20:.0f} MiB)" if peak_rss else ""
+    return (f"The trainer process was killed by SIGKILL with no other reason{peak}: the operating system may have "
+            "killed it for lack of memory. Try a smaller batch_size or a shorter data.max_length, or give the "
+            "server more memory.")
+
+
+def _how_it_ended(returncode: int) -> str:
+    """
+    >>> _how_it_ended(-11), _how_it_ended(1)
+    ('was killed by SIGSEGV', 'exited with code 1')
+    """
+    if returncode < 0:
+        return f"was killed by {signal.Signals(-returncode).name}"
+    return f"exited with code {returncode}"
+
+
+def _tail(path: Path, chars: int = 1500) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no output)"
+    return text[-chars:].strip() or "(no output)"

@@ -1,4 +1,5 @@
-"""The bridge from the HF Trainer to tunesmith: metrics.jsonl and the progress display.
+"""The bridge from the HF Trainer to tunesmith: metrics.jsonl, the progress display, the stop
+on divergence and the checkpoint completeness marker.
 
 These are the only Trainer subclasses in the code base (callbacks are the Trainer's extension
 point; see ../shared/STYLE.md).
@@ -6,12 +7,16 @@ point; see ../shared/STYLE.md).
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from transformers import TrainerCallback
+
+from tunesmith.errors import TrainingDiverged
+from tunesmith.training.checkpoints import MARKER, checkpoints_by_step, mark_complete
 
 
 class MetricsLog(TrainerCallback):
@@ -99,3 +104,54 @@ class ProgressDisplay(TrainerCallback):
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+
+class DivergenceGuard(TrainerCallback):
+    """Stops a run whose loss or gradient norm is no longer a finite number (fp16 overflow, a
+    learning rate far too high): TrainingDiverged is raised out of training, so the recipe never
+    saves or publishes a final model and the run ends ``failed``. A checkpoint whose trainable
+    weights are not finite is refused before it is marked complete (it comes before
+    CompletenessMarker), so the last complete checkpoint is the last good one even when the
+    divergence happened between two logged steps.
+
+    Needs the Trainer's ``logging_nan_inf_filter`` off (runner.training_arguments does it): with it
+    on, the loss of a NaN step is replaced by the running mean and never logged.
+    """
+
+    WATCHED = ("loss", "grad_norm", "eval_loss")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        bad = {key: logs[key] for key in self.WATCHED
+               if isinstance((logs or {}).get(key), (int, float)) and not math.isfinite(logs[key])}
+        if bad:
+            values = ", ".join(f"{key}={value}" for key, value in bad.items())
+            raise TrainingDiverged(self._message(args, state, values))
+
+    def on_save(self, args, state, control, model=None, **kwargs):
+        if model is not None and not finite_weights(model):
+            raise TrainingDiverged(self._message(args, state, "trainable weights are not finite"))
+
+    @staticmethod
+    def _message(args, state, what: str) -> str:
+        marked = [step for step, path in checkpoints_by_step(Path(args.output_dir)) if (path / MARKER).exists()]
+        kept = f"the last good checkpoint (step {marked[-1]}) is kept" if marked else "there is no good checkpoint yet"
+        return (f"training diverged at step {state.global_step}: {what}. Training was stopped, {kept} and no "
+                "model was published. Lower the learning rate, or use bf16 rather than fp16.")
+
+
+def finite_weights(model) -> bool:
+    """Whether every trainable weight is finite (an adapter's only, for a LoRA run: cheap)."""
+    import torch
+
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters() if p.requires_grad)
+
+
+class CompletenessMarker(TrainerCallback):
+    """Marks each checkpoint complete right after the Trainer has finished writing it
+    (training/checkpoints.py says why)."""
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if checkpoint.is_dir():
+                mark_complete(checkpoint, state.global_step)

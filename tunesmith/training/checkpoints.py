@@ -5,8 +5,10 @@ takes the newest directory even when the process died half-way through writing i
 (huggingface/transformers#35782). So after the Trainer has written a checkpoint we fsync its
 files and then atomically write a marker listing every file and its size. On resume, only a
 checkpoint whose marker matches its files, whose ``trainer_state.json`` parses and whose
-safetensors headers read is used; newer, unmarked ones are moved aside into ``incomplete/``
-(never deleted), so the Trainer's rotation cannot mistake them for real checkpoints.
+safetensors headers read is used; newer, unsound ones are deleted (with what was wrong with
+each logged), so the Trainer's rotation cannot mistake them for real checkpoints, and a run that
+fails again and again (a full disk) does not pile up half-written copies. They used to be moved
+into ``incomplete/``; a run directory that still has one loses it on its next resume.
 """
 from __future__ import annotations
 
@@ -16,8 +18,6 @@ import re
 import shutil
 import time
 from pathlib import Path
-
-from transformers import TrainerCallback
 
 MARKER = "tunesmith-complete.json"
 _STEP = re.compile(r"^checkpoint-(\d+)$")
@@ -88,23 +88,24 @@ def checkpoints_by_step(directory: Path) -> list[tuple[int, Path]]:
 
 
 def last_complete_checkpoint(directory: Path, log=print) -> Path | None:
-    """The newest sound checkpoint; every newer unsound one is moved into ``incomplete/``."""
+    """The newest sound checkpoint; every newer unsound one is deleted."""
+    shutil.rmtree(directory.parent / "incomplete", ignore_errors=True)  # left by older versions
     for step, path in reversed(checkpoints_by_step(directory)):
         problems = problems_with(path)
         if not problems:
             return path
-        quarantine = directory.parent / "incomplete" / f"{path.name}-{int(time.time())}"
-        quarantine.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(path), quarantine)
-        log(f"skipped checkpoint-{step} ({'; '.join(problems)}); moved to {quarantine}")
+        shutil.rmtree(path, ignore_errors=True)
+        log(f"skipped checkpoint-{step} ({'; '.join(problems)}); deleted it")
     return None
 
 
-class CompletenessMarker(TrainerCallback):
-    """Marks each checkpoint complete right after the Trainer has finished writing it."""
-
-    def on_save(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if checkpoint.is_dir():
-                mark_complete(checkpoint, state.global_step)
+def free_incomplete(directory: Path) -> list[int]:
+    """Delete the checkpoints that were never marked complete (a write that failed: a full
+    disk, a checkpoint refused for non-finite weights); the steps deleted. Run after training
+    stopped with an error, so that the space is back before anyone tries again."""
+    freed = []
+    for step, path in checkpoints_by_step(directory):
+        if not (path / MARKER).exists():
+            shutil.rmtree(path, ignore_errors=True)
+            freed.append(step)
+    return freed

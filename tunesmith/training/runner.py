@@ -16,8 +16,8 @@ from tunesmith.files import sha256_file, write_json_atomic
 from tunesmith.models.loading import quiet_transformers
 from tunesmith.runs import Run, new_run
 from tunesmith.tracking.callback import TrainingTracker
-from tunesmith.training.callbacks import MetricsLog, ProgressDisplay
-from tunesmith.training.checkpoints import CompletenessMarker, last_complete_checkpoint
+from tunesmith.training.callbacks import CompletenessMarker, DivergenceGuard, MetricsLog, ProgressDisplay
+from tunesmith.training.checkpoints import free_incomplete, last_complete_checkpoint
 from tunesmith.training.distributed import is_main_process
 from tunesmith.workspace import Workspace
 
@@ -116,6 +116,7 @@ def training_arguments(t: TrainingSettings, run: Run, precision: str, has_eval: 
         metric_for_best_model=best_metric if early_stopping else None,
         greater_is_better=greater_is_better if early_stopping else None,
         logging_steps=t.logging_steps,
+        logging_nan_inf_filter=False,  # a NaN loss must be logged for DivergenceGuard to see it
         seed=t.seed,
         data_seed=t.seed,
         bf16=precision == "bf16",
@@ -139,14 +140,18 @@ def training_arguments(t: TrainingSettings, run: Run, precision: str, has_eval: 
 def standard_callbacks(run: Run, t: TrainingSettings, has_eval: bool, console: Console) -> list:
     from transformers import EarlyStoppingCallback
 
-    callbacks = [CompletenessMarker(), MetricsLog(run.metrics_path), ProgressDisplay(console)]
+    # In this order: the diverged log is still written to metrics.jsonl, and a checkpoint with
+    # non-finite weights is refused before it is marked complete.
+    callbacks = [MetricsLog(run.metrics_path), DivergenceGuard(), CompletenessMarker(), ProgressDisplay(console)]
     if t.early_stopping_patience and has_eval:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
     return callbacks
 
 
 def fit(trainer, run: Run, resume_from: Path | None):
-    """``trainer.train`` with the run's status kept right when it is interrupted or fails."""
+    """``trainer.train`` with the run's status kept right when it is interrupted or fails. A
+    failure frees the checkpoint it left half-written (a full disk must not stay full); the
+    complete ones stay, to resume from."""
     try:
         return trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     except KeyboardInterrupt:
@@ -155,12 +160,20 @@ def fit(trainer, run: Run, resume_from: Path | None):
         if is_main_process():
             run.update_info(status="interrupted")
         raise TunesmithError(f"interrupted; continue with: tunesmith train --resume {run.id}") from None
-    except Exception:
+    except Exception as e:
         _close_display(trainer)
         _abort_tracking(trainer, "FAILED")
         if is_main_process():
-            run.update_info(status="failed")
+            _record_failure(run, e)
         raise
+
+
+def _record_failure(run: Run, error: Exception) -> None:
+    free_incomplete(run.checkpoints_dir)  # first: on a full disk, run.json needs the space
+    try:
+        run.update_info(status="failed", error=f"{type(error).__name__}: {error}"[:2000], finished_at=time.time())
+    except OSError:
+        pass  # still no room: the error that stopped training is the one to report
 
 
 def finish_run(trainer, run: Run, summary: dict[str, Any], final_dir: Path) -> None:
