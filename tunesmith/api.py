@@ -565,18 +565,21 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, require_k
           workspace: Workspace | None = None, log: Log = print, schedule: Any = None, **settings: Any) -> None:
     """Run the OpenAI-compatible server (and ``workers`` worker processes) until interrupted;
     ``schedule`` (monitoring.schedule.Schedule): check models' traffic and drift on a timer."""
-    import subprocess
-    import sys
+    import os
+    import signal
+    import threading
 
     import uvicorn
 
     from tunesmith.server.app import ServerSettings, create_app
+    from tunesmith.server.supervisor import WorkerPool, exit_on_signal as _exit_on_signal
 
     if not require_keys and host not in LOOPBACK:
         raise ConfigError(f"--insecure-no-keys is only allowed on a loopback host, not {host}")
     ws = _ws(workspace)
     app = create_app(ws, ServerSettings(require_keys=require_keys, **settings))
-    procs = [subprocess.Popen([sys.executable, "-m", "tunesmith", "worker"]) for _ in range(workers)]
+    pool = WorkerPool(workers, dict(os.environ, TUNESMITH_HOME=str(ws.home)), log=log)  # this server's home
+    pool.start()
     log(f"tunesmith serving on http://{host}:{port}/v1 with {workers} worker(s); "
         f"API keys {'required' if require_keys else 'NOT required'}")
     scheduler = None
@@ -587,24 +590,33 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, require_k
         scheduler.start()
         log(f"monitoring {', '.join(schedule.models)} every {schedule.every_seconds / 3600:g} h"
             + (" (retraining when an alert calls for it)" if schedule.retrain else ""))
+    if threading.current_thread() is threading.main_thread():
+        # uvicorn shuts down on SIGTERM, then raises it again with the handler it found: with the
+        # default one the process would die there, before the workers below are stopped.
+        signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
         if scheduler is not None:
             scheduler.stop()
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=30)
+        pool.stop()  # the workers, and the trainers they run
 
 
 def run_worker(poll_seconds: float = 1.0, workspace: Workspace | None = None, stop_after: int | None = None) -> None:
-    """Take fine-tuning jobs from the server's queue and train them, one at a time."""
+    """Take fine-tuning jobs from the server's queue and train them, one at a time, until SIGTERM
+    or Ctrl-C: then the running trainer is stopped and its job given back to the queue."""
+    import signal
+    import threading
+
     from tunesmith.server.db import Database
     from tunesmith.server.worker import Worker
 
     ws = _ws(workspace)
-    Worker(ws, Database.for_workspace(ws)).run_forever(poll_seconds, stop_after)
+    worker = Worker(ws, Database.for_workspace(ws))
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: worker.stop())
+    worker.run_forever(poll_seconds, stop_after)
 
 
 def create_api_key(name: str = "default", workspace: Workspace | None = None, role: str = "user") -> tuple[str, dict]:
