@@ -66,10 +66,12 @@ def test_a_pulled_base_model_chats_completes_and_streams(server):
     assert chat.json()["usage"]["completion_tokens"] <= 4
     completion = client.post("/v1/completions", json={"model": "tiny-chat", "prompt": "Item 2 is", "max_tokens": 3})
     assert completion.status_code == 200, completion.text
-    with client.stream("POST", CHAT, json={"model": "tiny-chat", "messages": ASK, "max_tokens": 4,
-                                           "stream": True}) as stream:
+    with client.stream("POST", CHAT, json={"model": "tiny-chat", "messages": ASK, "max_tokens": 4, "stream": True,
+                                           "stream_options": {"include_usage": True}}) as stream:
         lines = [line for line in stream.iter_lines() if line]
     assert lines[-1] == "data: [DONE]" and all(line.startswith("data: ") for line in lines)
+    usage = json.loads(lines[-2][6:])
+    assert usage["choices"] == [] and 0 <= usage["usage"]["completion_tokens"] <= 8
 
 
 def test_a_prompt_list_answers_every_prompt(server):
@@ -258,6 +260,8 @@ def test_a_user_key_cannot_delete_base_models_keys_or_others_files(server):
 
 def test_the_schema_needs_a_key_and_no_page_loads_from_a_cdn(server):
     client, _, _ = server
+    assert client.get("/health", headers={"Authorization": ""}).json() == {"status": "ok"}
+    assert client.get("/v1/tunesmith/status", headers={"Authorization": ""}).status_code == 401
     for path in ("/docs", "/redoc", "/openapi.json"):
         assert client.get(path).status_code == 404
     assert client.get("/v1/openapi.json", headers={"Authorization": ""}).status_code == 401
@@ -366,7 +370,6 @@ def test_a_stream_that_disconnects_stops_generating_and_frees_its_slot(live, slo
 
     app, port = live
     models = app.state.models
-    slots = models._waiting._value
     for _ in range(3):  # more than max_waiting: a leaked slot would turn the last into a 429
         before = slow_generation["tokens"]
         sock = raw_request(port, {"model": "tiny-chat", "messages": ASK, "max_tokens": 400, "stream": True,
@@ -376,7 +379,7 @@ def test_a_stream_that_disconnects_stops_generating_and_frees_its_slot(live, slo
             received += sock.recv(4096)
         sock.close()
         deadline = time.time() + 3  # the answer would take 8 s
-        while models._waiting._value != slots or any(slot.lock.locked() for slot in models.slots.values()):
+        while models.status()["admitted"] or models.status()["generating"]:
             assert time.time() < deadline, "the disconnected stream kept its slot or the model's lock"
             time.sleep(0.05)
         assert wait_until_still(slow_generation) - before < 150  # of 400
@@ -397,7 +400,7 @@ def test_a_non_streaming_client_that_disconnects_cancels_its_generation(live, sl
     time.sleep(1.0)
     sock.close()
     deadline = time.time() + 4  # the answer would take 8 s
-    while models._waiting._value != 2 or not logged(app, status=499, endpoint="chat"):
+    while models.status()["admitted"] or not logged(app, status=499, endpoint="chat"):
         assert time.time() < deadline, "the abandoned request was not cancelled"
         time.sleep(0.1)
     assert wait_until_still(slow_generation) < 200

@@ -87,6 +87,16 @@ def create_app(workspace: Workspace, settings: ServerSettings | None = None, db:
     v1, as_admin = Depends(principal), Depends(admin)
     mount_ui(app)
 
+    @app.get("/health", include_in_schema=False)
+    def health():
+        """For a load balancer or supervisor: no key, nothing but whether the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/v1/tunesmith/status", dependencies=[v1])
+    def status():
+        """Inference admission (requests admitted / capacity), models and adapters loaded."""
+        return {"object": "tunesmith.status", "inference": models.status()}
+
     @app.get("/v1/openapi.json", dependencies=[v1], include_in_schema=False)
     def openapi_schema():
         return app.openapi()
@@ -480,8 +490,9 @@ async def _completion(request: Request, models: ModelServer, log: RequestLog, bo
         if not chat and len(prompt) != 1:
             raise APIError(400, "Streaming supports one prompt only.", "invalid_value", "prompt")
         stream = await run_in_threadpool(models.stream, body.model, messages, None if chat else prompt[0], params)
-        return StreamingResponse(_sse(stream, completion_id, created, body.model, chat, partial(record, started=started)),
-                                 media_type="text/event-stream")
+        usage = bool(body.stream_options and body.stream_options.include_usage)
+        return StreamingResponse(_sse(stream, completion_id, created, body.model, chat, partial(record, started=started),
+                                      usage), media_type="text/event-stream")
     cancel = threading.Event()
     result = await _unless_disconnected(request, cancel, models.complete, body.model, messages, prompt, params, cancel)
     if result is None:  # the client went away: generation stopped, nothing to answer
@@ -520,17 +531,18 @@ def _completion_object(result: dict, completion_id: str, created: int, name: str
                       "total_tokens": result["prompt_tokens"] + completion_tokens}}
 
 
-async def _sse(stream, completion_id: str, created: int, name: str, chat: bool, record):
+async def _sse(stream, completion_id: str, created: int, name: str, chat: bool, record, usage: bool = False):
     """The stream as server-sent events. However it ends — finished, failed, or the client gone
     (the task is cancelled, or a write fails) — the generation is cancelled and the request is
-    logged; the generating thread then releases the model and the admission slot itself."""
+    logged; the generating thread then releases the model and the admission slot itself.
+    ``usage`` (``stream_options.include_usage``): a last chunk with no choices and the token counts."""
+    obj = "chat.completion.chunk" if chat else "text_completion"
+
     def chunk(delta: dict | str, finish: str | None) -> str:
         if chat:
             choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
-            obj = "chat.completion.chunk"
         else:
             choice = {"index": 0, "text": delta, "finish_reason": finish, "logprobs": None}
-            obj = "text_completion"
         return "data: " + json.dumps({"id": completion_id, "object": obj, "created": created, "model": name,
                                       "choices": [choice]}) + "\n\n"
 
@@ -549,6 +561,11 @@ async def _sse(stream, completion_id: str, created: int, name: str, chat: bool, 
             return
         outcome = {"status": 200, "prompt_tokens": stream.prompt_tokens, "completion_tokens": stream.completion_tokens}
         yield chunk({} if chat else "", "stop")
+        if usage:
+            counts = {"prompt_tokens": stream.prompt_tokens, "completion_tokens": stream.completion_tokens,
+                      "total_tokens": stream.prompt_tokens + (stream.completion_tokens or 0)}
+            yield "data: " + json.dumps({"id": completion_id, "object": obj, "created": created, "model": name,
+                                         "choices": [], "usage": counts}) + "\n\n"
         yield "data: [DONE]\n\n"
     finally:
         stream.cancel()  # no await here: a cancelled task cannot await; the log is written by a thread

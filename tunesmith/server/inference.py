@@ -78,6 +78,7 @@ class ModelServer:
         self.classifiers: dict[str, Any] = {}
         self._loading = threading.Lock()
         self._waiting = threading.BoundedSemaphore(max_waiting)
+        self.capacity = max_waiting
         self._known: tuple[tuple, float, list[Target]] | None = None  # (home fingerprint, when, targets)
 
     # ── names ──────────────────────────────────────────────────────────────────────────────
@@ -283,6 +284,14 @@ class ModelServer:
             slot.model.delete_adapter(oldest)
         slot.model.set_adapter(key)
         return _Null()
+
+    def status(self) -> dict:
+        """What an operator (or a load test) checks for leaks: requests admitted now, models loaded."""
+        in_use = self.capacity - self._waiting._value  # noqa: SLF001 - a BoundedSemaphore keeps no public count
+        return {"admitted": in_use, "capacity": self.capacity,
+                "generating": sum(slot.lock.locked() for slot in list(self.slots.values())),
+                "models_loaded": sorted(self.slots), "adapters_loaded": sum(len(s.adapters) for s in self.slots.values()),
+                "classifiers_loaded": sorted(self.classifiers)}
 
     # ── generation ─────────────────────────────────────────────────────────────────────────
     def _admitted(self):

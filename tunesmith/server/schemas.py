@@ -52,6 +52,11 @@ class Message(BaseModel):
         return self.content or ""
 
 
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    include_usage: StrictBool = False
+
+
 class Sampling(Body):
     """What chat and text completions share."""
     model: ModelName
@@ -63,6 +68,7 @@ class Sampling(Body):
                                                          Field(max_length=MAX_STOP_SEQUENCES)] | None = None
     seed: Seed | None = None
     stream: StrictBool | None = False
+    stream_options: StreamOptions | None = None
     presence_penalty: Annotated[Number, Field(ge=-2, le=2)] | None = None
     frequency_penalty: Annotated[Number, Field(ge=-2, le=2)] | None = None
     user: Annotated[str, Field(max_length=256)] | None = None
