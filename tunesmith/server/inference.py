@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from sqlalchemy import select
-from transformers import StoppingCriteria
+from transformers import StoppingCriteria, TextIteratorStreamer
 
 from tunesmith.models.loading import load_causal_lm, load_tokenizer
 from tunesmith.models.store import ModelRef, list_models, resolve_model
@@ -362,16 +362,27 @@ class Cancelled(StoppingCriteria):
         return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
+class _CountingStreamer(TextIteratorStreamer):
+    """transformers' text streamer that also counts the tokens generated (the pieces it yields
+    are decoded text: re-tokenizing them would miscount)."""
+
+    def __init__(self, tokenizer):
+        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        self.generated = 0
+
+    def put(self, value):
+        if not (self.skip_prompt and self.next_tokens_are_prompt):
+            self.generated += int(value.numel())
+        super().put(value)
+
+
 class Stream:
-    """A streamed completion: its pieces as they come, then what was said and how many tokens
-    (counted on the finished text: the pieces are decoded text, not one token each).
+    """A streamed completion: its pieces as they come, then what was said and how many tokens.
     ``cancel()`` (a client that disconnected) stops the generation within one token."""
 
     def __init__(self, tokenizer, prompt_tokens: int):
-        from transformers import TextIteratorStreamer
-
         self._tokenizer, self.prompt_tokens = tokenizer, prompt_tokens
-        self.streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        self.streamer = _CountingStreamer(tokenizer)
         self.cancelled, self.finished = threading.Event(), threading.Event()
         self.errors: list[BaseException] = []
         self.stops: list[str] = []
@@ -385,7 +396,7 @@ class Stream:
         self.finished.wait()
         if self.errors:
             raise self.errors[0]
-        self.completion_tokens = len(self._tokenizer(self.text, add_special_tokens=False)["input_ids"])
+        self.completion_tokens = self.streamer.generated
 
     def cancel(self) -> None:
         self.cancelled.set()
