@@ -433,3 +433,15 @@ def test_a_database_that_is_down_is_a_503_with_retry_after(server, monkeypatch):
     response = client.get("/v1/fine_tuning/jobs/ftjob-x")
     assert assert_openai_error(response, 503)["code"] == "database_unavailable"
     assert response.headers["retry-after"]
+
+
+def test_cors_is_off_by_default_and_never_answers_a_foreign_origin(home):
+    from tunesmith.server.app import ServerSettings, create_app
+
+    preflight = {"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
+    closed = TestClient(create_app(home, ServerSettings()), raise_server_exceptions=False)
+    assert "access-control-allow-origin" not in closed.options(CHAT, headers=preflight).headers
+    opened = TestClient(create_app(home, ServerSettings(cors_origins=("http://localhost:3000",))))
+    assert "access-control-allow-origin" not in opened.options(CHAT, headers=preflight).headers
+    allowed = opened.options(CHAT, headers=preflight | {"Origin": "http://localhost:3000"})
+    assert allowed.headers["access-control-allow-origin"] == "http://localhost:3000"
