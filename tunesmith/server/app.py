@@ -215,14 +215,14 @@ def _file_routes(app: FastAPI, v1, files: FileStore, models: ModelServer, worksp
         return {"file_id": row.id, "filename": row.filename, "valid": report.ok, "problems": [] if report.ok else problems,
                 "card": card_dict}
 
-    @app.post("/v1/files/{file_id}/clean", dependencies=[v1])
+    @app.post("/v1/files/{file_id}/clean", dependencies=[v1], openapi_extra=schemas.openapi_body(schemas.CleanRequest))
     async def clean_file(file_id: str, request: Request):
         """tunesmith's own: `data clean` on an uploaded file; the cleaned file and its rejects are new files."""
         from tunesmith.server import prepare
         options = schemas.parse(schemas.CleanRequest, await _json(request, settings)).model_dump(exclude_unset=True)
         return await run_in_threadpool(prepare.clean, files, file_id, options)
 
-    @app.post("/v1/files/{file_id}/split", dependencies=[v1])
+    @app.post("/v1/files/{file_id}/split", dependencies=[v1], openapi_extra=schemas.openapi_body(schemas.SplitRequest))
     async def split_file(file_id: str, request: Request):
         """tunesmith's own: `data split` on an uploaded file; each split is a new file."""
         from tunesmith.server import prepare
@@ -247,7 +247,7 @@ def _tunesmith_routes(app: FastAPI, v1, files: FileStore, db: Database, workspac
                       settings: ServerSettings) -> None:
     from tunesmith.server import evaluations, feedback
 
-    @app.post("/v1/tunesmith/feedback", dependencies=[v1])
+    @app.post("/v1/tunesmith/feedback", dependencies=[v1], openapi_extra=schemas.openapi_body(schemas.FeedbackRequest))
     async def add_feedback(request: Request):
         body = schemas.parse(schemas.FeedbackRequest, await _json(request, settings))
         return await run_in_threadpool(feedback.add, db, body.model_dump(exclude_unset=True))
@@ -260,7 +260,7 @@ def _tunesmith_routes(app: FastAPI, v1, files: FileStore, db: Database, workspac
     def export_feedback():
         return feedback.export(db, files)
 
-    @app.post("/v1/tunesmith/feedback/{feedback_id}", dependencies=[v1])
+    @app.post("/v1/tunesmith/feedback/{feedback_id}", dependencies=[v1], openapi_extra=schemas.openapi_body(schemas.FeedbackUpdate))
     async def update_feedback(feedback_id: str, request: Request):
         body = schemas.parse(schemas.FeedbackUpdate, await _json(request, settings))
         return await run_in_threadpool(feedback.update, db, feedback_id, body.model_dump(exclude_unset=True))
@@ -277,7 +277,7 @@ def _tunesmith_routes(app: FastAPI, v1, files: FileStore, db: Database, workspac
     def run_evaluation(run_id: str):
         return evaluations.evaluation(workspace, run_id)
 
-    @app.post("/v1/tunesmith/runs/{run_id}/evaluation", dependencies=[v1])
+    @app.post("/v1/tunesmith/runs/{run_id}/evaluation", dependencies=[v1], openapi_extra=schemas.openapi_body(schemas.EvaluationRequest))
     async def start_evaluation(run_id: str, request: Request):
         body = schemas.parse(schemas.EvaluationRequest, await _json(request, settings))
         return await run_in_threadpool(evaluations.start, workspace, files, run_id, body.model_dump(exclude_unset=True))
@@ -308,7 +308,7 @@ def _tunesmith_routes(app: FastAPI, v1, files: FileStore, db: Database, workspac
 # ── fine-tuning jobs ───────────────────────────────────────────────────────────────────────
 def _job_routes(app: FastAPI, v1, files: FileStore, models: ModelServer, db: Database, workspace: Workspace,
                 settings: ServerSettings) -> None:
-    @app.post("/v1/fine_tuning/jobs", dependencies=[v1])
+    @app.post("/v1/fine_tuning/jobs", dependencies=[v1], openapi_extra=schemas.openapi_body(schemas.FineTuningJobRequest))
     async def create_job(request: Request):
         body = schemas.parse(schemas.FineTuningJobRequest, await _json(request, settings))
         # Only models the server already has: a name from the request never becomes a path.
@@ -382,7 +382,7 @@ def _key_routes(app: FastAPI, as_admin, db: Database, settings: ServerSettings) 
     def list_keys():
         return _page(keys.list_keys(db), False)
 
-    @app.post("/v1/tunesmith/keys", dependencies=[as_admin])
+    @app.post("/v1/tunesmith/keys", dependencies=[as_admin], openapi_extra=schemas.openapi_body(schemas.KeyRequest))
     async def create_key(request: Request):
         body = schemas.parse(schemas.KeyRequest, await _json(request, settings))
         secret, info = await run_in_threadpool(keys.create_key, db, body.name, body.role)
@@ -397,17 +397,17 @@ def _key_routes(app: FastAPI, as_admin, db: Database, settings: ServerSettings) 
 
 # ── inference ──────────────────────────────────────────────────────────────────────────────
 def _inference_routes(app: FastAPI, v1, models: ModelServer, log: RequestLog, settings: ServerSettings) -> None:
-    @app.post("/v1/chat/completions", dependencies=[v1])
+    @app.post("/v1/chat/completions", dependencies=[v1], openapi_extra=schemas.openapi_body(schemas.ChatCompletionRequest))
     async def chat_completions(request: Request):
         body = schemas.parse(schemas.ChatCompletionRequest, await _json(request, settings))
         return await _completion(request, models, log, body, chat=True)
 
-    @app.post("/v1/completions", dependencies=[v1])
+    @app.post("/v1/completions", dependencies=[v1], openapi_extra=schemas.openapi_body(schemas.CompletionRequest))
     async def completions(request: Request):
         body = schemas.parse(schemas.CompletionRequest, await _json(request, settings))
         return await _completion(request, models, log, body, chat=False)
 
-    @app.post("/v1/classifications", dependencies=[v1])
+    @app.post("/v1/classifications", dependencies=[v1], openapi_extra=schemas.openapi_body(schemas.ClassificationRequest))
     async def classifications(request: Request):
         """tunesmith's own route (OpenAI has none): ``{"model": <classify run id>, "input": str | [str]}``
         → one ``{label, confidence, probabilities}`` per input."""
