@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
+from tunesmith.errors import ConfigError
 from tunesmith.server.db import DEFAULT_LEASE_SECONDS, Database, DatabaseUnavailable, JobRow, LeaseLost, retrying
 from tunesmith.server.leases import Heartbeat, Lease, reclaim_expired
 from tunesmith.server.supervisor import dies_with_parent, stop_group
@@ -51,9 +52,12 @@ class WorkerSettings:
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "WorkerSettings":
         """TUNESMITH_LEASE_SECONDS, TUNESMITH_MAX_ATTEMPTS, TUNESMITH_STOP_GRACE_SECONDS."""
         def number(name: str, default: float, kind=float):
-            value = kind(environ.get(name) or default)
-            if value <= 0:
-                raise ValueError(f"{name} must be > 0, not {value}")
+            try:
+                value = kind(environ.get(name) or default)
+            except ValueError:
+                value = 0
+            if not value > 0 or value == float("inf"):
+                raise ConfigError(f"{name} must be a number > 0, not {environ.get(name)!r}")
             return value
         return cls(number("TUNESMITH_LEASE_SECONDS", cls.lease_seconds),
                    number("TUNESMITH_MAX_ATTEMPTS", cls.max_attempts, int),
