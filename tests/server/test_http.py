@@ -420,16 +420,20 @@ def test_a_bug_is_a_500_in_openai_shape_that_shows_nothing_internal(server, monk
     assert logged(app, status=500, endpoint="fine_tuning")
 
 
-def test_a_database_that_is_down_is_a_503_with_retry_after(server, monkeypatch):
+@pytest.mark.parametrize("down", ["locked", "unavailable"])
+def test_a_database_that_is_down_is_a_503_with_retry_after(server, monkeypatch, down):
     from sqlalchemy.exc import OperationalError
 
     from tunesmith.server import jobs
+    from tunesmith.server.db import DatabaseUnavailable
 
     client, _, _ = server
 
-    def locked(*args, **kwargs):
-        raise OperationalError("select", {}, Exception("database is locked"))
-    monkeypatch.setattr(jobs, "get_job", locked)
+    def failing(*args, **kwargs):
+        if down == "locked":
+            raise OperationalError("select", {}, Exception("database is locked"))
+        raise DatabaseUnavailable("the database did not answer after 5 tries")
+    monkeypatch.setattr(jobs, "get_job", failing)
     response = client.get("/v1/fine_tuning/jobs/ftjob-x")
     assert assert_openai_error(response, 503)["code"] == "database_unavailable"
     assert response.headers["retry-after"]

@@ -157,12 +157,10 @@ def _error_handlers(app: FastAPI, log: RequestLog) -> None:
 
 
 def _database_down(exc: BaseException, kinds: tuple[type, ...]) -> bool:
-    try:
-        from tunesmith.server.db import DatabaseUnavailable
-        kinds = kinds + (DatabaseUnavailable,)
-    except ImportError:
-        pass
-    return isinstance(exc, kinds)
+    """A database that is down or locked (after db.py's retries): the client should retry."""
+    from tunesmith.server.db import DatabaseUnavailable
+
+    return isinstance(exc, kinds + (DatabaseUnavailable,))
 
 
 def _log_failure(request: Request, log: RequestLog, error: APIError) -> None:
