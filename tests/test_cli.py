@@ -228,3 +228,83 @@ def test_tune_then_runs_list_show_compare_from_the_command_line(tmp_path, tiny_e
 
     code, out, err = cli("runs", "show", "no-such-run")
     assert code == 4 and "no run" in err
+
+
+# ── hostile input: every bad value is refused with one clear error, never a traceback ─────────
+
+def test_data_check_refuses_an_unknown_format_naming_the_formats(tmp_path, workspace, cli):
+    path = write_jsonl(tmp_path / "d.jsonl", chat_records(12))
+    code, _, err = cli("data", "check", path, "--format", "bogus")
+    assert code == 2 and "Traceback" not in err and "'bogus'" in err
+    assert all(f in err for f in ("chat", "prompt_completion", "instruction", "classification", "preference"))
+    code, out, err = cli("data", "check", path, "--format", "CHAT", "--json")  # any case
+    assert code == 0, err
+    assert json.loads(out)["format"] == "chat"
+
+
+@pytest.mark.parametrize("option, value", [("--max-length", "-5"), ("--max-length", "0"), ("--min-examples", "0")])
+def test_data_check_refuses_a_limit_below_one(tmp_path, workspace, cli, option, value):
+    path = write_jsonl(tmp_path / "d.jsonl", chat_records(12))
+    code, _, err = cli("data", "check", path, option, value)
+    assert code == 2 and option in err and "Traceback" not in err
+
+
+def test_data_check_with_an_unusable_model_fails_naming_the_models(tmp_path, tiny_model_dir, workspace, cli):
+    from tests.server.test_openai_sdk import install_model
+
+    install_model(workspace.home, tiny_model_dir)
+    path = write_jsonl(tmp_path / "d.jsonl", chat_records(12))
+    code, _, err = cli("data", "check", path, "--model", "no-such-model")  # exited 0, before
+    assert code == 4 and "Traceback" not in err and "unknown model 'no-such-model'" in err
+    assert all(m in _unwrapped(err) for m in ("gemma3-270m", "smollm2-135m-instruct", "Pulledhere:tiny-chat"))
+    code, _, err = cli("data", "check", path, "--model", tmp_path)  # a directory, but no model in it
+    assert code == 4 and "notaHuggingFacemodel" in _unwrapped(err)
+    code, out, err = cli("data", "check", path, "--json")  # the default model, not pulled here: only a note
+    assert code == 0 and "not pulled yet" in " ".join(json.loads(out)["card"]["notes"]), err
+
+
+def test_missing_input_files_are_refused_before_anything_runs(tmp_path, workspace, cli):
+    present = write_jsonl(tmp_path / "a.jsonl", chat_records(10))
+    missing = tmp_path / "nope.jsonl"
+    for args in (("data", "leakage", present, missing),  # exited 0, "no overlap", before
+                 ("label", "suggest", "some-run", missing, "-k", "5", "-o", tmp_path / "s.jsonl"),
+                 ("label", "prelabel", "some-run", missing, "-o", tmp_path / "p.jsonl"),
+                 ("label", "prelabel", "some-run", present, "-o", tmp_path / "p.jsonl", "--examples", missing)):
+        code, _, err = cli(*args)
+        assert code == 2 and "nope.jsonl" in _unwrapped(err) and "does not exist" in err and "Traceback" not in err, args
+
+
+@pytest.mark.parametrize("args, option", [
+    (("generate", "m", "-p", "hi", "--max-new-tokens", "0"), "--max-new-tokens"),
+    (("generate", "m", "-p", "hi", "--temperature", "-1"), "--temperature"),
+    (("chat", "m", "--max-new-tokens", "-3"), "--max-new-tokens"),
+    (("eval", "r", "--batch-size", "0"), "--batch-size"),
+    (("eval", "r", "--max-examples", "0"), "--max-examples"),
+    (("eval", "r", "--few-shot", "-1"), "--few-shot"),
+    (("predict", "r", "--text", "hi", "--top-k", "0"), "--top-k"),
+    (("data", "augment", "{data}", "-o", "x.jsonl", "--temperature", "-0.5"), "--temperature"),
+    (("data", "augment", "{data}", "-o", "x.jsonl", "--min-similarity", "2"), "--min-similarity"),
+    (("tune", "{data}", "--threads", "0"), "--threads"),
+    (("train", "{data}", "--node-rank", "-1"), "--node-rank"),
+    (("methods", "compare", "{data}", "--eval-examples", "0"), "--eval-examples"),
+    (("label", "suggest", "r", "{data}", "-k", "5", "-o", "x.jsonl", "--diversity", "0.5"), "--diversity"),
+    (("label", "prelabel", "r", "{data}", "-o", "x.jsonl", "--shots", "-1"), "--shots"),
+    (("worker", "--poll", "0"), "--poll"),  # polled without pausing, before
+    (("worker", "--poll", "-1"), "--poll"),
+])
+def test_negative_or_zero_numbers_are_refused(tmp_path, workspace, cli, args, option):
+    data = write_jsonl(tmp_path / "d.jsonl", chat_records(10))
+    code, _, err = cli(*(str(a).format(data=data) for a in args))
+    assert code == 2 and option in err and "Traceback" not in err
+
+
+def test_an_unexpected_error_is_one_line_not_a_traceback(tmp_path, workspace, cli, monkeypatch):
+    from tunesmith import api
+
+    monkeypatch.setattr(api, "list_models", lambda: (_ for _ in ()).throw(RuntimeError("boom")))
+    code, _, err = cli("models", "list")
+    assert code == 1 and "RuntimeError: boom" in err and "TUNESMITH_DEBUG=1" in err and "Traceback" not in err
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code, _, err = cli("data", "split", write_jsonl(tmp_path / "d.jsonl", chat_records(20)), "-o", blocker / "out")
+    assert code == 1 and "a-file" in _unwrapped(err) and "Traceback" not in err  # the system's reason, one line

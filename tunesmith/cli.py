@@ -1,6 +1,7 @@
 """The ``tunesmith`` command: parse, call ``tunesmith.api``, render. No logic of its own."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -10,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tunesmith import api, render
-from tunesmith.errors import ConfigError, DataError, TunesmithError
+from tunesmith.errors import ConfigError, DataError, ModelNotFound, TunesmithError
 
 app = typer.Typer(help="Fine-tune language models on your own data, evaluate them, use them.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -54,13 +55,16 @@ def models_list(as_json: bool = typer.Option(False, "--json", help="Machine-read
 
 @data_app.command("check")
 def data_check(file: Path = typer.Argument(..., help="JSONL or CSV data file."),
-               model: str = typer.Option("smollm2-135m-instruct", help="Model whose tokenizer and chat template measure lengths."),
-               max_length: int = typer.Option(1024, "--max-length", help="Token limit to count examples against."),
-               fmt: Optional[str] = typer.Option(None, "--format", help="chat | prompt_completion | instruction | classification | preference (default: detect)."),
-               min_examples: int = typer.Option(10, "--min-examples", help="Fewest valid examples accepted."),
+               model: Optional[str] = typer.Option(None, help="Model whose tokenizer and chat template measure lengths (default: smollm2-135m-instruct, when pulled)."),
+               max_length: int = typer.Option(1024, "--max-length", min=1, help="Token limit to count examples against."),
+               fmt: Optional[api.Format] = typer.Option(None, "--format", case_sensitive=False, help="The data format (default: detect)."),
+               min_examples: int = typer.Option(10, "--min-examples", min=1, help="Fewest valid examples accepted."),
                as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
     """Validate a data file (every problem, with line and field) and print its dataset card."""
-    report, card = api.check_data(file, model=model, max_length=max_length, fmt=fmt, min_examples=min_examples)
+    report, card = api.check_data(file, model=model or api.DEFAULT_MODEL, max_length=max_length, fmt=fmt,
+                                  min_examples=min_examples)
+    if model and card is not None and card.model is None:
+        _unusable_model(model, card.notes)
     if as_json:
         out.print_json(data={**report.to_dict(), "card": card.to_dict() if card else None})
     elif not report.ok:
@@ -68,6 +72,15 @@ def data_check(file: Path = typer.Argument(..., help="JSONL or CSV data file."),
     else:
         out.print(render.card_panel(card))
     raise typer.Exit(0 if report.ok else DataError.exit_code)
+
+
+def _unusable_model(model: str, notes: list[str]) -> None:
+    """A model named on purpose that measured nothing (a typo, a model not pulled) is an error;
+    the default one not pulled yet is only a note on the card."""
+    why = next((n.removeprefix("token statistics skipped: ") for n in notes if n.startswith("token statistics")),
+               f"{model!r} could not be loaded")
+    pulled = ", ".join(m.name for m in api.list_models() if m.pulled) or "none yet (tunesmith models pull NAME)"
+    raise ModelNotFound(f"--model: {why}. Pulled here: {pulled}")
 
 
 @data_app.command("clean")
@@ -111,9 +124,9 @@ def data_augment(data: Path = typer.Argument(..., help="Classification (text,lab
                  model: str = typer.Option("smollm2-135m-instruct", "--model", help="The chat model that writes (a name, directory or run)."),
                  n: int = typer.Option(2, "--n", help="Paraphrases per record, or new records per label (classification) / in all (chat)."),
                  test: Optional[Path] = typer.Option(None, "--test", help="Held-out data nothing generated may duplicate."),
-                 temperature: float = typer.Option(0.9, "--temperature", help="Sampling temperature (variety)."),
+                 temperature: float = typer.Option(0.9, "--temperature", min=0, help="Sampling temperature (variety)."),
                  seed: int = typer.Option(0, "--seed"),
-                 min_similarity: Optional[float] = typer.Option(None, "--min-similarity", help="Cosine a generated input needs with its source / its label's examples (default 0.7 paraphrase, 0.5 self-instruct; 0: off)."),
+                 min_similarity: Optional[float] = typer.Option(None, "--min-similarity", min=0, max=1, help="Cosine a generated input needs with its source / its label's examples (default 0.7 paraphrase, 0.5 self-instruct; 0: off)."),
                  max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=8, help="Longest generated reply, in tokens."),
                  batch_size: int = typer.Option(8, "--batch-size", min=1, help="Prompts generated together (larger: faster on a GPU, more memory)."),
                  as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
@@ -129,8 +142,8 @@ def data_augment(data: Path = typer.Argument(..., help="Classification (text,lab
 
 
 @data_app.command("leakage")
-def data_leakage(a: Path = typer.Argument(..., help="First file, e.g. the training split."),
-                 b: Path = typer.Argument(..., help="Second file, e.g. the test split."),
+def data_leakage(a: Path = typer.Argument(..., exists=True, dir_okay=False, help="First file, e.g. the training split."),
+                 b: Path = typer.Argument(..., exists=True, dir_okay=False, help="Second file, e.g. the test split."),
                  as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
     """Exact and near-duplicate overlap between two files. Exits 1 when any is found."""
     found = api.leakage(a, b)
@@ -149,7 +162,7 @@ def train(config: Optional[Path] = typer.Argument(None, help="YAML recipe (see e
           resume: Optional[str] = typer.Option(None, "--resume", help="Continue this run from its last complete checkpoint."),
           nproc: int = typer.Option(1, "--nproc", min=1, help="Processes per machine (torchrun): one per GPU, or split the CPU cores."),
           nnodes: int = typer.Option(1, "--nnodes", min=1, help="Machines taking part (each runs this same command)."),
-          node_rank: Optional[int] = typer.Option(None, "--node-rank", help="This machine's rank (default: assigned at rendezvous)."),
+          node_rank: Optional[int] = typer.Option(None, "--node-rank", min=0, help="This machine's rank (default: assigned at rendezvous)."),
           rdzv_endpoint: Optional[str] = typer.Option(None, "--rdzv-endpoint", help="HOST:PORT where the machines meet (several machines)."),
           run_id: Optional[str] = typer.Option(None, "--run-id", help="Run id to create (required with several machines: the same on each).")):
     """Fine-tune a model (LoRA or full): chat / instruction SFT, or text classification (recipe: classify)."""
@@ -172,7 +185,7 @@ def tune(config: Optional[Path] = typer.Argument(None, help="YAML recipe to tune
          workers: int = typer.Option(1, "--workers", "-w", help="Worker processes on this machine, sharing the study (0: only queue the trials, for --join workers)."),
          study: Optional[str] = typer.Option(None, "--study", help="Study name (default: <run_name>-<time>); an existing study of that name and config gets more trials."),
          join: Optional[str] = typer.Option(None, "--join", help="Work on the queued trials of an existing study (e.g. from another machine, with the same --storage)."),
-         threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads per worker (default: the cores shared between workers)."),
+         threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Torch threads per worker (default: the cores shared between workers)."),
          overrides: List[str] = typer.Option([], "--set", help="Override a config key before tuning, e.g. --set training.max_steps=50."),
          worker_index: Optional[int] = typer.Option(None, "--worker-index", hidden=True),
          write_report: bool = typer.Option(True, "--report/--no-report", hidden=True),
@@ -208,7 +221,7 @@ def methods_compare(config: Path = typer.Argument(..., help="YAML recipe; only `
                     method: List[str] = typer.Option([], "--method", "-m", help="A method to include (repeatable; default: all that run here)."),
                     set_: List[str] = typer.Option([], "--set", help="Override a setting for every run: key=value (e.g. training.max_steps=20)."),
                     evaluate: bool = typer.Option(True, "--eval/--no-eval", help="Evaluate each run on the config's data.test."),
-                    eval_examples: Optional[int] = typer.Option(None, "--eval-examples", help="Evaluate on the first N test examples only."),
+                    eval_examples: Optional[int] = typer.Option(None, "--eval-examples", min=1, help="Evaluate on the first N test examples only."),
                     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Directory for methods.md/.csv/.json and the logs."),
                     as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
     """Train the same recipe with each tuning method (same data and steps) and print one table."""
@@ -281,14 +294,14 @@ def runs_compare(runs: List[str] = typer.Argument(..., help="Two or more run ids
 @app.command("eval")
 def eval_(run: str = typer.Argument(..., help="Run id or directory."),
           data: Optional[Path] = typer.Option(None, "--data", help="Held-out data (same formats as training; default: the config's data.test)."),
-          max_examples: Optional[int] = typer.Option(None, "--max-examples", help="Evaluate only the first N examples."),
-          max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Generation limit (default: from the references)."),
-          batch_size: int = typer.Option(8, "--batch-size", help="Examples per batch."),
-          samples: int = typer.Option(3, "--samples", help="Sample outputs to show (generation)."),
-          few_shot: int = typer.Option(3, "--few-shot", help="Demonstrations in the few-shot baseline prompt (generation; 0 skips it)."),
+          max_examples: Optional[int] = typer.Option(None, "--max-examples", min=1, help="Evaluate only the first N examples."),
+          max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", min=1, help="Generation limit (default: from the references)."),
+          batch_size: int = typer.Option(8, "--batch-size", min=1, help="Examples per batch."),
+          samples: int = typer.Option(3, "--samples", min=0, help="Sample outputs to show (generation)."),
+          few_shot: int = typer.Option(3, "--few-shot", min=0, help="Demonstrations in the few-shot baseline prompt (generation; 0 skips it)."),
           baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Also score the baselines (majority, TF-IDF, prompted LLM; base model few-shot)."),
           llm: Optional[str] = typer.Option(None, "--llm", help="LLM prompted as a baseline for an encoder classifier (default: smollm2-135m-instruct)."),
-          llm_examples: int = typer.Option(200, "--llm-examples", help="Stratified test sample for the prompted-LLM baselines (they generate, so they are slow)."),
+          llm_examples: int = typer.Option(200, "--llm-examples", min=1, help="Stratified test sample for the prompted-LLM baselines (they generate, so they are slow)."),
           forgetting: bool = typer.Option(False, "--forgetting", help="Also measure base vs tuned on general data (perplexity of general conversations, general questions answered): what the specialisation cost."),
           general_data: Optional[Path] = typer.Option(None, "--general-data", help="Directory with heldout.jsonl and questions.jsonl for --forgetting (default: examples/general)."),
           as_json: bool = typer.Option(False, "--json", help="Print the JSON report.")):
@@ -320,8 +333,8 @@ def predict(run: str = typer.Argument(..., help="A classify run (id or directory
             text: List[str] = typer.Option([], "--text", "-t", help="A text to classify (repeatable)."),
             file: Optional[Path] = typer.Option(None, "--file", "-f", help="CSV or JSONL with a `text` field."),
             output: Optional[Path] = typer.Option(None, "--output", "-o", help="Where --file predictions go (CSV or JSONL by suffix)."),
-            top_k: int = typer.Option(3, "--top-k", help="Labels shown per text."),
-            batch_size: int = typer.Option(64, "--batch-size", help="Texts per batch (--file)."),
+            top_k: int = typer.Option(3, "--top-k", min=1, help="Labels shown per text."),
+            batch_size: int = typer.Option(64, "--batch-size", min=1, help="Texts per batch (--file)."),
             as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
     """Classify texts with a trained classify run: labels with probabilities."""
     if file:
@@ -343,8 +356,8 @@ def predict(run: str = typer.Argument(..., help="A classify run (id or directory
 def generate(target: str = typer.Argument(..., help="Run id, model name or model directory."),
              prompt: str = typer.Option(..., "--prompt", "-p", help="The user message."),
              system: Optional[str] = typer.Option(None, help="A system message."),
-             max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
-             temperature: float = typer.Option(0.0, help="0 = greedy."),
+             max_new_tokens: int = typer.Option(256, "--max-new-tokens", min=1),
+             temperature: float = typer.Option(0.0, min=0, help="0 = greedy."),
              stream: bool = typer.Option(True, help="Print the reply as it is generated.")):
     """Generate one reply."""
     if not stream:
@@ -359,8 +372,8 @@ def generate(target: str = typer.Argument(..., help="Run id, model name or model
 @app.command()
 def chat(target: str = typer.Argument(..., help="Run id, model name or model directory."),
          system: Optional[str] = typer.Option(None, help="A system message."),
-         max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
-         temperature: float = typer.Option(0.0, help="0 = greedy.")):
+         max_new_tokens: int = typer.Option(256, "--max-new-tokens", min=1),
+         temperature: float = typer.Option(0.0, min=0, help="0 = greedy.")):
     """Talk to a model or a fine-tuned run (streaming). /reset starts over, /exit or Ctrl-D leaves."""
     loaded = api.load(target)
     conversation = [{"role": "system", "content": system}] if system else []
@@ -437,11 +450,11 @@ def _settings_overrides(sets: List[str]) -> dict:
 
 @label_app.command("suggest")
 def label_suggest(model: str = typer.Argument(..., help="A classify run (entropy / margin) or a chat model or run (likelihood)."),
-                  unlabelled: Path = typer.Argument(..., help="CSV / JSONL of `text` (or `prompt` / `messages`) records."),
+                  unlabelled: Path = typer.Argument(..., exists=True, dir_okay=False, help="CSV / JSONL of `text` (or `prompt` / `messages`) records."),
                   budget: int = typer.Option(..., "--budget", "-k", help="How many examples to pick."),
                   output: Path = typer.Option(..., "--output", "-o", help="JSONL of the picked records to label."),
                   strategy: str = typer.Option("entropy", "--strategy", help="entropy, margin, least_confidence, likelihood (generators) or random."),
-                  diversity: float = typer.Option(3.0, "--diversity", help="Cluster the diversity × budget most uncertain and take one per cluster (1: pure uncertainty)."),
+                  diversity: float = typer.Option(3.0, "--diversity", min=1, help="Cluster the diversity × budget most uncertain and take one per cluster (1: pure uncertainty)."),
                   embedding_model: str = typer.Option("minilm-l6", "--embedding-model", help="Sentence encoder for the diversity step."),
                   seed: int = typer.Option(0, "--seed"),
                   as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
@@ -459,11 +472,11 @@ def label_suggest(model: str = typer.Argument(..., help="A classify run (entropy
 
 @label_app.command("prelabel")
 def label_prelabel(model: str = typer.Argument(..., help="A classify run, or any chat model prompted with the label set (weak supervision)."),
-                   data: Path = typer.Argument(..., help="CSV / JSONL of `text` records."),
+                   data: Path = typer.Argument(..., exists=True, dir_okay=False, help="CSV / JSONL of `text` records."),
                    output: Path = typer.Option(..., "--output", "-o", help="JSONL with a proposed `label` per record."),
                    labels: Optional[str] = typer.Option(None, "--labels", help="The label set for a prompted model, comma-separated."),
-                   examples: Optional[Path] = typer.Option(None, "--examples", help="Labelled data: the label set and demonstrations for a prompted model."),
-                   shots: int = typer.Option(1, "--shots", help="Demonstrations per label from --examples (0: zero-shot)."),
+                   examples: Optional[Path] = typer.Option(None, "--examples", exists=True, dir_okay=False, help="Labelled data: the label set and demonstrations for a prompted model."),
+                   shots: int = typer.Option(1, "--shots", min=0, help="Demonstrations per label from --examples (0: zero-shot)."),
                    overwrite: bool = typer.Option(False, "--overwrite", help="Also propose labels for records that have one."),
                    as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
     """Fill in a model's proposed labels (marked `_prelabel`) for a human to confirm or correct."""
@@ -522,9 +535,17 @@ def _schedule(models, every, window, config, retrain, alias, request_log):
 
 
 @app.command()
-def worker(poll: float = typer.Option(1.0, help="Seconds between looks at the queue.")):
+def worker(poll: float = typer.Option(1.0, callback=lambda value: _positive("--poll", value),
+                                      help="Seconds between looks at the queue (more than 0).")):
     """Run fine-tuning jobs from the server's queue (start as many as jobs should run at once)."""
     api.run_worker(poll)
+
+
+def _positive(option: str, value: float) -> float:
+    # typer has min= but no open interval: 0 would make the worker poll without pausing.
+    if value <= 0:
+        raise typer.BadParameter(f"{option} must be more than 0, not {value:g}")
+    return value
 
 
 @keys_app.command("create")
@@ -556,8 +577,20 @@ def keys_revoke(key_id: str = typer.Argument(..., help="The key id (see `tunesmi
 
 
 def main() -> None:
+    """The command, its errors as one line and an exit code: a TunesmithError's own; 1 for a file
+    the system refused (its words say why) or for a bug, whose traceback only TUNESMITH_DEBUG=1 shows."""
     try:
         app()
     except TunesmithError as e:
-        err.print(f"error: {e}", style="red", markup=False, highlight=False)
-        sys.exit(e.exit_code)
+        _fail(str(e), e.exit_code)
+    except OSError as e:
+        _fail(str(e), 1)
+    except Exception as e:
+        if os.environ.get("TUNESMITH_DEBUG"):
+            raise
+        _fail(f"{type(e).__name__}: {e} (an unexpected error: TUNESMITH_DEBUG=1 shows where)", 1)
+
+
+def _fail(message: str, code: int) -> None:
+    err.print(f"error: {message}", style="red", markup=False, highlight=False)
+    sys.exit(code)
