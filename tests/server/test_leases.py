@@ -102,6 +102,25 @@ def test_past_max_attempts_the_job_fails_listing_each_attempt(db):
     assert [e["attempt"] for e in row.attempt_errors] == [1, 2]
 
 
+def test_a_trainer_stops_at_its_next_step_once_its_lease_is_gone(db):
+    from types import SimpleNamespace
+
+    from transformers import TrainerControl
+
+    from tunesmith.server.trainer import JobProgress
+
+    add_job(db)
+    progress = JobProgress(Lease(db, "ftjob-1", db.claim("queued", "running", "w1").lease_generation))
+    state, control = SimpleNamespace(global_step=3, max_steps=10), TrainerControl()
+    progress.on_step_end(None, state, control)
+    assert not control.should_training_stop
+    expire(db)
+    reclaim_expired(db, max_attempts=3)
+    db.claim("queued", "running", "w2")
+    with pytest.raises(LeaseLost):  # out of the Trainer at once, past the recipes' `except Exception`
+        progress.on_step_end(None, state, control)
+
+
 def test_a_dead_worker_on_this_host_is_reclaimed_without_waiting_for_its_lease(db):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

@@ -112,7 +112,7 @@ class DivergenceGuard(TrainerCallback):
     saves or publishes a final model and the run ends ``failed``. A checkpoint whose trainable
     weights are not finite is refused before it is marked complete (it comes before
     CompletenessMarker), so the last complete checkpoint is the last good one even when the
-    divergence happened between two logged steps.
+    divergence happened between two logged steps; so is the final model, at the end of training.
 
     Needs the Trainer's ``logging_nan_inf_filter`` off (runner.training_arguments does it): with it
     on, the loss of a NaN step is replaced by the running mean and never logged.
@@ -130,6 +130,10 @@ class DivergenceGuard(TrainerCallback):
     def on_save(self, args, state, control, model=None, **kwargs):
         if model is not None and not finite_weights(model):
             raise TrainingDiverged(self._message(args, state, "trainable weights are not finite"))
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        # The steps after the last logged one: the final model is saved (published) right after.
+        self.on_save(args, state, control, model=model)
 
     @staticmethod
     def _message(args, state, what: str) -> str:
