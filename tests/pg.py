@@ -22,6 +22,7 @@ from __future__ import annotations
 import glob
 import os
 import secrets
+import shlex
 import shutil
 import socket
 import subprocess
@@ -100,6 +101,7 @@ class PostgresServer:
             for _ in range(3):  # a free port can be taken by someone else before the server binds it
                 server.port = free_port()
                 if server._pg_ctl("start", "-l", str(server.log), "-o", server._options(), check=False) == 0:
+                    server._watch(os.getpid())
                     return server
             raise PostgresUnavailable(f"pg_ctl start failed; the end of its log:\n{server.log_tail()}")
         except BaseException:
@@ -171,8 +173,21 @@ class PostgresServer:
         """Start again after :meth:`stop`, on the same port."""
         self._pg_ctl("start", "-l", str(self.log), "-o", self._options())
 
+    def _watch(self, owner: int) -> None:
+        """The server is a daemon (pg_ctl detaches it), so it would outlive a test run that was
+        killed: a watcher in a session of its own stops it and deletes its directory once the
+        ``owner`` process is gone."""
+        stop = shlex.join(self.run_as + [str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "stop", "-m", "immediate"])
+        self._watcher = subprocess.Popen(
+            ["sh", "-c", f"while kill -0 {owner} 2>/dev/null; do sleep 2; done; {stop}; rm -rf {shlex.quote(str(self.root))}"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
     def remove(self) -> None:
         """Stop the server if it runs, then delete its directory."""
+        watcher = getattr(self, "_watcher", None)
+        if watcher is not None:
+            watcher.kill()
+            watcher.wait()
         if (self.data / "postmaster.pid").exists():
             self._pg_ctl("stop", "-m", "immediate", check=False)
         shutil.rmtree(self.root, ignore_errors=True)
