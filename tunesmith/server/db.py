@@ -19,7 +19,7 @@ import time
 from contextlib import contextmanager
 from typing import Callable, Iterator, TypeVar
 
-from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, create_engine, event, select, update
+from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, create_engine, event, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -210,7 +210,8 @@ def make_engine(url: str) -> Engine:
 
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest Alembic revision (tunesmith/server/migrations/versions).
-    Every process runs it on start; on an up-to-date database it is a no-op."""
+    Every process runs it on start; on an up-to-date database it is a no-op. SQLite needs no lock
+    of ours: its first write locks the whole database."""
     from pathlib import Path
 
     from alembic import command
@@ -219,6 +220,10 @@ def migrate(engine: Engine) -> None:
     config = Config()
     config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # Processes starting together (serve and its workers) would race on CREATE TABLE in an
+            # empty database; the first takes this lock, the others wait and find it up to date.
+            connection.execute(text("select pg_advisory_xact_lock(7310411)"))
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
 

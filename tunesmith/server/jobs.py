@@ -394,8 +394,10 @@ def add_event(db: Database, job_id: str, message: str, level: str = "info", type
 
 def event_row(job_id: str, message: str, level: str = "info", type_: str = "message",
               data: dict | None = None) -> EventRow:
+    """An event; a non-finite number in ``data`` (a diverged loss) is stored as null, which every
+    database's JSON accepts (PostgreSQL's refuses NaN and Infinity)."""
     return EventRow(id="ftevent-" + secrets.token_hex(12), job_id=job_id, created_at=int(time.time()),
-                    level=level, message=message, type=type_, data=data or {})
+                    level=level, message=message, type=type_, data=_json_safe(data or {}))
 
 
 def list_events(db: Database, job_id: str, after: str | None, limit: int) -> tuple[list[dict], bool]:
