@@ -25,6 +25,9 @@ from sqlalchemy.orm import Session
 from tunesmith.server.db import Database, DatabaseUnavailable, JobRow, retrying
 from tunesmith.server.jobs import TERMINAL, event_row
 
+# How an attempt ended is worth waiting for (about half a minute of back-off) through a database
+# restart: lost, the attempt would have to be run again. An event is not (five tries, ~3 s).
+OUTCOME_ATTEMPTS = 10
 STOPPED_RESPONDING = ("The worker running this job stopped responding; the job is queued again "
                       "and will resume from its last complete checkpoint")
 
@@ -64,7 +67,7 @@ class Lease:
                 session.execute(update(JobRow).where(JobRow.id == self.job_id).values(
                     status=status, worker=None, estimated_finish=None, lease_expires_at=None, **ended, **fields))
                 session.add_all([*extra_rows, *(event_row(self.job_id, m, level) for m, level in events)])
-        retrying(write)
+        retrying(write, OUTCOME_ATTEMPTS)
 
     def fail(self, error: dict[str, Any]) -> None:
         """The job failed for a reason trying again would not fix (the error says which); the
@@ -78,7 +81,7 @@ class Lease:
                 row.status, row.error, row.finished_at = "failed", error, int(time.time())
                 row.worker, row.estimated_finish, row.lease_expires_at = None, None, None
                 session.add(event_row(self.job_id, f"Job failed: {error['message']}", "error"))
-        retrying(write)
+        retrying(write, OUTCOME_ATTEMPTS)
 
     def end_attempt(self, code: str, message: str, max_attempts: int, level: str = "warn") -> str:
         """This attempt ended badly, for a reason that may pass (the worker stopped, the trainer
@@ -88,7 +91,7 @@ class Lease:
             with self.session() as session:
                 row = session.get(JobRow, self.job_id, populate_existing=True)
                 return _ended_badly(session, row, code, message, max_attempts, level)
-        return retrying(write)
+        return retrying(write, OUTCOME_ATTEMPTS)
 
     def release(self, message: str) -> None:
         """Give the job back to the queue without counting the attempt against it (the worker is
@@ -98,7 +101,7 @@ class Lease:
                 session.execute(update(JobRow).where(JobRow.id == self.job_id).values(
                     status="queued", worker=None, lease_expires_at=None, estimated_finish=None))
                 session.add(event_row(self.job_id, message, "warn"))
-        retrying(write)
+        retrying(write, OUTCOME_ATTEMPTS)
 
 
 class Heartbeat:

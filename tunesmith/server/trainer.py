@@ -84,17 +84,18 @@ class JobProgress(TrainerCallback):
 
 def train_attempt(workspace: Workspace, db: Database, lease: Lease) -> None:
     """Train the job once under ``lease`` and record how it ended. Raises db.LeaseLost (having
-    recorded nothing) when the job was taken over."""
-    job = get_job(db, lease.job_id)
+    recorded nothing) when the job was taken over, DatabaseUnavailable when the outcome could
+    not be recorded."""
+    job = retrying(lambda: get_job(db, lease.job_id))
     try:
         outcome = _train(workspace, db, lease, job)
-    except LeaseLost:
-        raise
+    except DatabaseUnavailable:
+        raise  # nothing can be recorded now; the worker records the attempt as crashed, to run again
     except Exception as e:  # the job fails with the error's code; the worker lives on
         lease.fail(job_error(e))
         return
     if outcome is not None:
-        _judge_retraining(workspace, db, get_job(db, job.id), outcome)
+        _judge_retraining(workspace, db, retrying(lambda: get_job(db, job.id)), outcome)
 
 
 def _train(workspace: Workspace, db: Database, lease: Lease, job: JobRow) -> Run | None:
@@ -113,7 +114,7 @@ def _train(workspace: Workspace, db: Database, lease: Lease, job: JobRow) -> Run
                                    callbacks=[JobProgress(lease)])
     for event in read_events(result.run):  # e.g. tracking_failed: the job went on without tracking
         lease.event(event["message"], level="warn")
-    stop = get_job(db, job.id).stop_requested
+    stop = retrying(lambda: get_job(db, job.id)).stop_requested
     if stop == "cancel":
         lease.settle("cancelled", [("Job cancelled", "info")])
         return None

@@ -35,7 +35,7 @@ from typing import Callable, Mapping
 
 from tunesmith.errors import ConfigError
 from tunesmith.server.db import DEFAULT_LEASE_SECONDS, Database, DatabaseUnavailable, JobRow, LeaseLost, retrying
-from tunesmith.server.leases import Heartbeat, Lease, reclaim_expired
+from tunesmith.server.leases import OUTCOME_ATTEMPTS, Heartbeat, Lease, reclaim_expired
 from tunesmith.server.supervisor import dies_with_parent, stop_group
 from tunesmith.workspace import Workspace
 
@@ -212,7 +212,7 @@ def _still_held(lease: Lease) -> bool:
                 return True
         except LeaseLost:
             return False
-    return retrying(check)
+    return retrying(check, OUTCOME_ATTEMPTS)
 
 
 def _stop_requested(lease: Lease) -> str | None:
