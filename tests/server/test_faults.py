@@ -75,9 +75,11 @@ def test_worker_killed_mid_training_is_resumed_from_its_checkpoint(server, tiny_
     job = _long_job(client, tiny_model_dir, tmp_path)
     first = start_worker()
     wait_for_checkpoint(client, job.id, first)
+    trainers = psutil.Process(first.pid).children()
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
     assert client.fine_tuning.jobs.retrieve(job.id).status == "running"  # what the database last heard
+    assert trainers and psutil.wait_procs(trainers, timeout=10)[1] == []  # its trainer died with it
 
     start_worker()  # e.g. the server restarted: the new worker reconciles, then resumes
     done = wait_for(client, job.id)
