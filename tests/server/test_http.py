@@ -80,6 +80,8 @@ def test_a_prompt_list_answers_every_prompt(server):
                                                     "n": 2, "temperature": 0})
     assert response.status_code == 200, response.text
     assert [c["index"] for c in response.json()["choices"]] == list(range(6))
+    too_many = client.post("/v1/completions", json={"model": "tiny-chat", "prompt": ["a"] * 20, "n": 4})
+    assert_openai_error(too_many, 400)
 
 
 # ── malformed requests: a 400 naming the field, and a row in the request log ──────────────
@@ -109,6 +111,7 @@ BAD_CHAT = [
     ({"model": "tiny-chat", "messages": ASK, "stream": "yes"}, "stream"),
     ({"model": "tiny-chat", "messages": ASK, "tools": [{"type": "function"}]}, "tools"),
     ({"model": "tiny-chat", "messages": ASK, "stream": True, "n": 2}, "n"),
+    ({"model": "tiny-chat", "messages": ASK, "stop": "x" * 1000}, "stop"),
 ]
 
 

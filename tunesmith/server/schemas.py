@@ -15,14 +15,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator,
+                      model_validator)
 
 from tunesmith.server.errors import APIError
 
 MAX_GENERATION_TOKENS = 8192
 MAX_CHOICES = 16           # vLLM advises 64-128 for public servers; generation here is sequential
 MAX_STOP_SEQUENCES = 4     # OpenAI's limit
-MAX_BATCH_INPUTS = 2048    # OpenAI's embeddings limit, for /v1/classifications and prompt lists
+MAX_BATCH_INPUTS = 2048    # OpenAI's embeddings limit, for /v1/classifications
+MAX_PROMPT_CHOICES = 64    # prompts × n in one /v1/completions request: each is a generation
+MAX_STOP_LENGTH = 256      # characters: transformers builds its stop-string tables from each
 
 
 class Body(BaseModel):
@@ -64,8 +67,8 @@ class Sampling(Body):
     temperature: Annotated[Number, Field(ge=0, le=2)] | None = None
     top_p: Annotated[Number, Field(gt=0, le=1)] | None = None
     n: Annotated[StrictInt, Field(ge=1, le=MAX_CHOICES)] | None = None
-    stop: Annotated[str, Field(min_length=1)] | Annotated[list[Annotated[str, Field(min_length=1)]],
-                                                         Field(max_length=MAX_STOP_SEQUENCES)] | None = None
+    stop: Annotated[str, Field(min_length=1, max_length=MAX_STOP_LENGTH)] | Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=MAX_STOP_LENGTH)]], Field(max_length=MAX_STOP_SEQUENCES)] | None = None
     seed: Seed | None = None
     stream: StrictBool | None = False
     stream_options: StreamOptions | None = None
@@ -124,6 +127,12 @@ class CompletionRequest(Sampling):
         if value:
             raise ValueError("logprobs are not supported by this server")
         return value
+
+    @model_validator(mode="after")
+    def _bounded(self):
+        if len(self.prompts()) * (self.n or 1) > MAX_PROMPT_CHOICES:
+            raise ValueError(f"prompts × n may be at most {MAX_PROMPT_CHOICES} generations in one request")
+        return self
 
     def prompts(self) -> list[str]:
         return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
