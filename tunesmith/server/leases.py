@@ -95,12 +95,11 @@ class Lease:
 
     def release(self, message: str) -> None:
         """Give the job back to the queue without counting the attempt against it (the worker is
-        shutting down in order; the job did nothing wrong)."""
+        shutting down in order; the job did nothing wrong), unless a stop was asked for."""
         def write() -> None:
             with self.session() as session:
-                session.execute(update(JobRow).where(JobRow.id == self.job_id).values(
-                    status="queued", worker=None, lease_expires_at=None, estimated_finish=None))
-                session.add(event_row(self.job_id, message, "warn"))
+                row = session.get(JobRow, self.job_id, populate_existing=True)
+                _honour_stop(session, row, message) or _settle(session, row, "queued", message, level="warn")
         retrying(write, OUTCOME_ATTEMPTS)
 
 
@@ -168,19 +167,24 @@ def _reclaim(db: Database, seen: JobRow, max_attempts: int) -> bool:
 def _ended_badly(session: Session, row: JobRow, code: str, message: str, max_attempts: int, level: str) -> str:
     """An attempt that ended without an outcome: the pending stop request decides (the user
     wanted the job stopped anyway), else the job is tried again or fails past ``max_attempts``."""
+    return _honour_stop(session, row, message) or _requeue_or_fail(session, row, code, message, max_attempts, level)
+
+
+def _honour_stop(session: Session, row: JobRow, why: str) -> str | None:
+    """End the job as its pending stop request asked (the new status), or None when there is none."""
     if row.stop_requested == "cancel":
-        return _settle(session, row, "cancelled", f"Job cancelled ({message[:200]})")
+        return _settle(session, row, "cancelled", f"Job cancelled ({why[:200]})")
     if row.stop_requested == "pause":
         return _settle(session, row, "paused", f"Job paused; it continues from its last complete checkpoint "
-                                               f"({message[:200]})")
-    return _requeue_or_fail(session, row, code, message, max_attempts, level)
+                                               f"({why[:200]})")
+    return None
 
 
-def _settle(session: Session, row: JobRow, status: str, message: str) -> str:
+def _settle(session: Session, row: JobRow, status: str, message: str, level: str = "info") -> str:
     row.status, row.stop_requested, row.estimated_finish, row.worker, row.lease_expires_at = status, None, None, None, None
     if status == "cancelled":
         row.finished_at = int(time.time())
-    session.add(event_row(row.id, message))
+    session.add(event_row(row.id, message, level))
     return status
 
 
