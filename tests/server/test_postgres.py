@@ -1,8 +1,12 @@
 """The job queue on PostgreSQL (``TUNESMITH_DATABASE_URL=postgresql+psycopg://...``), against a
 real server the suite starts (tests/pg.py; skipped, saying why, where it cannot): the Alembic
-migrations, claims by many threads and processes, jobs and their events, and a job trained by a
-worker while the database restarts under it. tests/server/test_db.py holds the same checks on
-SQLite."""
+migrations, claims by many threads and processes, jobs and their events, leases (the tests of
+tests/server/test_leases.py, collected again here with a PostgreSQL database), and a job trained
+by a worker while the database restarts under it. tests/server/test_db.py holds the migration
+and claim checks on SQLite.
+
+    python -m pytest tests/server/test_postgres.py            # about a minute; -m "not slow": 25 s
+"""
 from __future__ import annotations
 
 import json
@@ -141,11 +145,11 @@ def test_an_older_database_is_upgraded_in_place_keeping_its_rows(pg_url):
 _MIGRATE_AND_CLAIM = """
 import json, sys, threading
 from tunesmith.server.db import Database
+from tests.server.test_postgres import claim_all
 url, name, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
 print("ready", flush=True)
 sys.stdin.readline()  # all processes start together
 db = Database(url)    # each one migrates, as every tunesmith process does on start
-from tests.server.test_postgres import claim_all
 print(json.dumps(claim_all(db, name, threads)) if threads else "[]", flush=True)
 """
 
@@ -170,10 +174,6 @@ def run_together(url: str, processes: int, threads: int) -> list[list[str]]:
     return results
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "db.migrate takes no lock: on PostgreSQL two processes migrating an empty database at once race on "
-    "CREATE TABLE (UniqueViolation on pg_type_typname_nsp_index), about one run in two. Fix: in migrate(), "
-    "`select pg_advisory_xact_lock(<constant>)` on the connection first when its dialect is postgresql."))
 def test_processes_starting_at_once_on_a_new_database_migrate_it_once(pg_url):
     """`tunesmith serve` starts its web process and workers together, each running the
     migrations: on an empty database they must not trip over each other's CREATE TABLE."""
@@ -272,9 +272,6 @@ def test_events_added_by_many_threads_get_increasing_sequence_numbers(pg_url):
         assert [m for m in messages if m.startswith(f"{n}:")] == [f"{n}:{i}" for i in range(10)]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "jobs.event_row stores data as given: PostgreSQL's json refuses NaN/Infinity (SQLite keeps them), so a "
-    "metrics event with a diverged loss raises DataError there. Fix: event_row(data=_json_safe(data))."))
 def test_non_finite_numbers_in_event_data_are_stored(pg_url):
     from tunesmith.server.jobs import add_event
 
@@ -288,18 +285,21 @@ def test_non_finite_numbers_in_event_data_are_stored(pg_url):
 
 # ── leases: tests/server/test_leases.py's tests, collected here again with a PostgreSQL `db` ──
 
-from tests.server.test_leases import (  # noqa: E402  (they run with the `db` fixture below)
-    test_a_claim_is_a_new_lease_and_an_attempt, test_a_crashing_trainer_is_tried_again_then_fails_with_its_output,
-    test_a_dead_worker_on_this_host_is_reclaimed_without_waiting_for_its_lease,
-    test_a_job_cancelled_while_its_worker_was_lost_ends_cancelled, test_a_renewed_lease_is_never_reclaimed_however_long_the_step,
-    test_a_trainer_dies_with_its_worker, test_a_trainer_killed_by_sigkill_fails_the_job_as_out_of_memory,
-    test_a_worker_whose_lease_was_taken_over_writes_nothing, test_cancel_is_not_lost_to_a_claim_in_between,
-    test_cancel_reaches_a_hung_step_and_its_whole_process_group, test_cancel_twice_pause_and_resume_are_guarded,
-    test_past_max_attempts_the_job_fails_listing_each_attempt,
-    test_pause_of_a_hung_step_pauses_the_job, test_shutdown_stops_the_trainer_and_gives_the_job_back_uncounted,
-    test_the_worker_loop_survives_database_errors_and_records_results_after_them)
-# Not test_one_bad_stored_row_never_breaks_the_listing: PostgreSQL's json type refuses Infinity, so
-# that row cannot be stored there at all (see test_non_finite_numbers_in_event_data_are_stored).
+def _lease_tests() -> dict:
+    """Every test of tests/server/test_leases.py that takes the ``db`` fixture, to be collected
+    here too, where ``db`` is PostgreSQL: a lease test added there runs on both back-ends."""
+    import inspect as signatures
+
+    from tests.server import test_leases
+
+    # PostgreSQL's json type refuses Infinity: the bad row this one stores cannot exist there
+    # (events store non-finite numbers as null: test_non_finite_numbers_in_event_data_are_stored).
+    sqlite_only = {"test_one_bad_stored_row_never_breaks_the_listing"}
+    return {name: test for name, test in vars(test_leases).items()
+            if name.startswith("test_") and name not in sqlite_only and "db" in signatures.signature(test).parameters}
+
+
+globals().update(_lease_tests())
 
 
 @pytest.fixture
