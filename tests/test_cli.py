@@ -269,7 +269,10 @@ def test_missing_input_files_are_refused_before_anything_runs(tmp_path, workspac
     for args in (("data", "leakage", present, missing),  # exited 0, "no overlap", before
                  ("label", "suggest", "some-run", missing, "-k", "5", "-o", tmp_path / "s.jsonl"),
                  ("label", "prelabel", "some-run", missing, "-o", tmp_path / "p.jsonl"),
-                 ("label", "prelabel", "some-run", present, "-o", tmp_path / "p.jsonl", "--examples", missing)):
+                 ("label", "prelabel", "some-run", present, "-o", tmp_path / "p.jsonl", "--examples", missing),
+                 ("data", "augment", present, "-o", tmp_path / "x.jsonl", "--test", missing),  # was ignored
+                 ("monitor", "some-model", "--retrain", "--fresh", missing),
+                 ("monitor", "some-model", "--retrain", "--test", missing)):
         code, _, err = cli(*args)
         assert code == 2 and "nope.jsonl" in _unwrapped(err) and "does not exist" in err and "Traceback" not in err, args
 
