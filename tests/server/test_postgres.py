@@ -309,6 +309,30 @@ def db(pg_url):
     database.engine.dispose()
 
 
+def test_requests_while_postgresql_is_down_are_503_and_served_again_once_it_is_back(postgres_server, pg_url, tmp_path,
+                                                                                    monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from tunesmith import api
+    from tunesmith.server.app import create_app
+    from tunesmith.workspace import Workspace
+
+    monkeypatch.setenv("TUNESMITH_DATABASE_URL", pg_url)
+    workspace = Workspace(tmp_path / "home")
+    secret, _ = api.create_api_key("pg", workspace=workspace)
+    client = TestClient(create_app(workspace), raise_server_exceptions=False)
+    client.headers["Authorization"] = f"Bearer {secret}"
+    assert client.get("/v1/fine_tuning/jobs").status_code == 200
+    postgres_server.stop()
+    try:
+        down = client.get("/v1/fine_tuning/jobs")
+    finally:
+        postgres_server.resume()
+    assert down.status_code == 503, down.text
+    assert down.json()["error"]["code"] == "database_unavailable" and down.headers["retry-after"]
+    assert client.get("/v1/fine_tuning/jobs").status_code == 200  # the dead pooled connections were replaced
+
+
 # ── the database restarted under a running job ──────────────────────────────────────────────
 
 @pytest.mark.slow
