@@ -334,11 +334,11 @@ def test_a_session_reports_a_transient_failure_as_database_unavailable(db):
 
 def test_the_worker_loop_survives_database_errors_and_records_results_after_them(tmp_path, db, monkeypatch):
     add_job(db)
-    claim, renew_failures = db.claim, []
+    claim, claim_failures = db.claim, []
 
     def flaky_claim(*args, **kwargs):
-        if len(renew_failures) < 2:
-            renew_failures.append(1)
+        if len(claim_failures) < 2:
+            claim_failures.append(1)
             raise locked()
         return claim(*args, **kwargs)
 
@@ -352,8 +352,14 @@ def test_the_worker_loop_survives_database_errors_and_records_results_after_them
         return leased(*args)
 
     w = worker(tmp_path, db, stand_in(tmp_path, "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"))
-    real_watch = w._watch
-    monkeypatch.setattr(w, "_watch", lambda *a: (monkeypatch.setattr(db, "leased", flaky_leased), real_watch(*a))[1])
+    watch = w._watch
+
+    def watch_then_writes_fail(*args):  # once the trainer is gone, recording its outcome fails twice first
+        ended = watch(*args)
+        monkeypatch.setattr(db, "leased", flaky_leased)
+        return ended
+
+    monkeypatch.setattr(w, "_watch", watch_then_writes_fail)
     w.run_forever(poll_seconds=0.01, stop_after=1)
-    assert len(renew_failures) == 2 and len(failed_writes) == 2
+    assert len(claim_failures) == 2 and len(failed_writes) == 2
     assert job(db).status == "failed" and job(db).error["code"] == "out_of_memory"
