@@ -363,3 +363,18 @@ def test_the_worker_loop_survives_database_errors_and_records_results_after_them
     w.run_forever(poll_seconds=0.01, stop_after=1)
     assert len(claim_failures) == 2 and len(failed_writes) == 2
     assert job(db).status == "failed" and job(db).error["code"] == "out_of_memory"
+
+
+def test_a_worker_that_keeps_dying_is_restarted_with_a_doubling_back_off():
+    from tunesmith.server.supervisor import WorkerPool
+
+    said = []
+    pool = WorkerPool(1, dict(os.environ), command=[sys.executable, "-c", "raise SystemExit(3)"], log=said.append,
+                      first_delay=0.2, max_delay=0.8)
+    pool.start()
+    deadline = time.time() + 20
+    while len(said) < 4 and time.time() < deadline:
+        time.sleep(0.05)
+    pool.stop(grace_seconds=1)
+    assert [line.split("starting another in ")[1] for line in said[:4]] == ["0.2s", "0.4s", "0.8s", "0.8s"]
+    assert all("exited with 3" in line for line in said)

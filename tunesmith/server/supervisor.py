@@ -97,9 +97,6 @@ class WorkerPool:
     def start(self) -> None:
         self._thread.start()
 
-    def pids(self) -> list[int]:
-        return [slot.proc.pid for slot in self.slots if slot.proc is not None and slot.proc.poll() is None]
-
     def _run(self) -> None:
         # Workers are started from this thread, which lives until stop(): see dies_with_parent.
         while not self._stopping.is_set():
@@ -139,7 +136,8 @@ class WorkerPool:
         import psutil
 
         self._stopping.set()
-        self._thread.join(timeout=5)  # no worker is started after this
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)  # no worker is started after this
         procs = [slot.proc for slot in self.slots if slot.proc is not None]
         family = []
         for proc in procs:
