@@ -51,3 +51,10 @@ class TrainingDiverged(TunesmithError):
     last good checkpoint kept, and nothing published."""
 
     exit_code = 5
+
+
+class DiskFull(TunesmithError):
+    """Training stopped because the disk filled up: the last complete checkpoint is kept and the
+    partial one deleted, so the run resumes once there is space."""
+
+    exit_code = 6

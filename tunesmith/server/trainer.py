@@ -20,7 +20,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from tunesmith.errors import TrainingDiverged
+from tunesmith.errors import DiskFull, TrainingDiverged
 from tunesmith.runs import Run, new_run
 from tunesmith.server.db import Database, DatabaseUnavailable, FileRow, JobRow, LeaseLost, retrying
 from tunesmith.server.jobs import add_event, event_row, fine_tuned_name, get_job, job_config
@@ -212,8 +212,8 @@ def job_error(exc: BaseException) -> dict:
     if isinstance(exc, TrainingDiverged):
         return _error("training_diverged", str(exc))
     if _disk_full(exc):
-        return _error("disk_full", f"The disk is full ({text}). The last complete checkpoint is kept and the "
-                                   "partial one removed; free space on the server and create the job again.")
+        return _error("disk_full", f"The server's disk is full ({text}). The last complete checkpoint is kept and "
+                                   "the partial one removed; free space on the server and create the job again.")
     if _out_of_memory(exc):
         return _error("out_of_memory", f"Training ran out of memory ({text}). Try a smaller batch_size, a shorter "
                                        "data.max_length or training.gradient_checkpointing.")
@@ -233,9 +233,9 @@ def _causes(exc: BaseException):
 
 
 def _disk_full(exc: BaseException) -> bool:
-    # torch.save reports a failed write as a RuntimeError without errno; its text names the cause.
-    return any(isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
-               or "No space left on device" in str(e) for e in _causes(exc))
+    # Training itself raises DiskFull (training/runner.fit tells a full disk from other write errors).
+    return any(isinstance(e, DiskFull) or isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+               for e in _causes(exc))
 
 
 def _out_of_memory(exc: BaseException) -> bool:

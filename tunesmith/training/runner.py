@@ -2,6 +2,7 @@
 TrainingArguments from our settings, the final atomic save, and resume bookkeeping."""
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import time
@@ -11,7 +12,7 @@ from typing import Any
 from rich.console import Console
 
 from tunesmith.config import CleanConfig, RecipeConfig, TrainingSettings, save_config
-from tunesmith.errors import TunesmithError
+from tunesmith.errors import DiskFull, TunesmithError
 from tunesmith.files import sha256_file, write_json_atomic
 from tunesmith.models.loading import quiet_transformers
 from tunesmith.runs import Run, new_run
@@ -163,9 +164,39 @@ def fit(trainer, run: Run, resume_from: Path | None):
     except Exception as e:
         _close_display(trainer)
         _abort_tracking(trainer, "FAILED")
+        full = out_of_space(e, run.dir)  # before the partial checkpoint's space is given back
         if is_main_process():
             _record_failure(run, e)
+        if full:
+            raise DiskFull(f"the disk holding {run.dir} is full ({type(e).__name__}: {e}). The last complete "
+                           f"checkpoint is kept; free space, then continue with: tunesmith train --resume {run.id}") from e
         raise
+
+
+LOW_SPACE_BYTES = 16 * 2**20
+
+
+def out_of_space(error: BaseException, path: Path) -> bool:
+    """Whether ``error`` is a write that failed for lack of space: ENOSPC/EDQUOT anywhere in its
+    chain, or a RuntimeError/OSError while the disk is (nearly) full — torch.save reports ENOSPC
+    only as ``[enforce fail at inline_container.cc] unexpected pos``.
+
+    >>> import errno; out_of_space(OSError(errno.ENOSPC, "No space left on device"), Path("."))
+    True
+    """
+    chain, seen = error, set()
+    while chain is not None and id(chain) not in seen:
+        seen.add(id(chain))
+        if isinstance(chain, OSError) and chain.errno in (errno.ENOSPC, errno.EDQUOT) \
+                or "No space left on device" in str(chain):
+            return True
+        chain = chain.__cause__ or chain.__context__
+    if not isinstance(error, (OSError, RuntimeError)):
+        return False
+    try:
+        return shutil.disk_usage(path).free < LOW_SPACE_BYTES
+    except OSError:
+        return False
 
 
 def _record_failure(run: Run, error: Exception) -> None:
