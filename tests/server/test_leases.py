@@ -271,6 +271,23 @@ def test_a_crashing_trainer_is_tried_again_then_fails_with_its_output(tmp_path, 
     assert row.error["message"].count("boom: the trainer could not start") == 2 and row.attempts == 2
 
 
+def test_a_trainer_that_recorded_its_outcome_may_finish_after_its_lease_ends(tmp_path, db):
+    """E.g. judging a retraining after the job succeeded: the lease is over, but nobody else
+    has the job, so the worker lets its trainer finish."""
+    add_job(db)
+    command = stand_in(tmp_path, """
+        import os, sys, time
+        from tunesmith.server.db import Database
+        from tunesmith.server.leases import Lease
+        job_id, generation = sys.argv[1], int(sys.argv[2])
+        Lease(Database(os.environ["TUNESMITH_DATABASE_URL"]), job_id, generation).settle("succeeded")
+        time.sleep(1.5)  # several lease renewals, all refused now
+        open(sys.argv[0] + ".finished", "w").write("yes")
+    """)
+    assert worker(tmp_path, db, command, lease_seconds=0.6).run_one()
+    assert job(db).status == "succeeded" and (tmp_path / "trainer.py.finished").exists()
+
+
 def test_a_trainer_dies_with_its_worker(tmp_path, db):
     """SIGKILL to the worker: the kernel kills its trainer (PR_SET_PDEATHSIG), so nothing goes on
     training unsupervised, and the next worker reclaims the job at once."""

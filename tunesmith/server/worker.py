@@ -157,7 +157,7 @@ class Worker:
         return self.workspace.home / "logs" / "jobs" / f"{job.id}.{job.attempts}.log"
 
     def _watch(self, proc: subprocess.Popen, lease: Lease, heartbeat: Heartbeat) -> _Ended:
-        stop_since, stop, peak = None, None, 0
+        stop_since, stop, peak, ended_here = None, None, 0, False
         while True:
             try:
                 proc.wait(timeout=0.5)
@@ -165,9 +165,11 @@ class Worker:
             except subprocess.TimeoutExpired:
                 pass
             peak = max(peak, _rss(proc.pid))
-            if heartbeat.lost.is_set():
-                stop_group(proc, 0)  # another worker has the job: stop writing into its run at once
-                return _Ended("lost", peak_rss=peak)
+            if heartbeat.lost.is_set() and not ended_here:
+                if _taken_over(lease):
+                    stop_group(proc, 0)  # another worker has the job: stop writing into its run at once
+                    return _Ended("lost", peak_rss=peak)
+                ended_here = True  # the trainer recorded the outcome and is finishing (judging a retraining)
             if self.stopping.is_set():
                 stop_group(proc, 5)
                 return _Ended("shutdown", peak_rss=peak)
@@ -213,6 +215,14 @@ def _still_held(lease: Lease) -> bool:
         except LeaseLost:
             return False
     return retrying(check, OUTCOME_ATTEMPTS)
+
+
+def _taken_over(lease: Lease) -> bool:
+    """A lease found gone: the job is (or is about to be) another worker's, rather than ended by
+    this attempt (succeeded, failed, cancelled, paused), which leaves the trainer to finish."""
+    from tunesmith.server.jobs import get_job
+
+    return retrying(lambda: get_job(lease.db, lease.job_id)).status in ("queued", "running")
 
 
 def _stop_requested(lease: Lease) -> str | None:
