@@ -48,6 +48,8 @@ def test_hyperparameters_at_their_bounds_are_accepted():
     ({"training": {"threads": 64}}, "training.threads"),
     ({"training": {"weight_decay": float("inf")}}, "training.weight_decay"),
     ({"lora": {"r": 8, "alpha": float("nan")}}, "lora.alpha"),
+    ({"training": {"epochs": 1e6}}, "training.epochs"),
+    ({"training": {"batch_size": 100_000}}, "training.batch_size"),
 ])
 def test_settings_beyond_training_hyperparameters_are_refused_naming_the_field(settings, field):
     body = {"model": "m", "training_file": "f", "tunesmith": {"settings": settings}}

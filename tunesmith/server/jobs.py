@@ -152,6 +152,11 @@ API_SETTINGS: dict[str, set[str] | None] = {
 }
 
 
+# The hyperparameters' own limits hold for their recipe-settings spelling too.
+API_MAXIMA = {"training.epochs": HYPERPARAMETER_BOUNDS["n_epochs"][2],
+              "training.batch_size": HYPERPARAMETER_BOUNDS["batch_size"][2]}
+
+
 def _settings(body: dict[str, Any], method: dict) -> dict | None:
     """tunesmith's extension of a job: recipe settings beyond OpenAI's hyperparameters, as an
     object (``{"tunesmith": {"settings": {"method": "dora", "lora": {"r": 8}}}}``) or as recipe
@@ -203,9 +208,15 @@ def _refused(settings: dict) -> dict[str, str]:
                     refused[name] = "comes from the job's files" if key == "data" and field_name in _FIXED_DATA else why
                 elif not _finite(field_value):
                     refused[name] = "must be a finite number"
+                elif name in API_MAXIMA and _number(field_value) and field_value > API_MAXIMA[name]:
+                    refused[name] = f"at most {API_MAXIMA[name]} through the API (as n_epochs and batch_size)"
         elif not _finite(value):
             refused[key] = "must be a finite number"
     return refused
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _finite(value: Any) -> bool:
