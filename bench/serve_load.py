@@ -284,24 +284,28 @@ def soak(server: Server, args) -> dict:
 
 
 def watch(server: Server, rss: list, until: float, args, killed: dict, jobs: list[str]) -> None:
-    """RSS every 10 s; the worker SIGKILLed once, while it trains a job, ``--kill-worker-at`` of the way in."""
+    """RSS every 10 s; the worker SIGKILLed once, ``--kill-worker-at`` of the way in or later, while
+    it trains a job that has a checkpoint."""
     kill_at = time.time() + args.kill_worker_at * args.minutes * 60
     while time.time() < until:
         rss.append(round(server.rss_mb(), 1))
-        if not killed and time.time() >= kill_at and running_job(server, jobs):
+        victim = running_job(server, jobs) if not killed and time.time() >= kill_at else None
+        if victim:
             pids = server.workers()
             if pids:
                 os.kill(pids[0], signal.SIGKILL)
-                killed |= {"pid": pids[0], "at_s": round(time.time() - (until - args.minutes * 60), 1),
-                           "job": running_job(server, jobs)}
+                killed |= {"pid": pids[0], "at_s": round(time.time() - (until - args.minutes * 60), 1), "job": victim}
                 print(f"killed worker {pids[0]} while it trained {killed['job']}")
         time.sleep(10)
 
 
 def running_job(server: Server, jobs: list[str]) -> str | None:
+    """A job being trained that has a complete checkpoint (so the kill tests a resume)."""
     for job_id in jobs:
         job = httpx.get(f"{server.url}/v1/fine_tuning/jobs/{job_id}", headers=server.headers, timeout=30).json()
-        if job.get("status") == "running":
+        checkpoints = httpx.get(f"{server.url}/v1/fine_tuning/jobs/{job_id}/checkpoints", headers=server.headers,
+                                timeout=30).json()
+        if job.get("status") == "running" and checkpoints.get("data"):
             return job_id
     return None
 
@@ -373,6 +377,9 @@ def verdict(result: dict) -> list[str]:
         for job in soaked["jobs"]:
             if job["status"] != "succeeded" or job["models_created"] != 1:
                 failed.append(f"job {job['id']}: {job['status']}, {job['models_created']} model(s) created")
+        victim = next((j for j in soaked["jobs"] if j["id"] == soaked["worker_killed"].get("job")), None)
+        if victim is not None and victim["resumes"] < 1:
+            failed.append(f"the killed worker's job {victim['id']} was not resumed from its checkpoint")
         if not soaked["worker_killed"]:
             failed.append("no worker was killed (no job was running at the kill time)")
         if soaked["workers_after"] < 1:
