@@ -239,9 +239,21 @@ def test_cancel_reaches_a_hung_step_and_its_whole_process_group(tmp_path, db):
     assert any("did not stop within 1s" in m for m in messages(db))
 
 
+STEPS_THEN_HANGS = """
+    import os, sys, time
+    from tunesmith.server.db import Database, JobRow
+    from tunesmith.server.leases import Lease
+    with Lease(Database(os.environ["TUNESMITH_DATABASE_URL"]), sys.argv[1], int(sys.argv[2])).session() as session:
+        session.get(JobRow, sys.argv[1]).heartbeat_at = time.time()  # a first step ended
+""" + HANGS
+
+
 def test_pause_of_a_hung_step_pauses_the_job(tmp_path, db):
+    """Once training has begun (a step ended), a pause that is not honoured within the grace
+    period stops the trainer; before that, a pause waits for the first step, to write its
+    checkpoint (tests/server/test_faults.py)."""
     add_job(db)
-    w = worker(tmp_path, db, stand_in(tmp_path, HANGS))
+    w = worker(tmp_path, db, stand_in(tmp_path, STEPS_THEN_HANGS))
     thread = threading.Thread(target=w.run_one)
     thread.start()
     pids(tmp_path)

@@ -115,7 +115,7 @@ class JobRow(Base):
     estimated_finish: Mapped[int | None] = mapped_column(Integer, nullable=True)
     trained_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
     worker: Mapped[str | None] = mapped_column(String(128), nullable=True)
-    heartbeat_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    heartbeat_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # claimed, or the trainer's last step
     result_files: Mapped[list | None] = mapped_column(JSON, nullable=True)
     stop_requested: Mapped[str | None] = mapped_column(String(8), nullable=True)  # "cancel" | "pause"
     settings: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # recipe settings beyond OpenAI's (tunesmith.settings)
@@ -278,11 +278,12 @@ class Database:
         return None
 
     def renew_lease(self, job_id: str, generation: int, lease_seconds: float) -> bool:
-        """Push the lease's expiry ``lease_seconds`` ahead; False when it is no longer held."""
+        """Push the lease's expiry ``lease_seconds`` ahead; False when it is no longer held. The
+        worker renews; ``heartbeat_at`` is left to the trainer, as its sign of progress."""
         now = time.time()
         with self.session() as session:
             renewed = session.execute(update(JobRow).where(*_held(job_id, generation))
-                                      .values(heartbeat_at=now, lease_expires_at=now + lease_seconds))
+                                      .values(lease_expires_at=now + lease_seconds))
             return renewed.rowcount == 1
 
     @contextmanager
@@ -292,7 +293,8 @@ class Database:
         job's row, which also locks the row (Postgres) or the database (SQLite) until commit, so a
         competing claim cannot slip in between the check and the writes."""
         with self.session() as session:
-            held = session.execute(update(JobRow).where(*_held(job_id, generation)).values(heartbeat_at=time.time()))
+            held = session.execute(update(JobRow).where(*_held(job_id, generation))
+                                   .values(lease_generation=JobRow.lease_generation))  # changes nothing; locks the row
             if held.rowcount != 1:
                 raise LeaseLost(job_id, generation)
             yield session

@@ -56,6 +56,7 @@ class JobProgress(TrainerCallback):
         now = time.time()
         with self.lease.session() as session:
             row = session.get(JobRow, self.lease.job_id, populate_existing=True)
+            row.heartbeat_at = now  # a step finished: the worker does not take the trainer for hung
             if now - self.last_estimate >= ESTIMATE_EVERY_SECONDS:
                 self.last_estimate = now
                 done = max(state.global_step - self.first_step, 1)

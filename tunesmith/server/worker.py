@@ -137,7 +137,7 @@ class Worker:
         proc = self._start_trainer(job)  # before the heartbeat thread: see supervisor.dies_with_parent
         try:
             with Heartbeat(lease, self.settings.lease_seconds) as heartbeat:
-                ended = self._watch(proc, lease, heartbeat)
+                ended = self._watch(proc, lease, heartbeat, job.heartbeat_at)
         finally:
             stop_group(proc, 0)  # nothing of the trainer's group outlives it
         self._record(lease, proc, ended, job)
@@ -156,7 +156,9 @@ class Worker:
         error of an attempt that crashed)."""
         return self.workspace.home / "logs" / "jobs" / f"{job.id}.{job.attempts}.log"
 
-    def _watch(self, proc: subprocess.Popen, lease: Lease, heartbeat: Heartbeat) -> _Ended:
+    def _watch(self, proc: subprocess.Popen, lease: Lease, heartbeat: Heartbeat, claimed_at: float) -> _Ended:
+        """Until the trainer exits, or must be stopped. ``claimed_at``: the claim's ``heartbeat_at``
+        (later ones are the trainer's steps)."""
         stop_since, stop, peak, ended_here = None, None, 0, False
         while True:
             try:
@@ -173,11 +175,22 @@ class Worker:
             if self.stopping.is_set():
                 stop_group(proc, 5)
                 return _Ended("shutdown", peak_rss=peak)
-            stop = stop or _stop_requested(lease)
-            stop_since = stop_since or (time.monotonic() if stop else None)
-            if stop_since and time.monotonic() - stop_since > self.settings.grace_seconds:
+            row = _row(lease)
+            stop = stop or (row.stop_requested if row else None)
+            stop_since = stop_since or (time.time() if stop else None)
+            if stop and row and self._hung(stop, stop_since, row.heartbeat_at, claimed_at):
                 stop_group(proc, 5)
                 return _Ended("stopped", stop, peak)
+
+    def _hung(self, stop: str, since: float, last_step: float | None, claimed_at: float) -> bool:
+        """Whether a trainer asked to stop at ``since`` has not honoured it within the grace
+        period: no step has ended for ``grace_seconds`` since the request (or since its last
+        step). A pause waits for the first step of a trainer still starting up, so that it can
+        write its checkpoint; a cancel does not wait for anything."""
+        last_step = last_step or claimed_at
+        if stop == "pause" and last_step <= claimed_at:
+            return False
+        return time.time() - max(since, last_step) > self.settings.grace_seconds
 
     def _record(self, lease: Lease, proc: subprocess.Popen, ended: _Ended, job: JobRow) -> None:
         """How the attempt ended, when the trainer could not record it."""
@@ -225,11 +238,11 @@ def _taken_over(lease: Lease) -> bool:
     return retrying(lambda: get_job(lease.db, lease.job_id)).status in ("queued", "running")
 
 
-def _stop_requested(lease: Lease) -> str | None:
+def _row(lease: Lease) -> JobRow | None:
     from tunesmith.server.jobs import get_job
 
     try:
-        return get_job(lease.db, lease.job_id).stop_requested
+        return get_job(lease.db, lease.job_id)
     except DatabaseUnavailable:
         return None
 
