@@ -36,6 +36,13 @@ class CleanConfig(_Strict):
     max_char_run: int = Field(30, ge=2, description="Longest run of one repeated character allowed.")
     min_text_ratio: float = Field(0.5, ge=0, le=1, description="Least share of letters, digits and spaces in each text field.")
 
+    @model_validator(mode="after")
+    def _length_window(self):
+        if self.max_tokens is not None and self.max_tokens < self.min_tokens:
+            raise ValueError(f"max_tokens ({self.max_tokens}) is below min_tokens ({self.min_tokens}): "
+                             "every record would be removed")
+        return self
+
 
 class DataConfig(_Strict):
     train: str = Field(description="Training data file (chat, prompt/completion or instruction JSONL).")

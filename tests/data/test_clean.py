@@ -141,3 +141,13 @@ def test_near_duplicates_with_other_labels_are_kept_and_chains_do_not_drift(tmp_
     clean_file(path, tmp_path / "out.csv")
     rejects = [json.loads(line) for line in (tmp_path / "out.csv.rejects.jsonl").read_text().splitlines()]
     assert {(r["line"], r["duplicate_of"]) for r in rejects} == {(4, 2), (6, 5)}
+
+
+def test_a_length_window_that_removes_everything_is_refused():
+    import pytest
+
+    from tunesmith.config import CleanConfig
+
+    with pytest.raises(ValueError, match="below min_tokens"):
+        CleanConfig(min_tokens=10, max_tokens=5)
+    assert CleanConfig(min_tokens=5, max_tokens=5).max_tokens == 5
