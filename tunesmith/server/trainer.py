@@ -93,7 +93,7 @@ def train_attempt(workspace: Workspace, db: Database, lease: Lease) -> None:
     except DatabaseUnavailable:
         raise  # nothing can be recorded now; the worker records the attempt as crashed, to run again
     except Exception as e:  # the job fails with the error's code; the worker lives on
-        lease.fail(job_error(e))
+        lease.fail(without_server_paths(job_error(e), workspace, job))
         return
     if outcome is not None:
         _judge_retraining(workspace, db, retrying(lambda: get_job(db, job.id)), outcome)
@@ -219,6 +219,21 @@ def job_error(exc: BaseException) -> dict:
         return _error("out_of_memory", f"Training ran out of memory ({text}). Try a smaller batch_size, a shorter "
                                        "data.max_length or training.gradient_checkpointing.")
     return _error("training_failed", text)
+
+
+def without_server_paths(error: dict, workspace: Workspace, job: JobRow) -> dict:
+    """The error as its API client may read it: the job's files by their ids, the rest of the
+    server's home as ``<home>`` (a job's error is any key holder's to see).
+
+    >>> from pathlib import Path
+    >>> job = JobRow(id="ftjob-1", training_file="file-abc", validation_file=None)
+    >>> without_server_paths({"message": "/h/files/file-abc, line 3: bad JSON in /h/runs/x"}, Workspace(Path("/h")), job)
+    {'message': 'file-abc, line 3: bad JSON in <home>/runs/x'}
+    """
+    message = error["message"]
+    for file_id in filter(None, (job.training_file, job.validation_file)):
+        message = message.replace(str(workspace.home / "files" / file_id), file_id)
+    return error | {"message": message.replace(str(workspace.home), "<home>")}
 
 
 def _error(code: str, message: str) -> dict:

@@ -205,8 +205,9 @@ class Worker:
             elif proc.returncode == -signal.SIGKILL and ended.stop is None:
                 lease.fail({"code": "out_of_memory", "param": None, "message": _killed_message(ended.peak_rss)})
             else:
+                output = _tail(self.trainer_log(job)).replace(str(self.workspace.home), "<home>")  # clients read it
                 lease.end_attempt("trainer_crashed", f"The trainer process {_how_it_ended(proc.returncode)}: "
-                                  f"{_tail(self.trainer_log(job))}", self.settings.max_attempts)
+                                  f"{output}", self.settings.max_attempts)
         except LeaseLost:
             pass
 
