@@ -226,6 +226,19 @@ def test_a_truncated_upload_is_refused_and_leaves_nothing(server, home):
     assert_openai_error(garbage, 400)
 
 
+def test_an_upload_over_the_limit_without_a_length_is_a_413_leaving_nothing(server, home):
+    client, _, _ = server
+    before = set((home.home / "files").iterdir())
+    body, headers = multipart("big.jsonl", data_bytes(800))  # ~100 kB: over the 64 kB limit
+
+    def chunks():  # no Content-Length: the size is only known as the bytes arrive
+        for i in range(0, len(body), 8192):
+            yield body[i:i + 8192]
+    assert len(body) > 64 * 1024
+    assert assert_openai_error(client.post("/v1/files", content=chunks(), headers=headers), 413)["code"] == "file_too_large"
+    assert set((home.home / "files").iterdir()) == before
+
+
 def test_a_long_hostile_file_name_is_stored_under_an_id_with_a_short_label(server):
     client, _, _ = server
     body, headers = multipart("../" * 10 + "x" * 5000 + ".jsonl", data_bytes())
