@@ -246,13 +246,17 @@ def test_two_workers_and_a_save_longer_than_the_lease_run_the_job_once(workspace
     from tunesmith.training import callbacks
 
     mark_complete = callbacks.mark_complete
-    monkeypatch.setattr(callbacks, "mark_complete", lambda *a: (time.sleep(2.5), mark_complete(*a)))
-    settings = WorkerSettings(lease_seconds=1.5)
+    # A 4 s save against a 3 s lease: long enough for the old heartbeat to lose the job, with room
+    # for a heartbeat delayed by a loaded machine (renewals come every second).
+    monkeypatch.setattr(callbacks, "mark_complete", lambda *a: (time.sleep(4.0), mark_complete(*a)))
+    settings = WorkerSettings(lease_seconds=3.0)
     db, job_id = queued_job(workspace, tiny_model_dir, tmp_path, {"n_epochs": 2, "batch_size": 8})
     first = Worker(workspace, db, name="first", settings=settings, isolate=False)
     second = Worker(workspace, db, name="second", settings=settings, isolate=False)
     training = threading.Thread(target=first.run_one)
     training.start()
+    while get_job(db, job_id).status == "queued":  # first claims it before second may look
+        time.sleep(0.01)
     while training.is_alive():
         assert second.reclaim() == [] and not second.run_one()
         time.sleep(0.1)
