@@ -414,8 +414,8 @@ def write(result: dict, out: Path) -> None:
                   f"{c['5xx']} × 5xx, {c['transport_errors']} transport errors.",
                   f"- Worker SIGKILLed at {s['worker_killed'].get('at_s')} s while it trained "
                   f"{s['worker_killed'].get('job')}; workers alive afterwards: {s['workers_after']}.",
-                  f"- Server RSS (every 10 s): {rss[0] if rss else 0:.0f} MB at the start (no model loaded), median "
-                  f"{statistics.median(rss[6:12] or rss) if rss else 0:.0f} MB in the second minute (models loaded), "
+                  f"- Server RSS (every 10 s): {rss[0] if rss else 0:.0f} MB at the start of the soak, median "
+                  f"{statistics.median(rss[6:12] or rss) if rss else 0:.0f} MB in the second minute, "
                   f"{statistics.median(rss[-6:]) if rss else 0:.0f} MB in the last, max {max(rss) if rss else 0:.0f} MB.",
                   f"- Admission slots held after the soak: {s['after']['admitted']}.", "",
                   "| job | status | models created | starts | resumes |", "|---|---|---|---|---|"]
