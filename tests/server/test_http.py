@@ -4,7 +4,6 @@ kind (400 in OpenAI's shape naming the field, each in the request log), limits (
 context length), key roles, and a streaming client that disconnects."""
 import json
 import socket
-import threading
 import time
 
 import pytest
@@ -12,7 +11,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from tests.conftest import chat_records, write_jsonl
-from tests.server.test_openai_sdk import free_port, install_model
+from tests.server.test_openai_sdk import install_model, served
 
 CHAT = "/v1/chat/completions"
 ASK = [{"role": "user", "content": "Which colour is item 2?"}]
@@ -82,6 +81,8 @@ def test_a_prompt_list_answers_every_prompt(server):
     assert [c["index"] for c in response.json()["choices"]] == list(range(6))
     too_many = client.post("/v1/completions", json={"model": "tiny-chat", "prompt": ["a"] * 20, "n": 4})
     assert_openai_error(too_many, 400)
+    assert_openai_error(client.post("/v1/completions", json={"model": "tiny-chat", "prompt": "a", "echo": True}),
+                        400, "echo")
 
 
 # ── malformed requests: a 400 naming the field, and a row in the request log ──────────────
@@ -112,6 +113,8 @@ BAD_CHAT = [
     ({"model": "tiny-chat", "messages": ASK, "tools": [{"type": "function"}]}, "tools"),
     ({"model": "tiny-chat", "messages": ASK, "stream": True, "n": 2}, "n"),
     ({"model": "tiny-chat", "messages": ASK, "stop": "x" * 1000}, "stop"),
+    ({"model": "tiny-chat", "messages": ASK, "presence_penalty": 1.0}, "presence_penalty"),  # would be ignored
+    ({"model": "tiny-chat", "messages": ASK, "logprobs": True}, "logprobs"),
 ]
 
 
@@ -322,20 +325,11 @@ def test_deleting_an_alias_deletes_the_alias_and_a_depended_on_model_is_a_409(ti
 # ── a streaming client that disconnects ───────────────────────────────────────────────────
 @pytest.fixture
 def live(home):
-    import uvicorn
-
     from tunesmith.server.app import ServerSettings, create_app
 
     app = create_app(home, ServerSettings(require_keys=False, max_waiting=2))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    yield app, port
-    server.should_exit = True
-    thread.join(timeout=10)
+    with served(app) as port:
+        yield app, port
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """The server driven by the official `openai` SDK, unchanged but for base_url, on a live
 127.0.0.1 server: files, a fine-tuning job on a tiny model trained by a worker process, events,
 checkpoints, models, chat (streaming and not), and OpenAI's error shapes."""
+import contextlib
 import json
 import os
 import socket
@@ -36,10 +37,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory, tiny_model_dir):
+@contextlib.contextmanager
+def served(app):
+    """``app`` on a free loopback port in a thread of this process; yields the port."""
     import uvicorn
 
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory, tiny_model_dir):
     from tunesmith import api
     from tunesmith.server.app import ServerSettings, create_app
     from tunesmith.workspace import Workspace
@@ -50,19 +67,12 @@ def live(tmp_path_factory, tiny_model_dir):
     secret, _ = api.create_api_key("tests", workspace=workspace)
     app = create_app(workspace, ServerSettings(max_upload_bytes=64 * 1024))
     SERVER["app"] = app
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    env = dict(os.environ, TUNESMITH_HOME=str(home))
-    worker = subprocess.Popen([sys.executable, "-m", "tunesmith", "worker", "--poll", "0.2"], env=env)
-    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=secret, max_retries=0)
-    yield client, port, home
-    worker.kill()
-    server.should_exit = True
-    thread.join(timeout=10)
+    with served(app) as port:
+        env = dict(os.environ, TUNESMITH_HOME=str(home))
+        worker = subprocess.Popen([sys.executable, "-m", "tunesmith", "worker", "--poll", "0.2"], env=env)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=secret, max_retries=0)
+        yield client, port, home
+        worker.kill()
 
 
 def wait_for(client, job_id, statuses=("succeeded", "failed", "cancelled"), timeout=240):

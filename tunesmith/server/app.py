@@ -411,12 +411,11 @@ def _inference_routes(app: FastAPI, v1, models: ModelServer, log: RequestLog, se
         → one ``{label, confidence, probabilities}`` per input."""
         body = schemas.parse(schemas.ClassificationRequest, await _json(request, settings))
         texts, request_id, started = body.texts(), new_request_id("clf-"), time.perf_counter()
-        request.state.record = partial(log.record, request_id, body.model, "classification", started=started,
-                                       inputs=texts)
+        record = request.state.record = partial(log.record, request_id, body.model, "classification", started=started,
+                                                inputs=texts)
         result = await run_in_threadpool(models.classify, body.model, texts)
         labels = [(item["label"], item["confidence"]) for item in result["data"]]
-        await run_in_threadpool(log.record, request_id, body.model, "classification", 200, started,
-                                inputs=texts, labels=labels)
+        await run_in_threadpool(record, status=200, labels=labels)
         return {"id": request_id, **result}
 
 
@@ -478,10 +477,10 @@ async def _completion(request: Request, models: ModelServer, log: RequestLog, bo
     started, created = time.perf_counter(), int(time.time())
     messages = body.conversation() if chat else None
     prompt = None if chat else body.prompts()
-    params = body.params(None)
-    record = partial(log.record, completion_id, body.model, "chat" if chat else "completion",
+    params = body.params()
+    record = partial(log.record, completion_id, body.model, "chat" if chat else "completion", started=started,
                      inputs=[last_user_text(messages) if chat else prompt[0]])
-    request.state.record = partial(record, started=started)  # what the error handlers log a failure with
+    request.state.record = record  # what the error handlers log a failure with
     if body.stream:
         if params["n"] != 1:
             raise APIError(400, "Streaming supports n=1 only.", "invalid_value", "n")
@@ -489,16 +488,15 @@ async def _completion(request: Request, models: ModelServer, log: RequestLog, bo
             raise APIError(400, "Streaming supports one prompt only.", "invalid_value", "prompt")
         stream = await run_in_threadpool(models.stream, body.model, messages, None if chat else prompt[0], params)
         usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(_sse(stream, completion_id, created, body.model, chat, partial(record, started=started),
-                                      usage), media_type="text/event-stream")
+        return StreamingResponse(_sse(stream, completion_id, created, body.model, chat, record, usage),
+                                 media_type="text/event-stream")
     cancel = threading.Event()
     result = await _unless_disconnected(request, cancel, models.complete, body.model, messages, prompt, params, cancel)
     if result is None:  # the client went away: generation stopped, nothing to answer
-        await run_in_threadpool(record, status=499, started=started, error="client disconnected")
+        await run_in_threadpool(record, status=499, error="client disconnected")
         return JSONResponse({}, status_code=499)
-    completion_tokens = sum(result["completion_tokens"])
-    await run_in_threadpool(record, status=200, started=started, prompt_tokens=result["prompt_tokens"],
-                            completion_tokens=completion_tokens, output=result["texts"][0])
+    await run_in_threadpool(record, status=200, prompt_tokens=result["prompt_tokens"],
+                            completion_tokens=sum(result["completion_tokens"]), output=result["texts"][0])
     return _completion_object(result, completion_id, created, body.model, chat)
 
 

@@ -255,12 +255,9 @@ class ModelServer:
         if target.full_dir is not None:
             slot = self._slot(f"full:{target.full_dir}", ModelRef(target.name, str(target.full_dir)))
             return slot, slot.tokenizer, None
-        if target.adapter_dir is None:  # the base model itself
-            slot = self._slot(target.base, resolve_model(target.base, self.workspace))
-            return slot, slot.tokenizer, None
         # peft holds adapters of one type per model (LoRA and DoRA together; IA3 or prompt learning
-        # cannot join them): each other type gets a base of its own.
-        kind = _adapter_kind(target.adapter_dir)
+        # cannot join them): each other type gets a base of its own. The base model itself shares LoRA's.
+        kind = _adapter_kind(target.adapter_dir) if target.adapter_dir is not None else "LORA"
         key = target.base if kind == "LORA" else f"{target.base}|{kind}"
         slot = self._slot(key, resolve_model(target.base, self.workspace))
         return slot, slot.tokenizer, target.adapter_dir
@@ -381,7 +378,7 @@ class Stream:
     ``cancel()`` (a client that disconnected) stops the generation within one token."""
 
     def __init__(self, tokenizer, prompt_tokens: int):
-        self._tokenizer, self.prompt_tokens = tokenizer, prompt_tokens
+        self.prompt_tokens = prompt_tokens
         self.streamer = _CountingStreamer(tokenizer)
         self.cancelled, self.finished = threading.Event(), threading.Event()
         self.errors: list[BaseException] = []

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
+from tunesmith.errors import ConfigError
 from tunesmith.server.db import Database, KeyRow
 
 
@@ -39,7 +40,7 @@ NO_KEYS = Principal(None, "admin")  # --insecure-no-keys on loopback: the operat
 
 def create_key(db: Database, name: str, role: str = "user") -> tuple[str, dict]:
     if role not in ROLES:
-        raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+        raise ConfigError(f"--role must be one of {', '.join(ROLES)}, not {role!r}")
     secret = "ts-" + secrets.token_urlsafe(30)
     row = KeyRow(id="key_" + secrets.token_hex(8), name=name, hash=_hash(secret), prefix=secret[:7],
                  created_at=int(time.time()), role=role)

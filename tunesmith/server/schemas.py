@@ -15,8 +15,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator,
-                      model_validator)
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, model_validator
 
 from tunesmith.server.errors import APIError
 
@@ -26,6 +25,16 @@ MAX_STOP_SEQUENCES = 4     # OpenAI's limit
 MAX_BATCH_INPUTS = 2048    # OpenAI's embeddings limit, for /v1/classifications
 MAX_PROMPT_CHOICES = 64    # prompts × n in one /v1/completions request: each is a generation
 MAX_STOP_LENGTH = 256      # characters: transformers builds its stop-string tables from each
+
+
+def unsupported(what: str) -> AfterValidator:
+    """A field OpenAI has and this server does not implement: its default (or any falsy value)
+    passes, anything that would change the answer is refused rather than silently ignored."""
+    def check(value):
+        if value:
+            raise ValueError(f"{what} not supported by this server")
+        return value
+    return AfterValidator(check)
 
 
 class Body(BaseModel):
@@ -72,14 +81,14 @@ class Sampling(Body):
     seed: Seed | None = None
     stream: StrictBool | None = False
     stream_options: StreamOptions | None = None
-    presence_penalty: Annotated[Number, Field(ge=-2, le=2)] | None = None
-    frequency_penalty: Annotated[Number, Field(ge=-2, le=2)] | None = None
+    presence_penalty: Annotated[Annotated[Number, Field(ge=-2, le=2)] | None, unsupported("presence_penalty is")] = None
+    frequency_penalty: Annotated[Annotated[Number, Field(ge=-2, le=2)] | None, unsupported("frequency_penalty is")] = None
     user: Annotated[str, Field(max_length=256)] | None = None
 
-    def params(self, default_max_tokens: int | None) -> dict[str, Any]:
-        """The generation settings; ``max_tokens`` None means "as many as the context leaves" (capped)."""
+    def params(self) -> dict[str, Any]:
+        """The generation settings; ``max_tokens`` None: the server's default, cut to what the context leaves."""
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
-        return {"max_tokens": self.limit() or default_max_tokens, "explicit_max_tokens": self.limit() is not None,
+        return {"max_tokens": self.limit(), "explicit_max_tokens": self.limit() is not None,
                 "temperature": 1.0 if self.temperature is None else self.temperature,
                 "top_p": 1.0 if self.top_p is None else self.top_p, "n": self.n or 1, "seed": self.seed, "stop": stop}
 
@@ -90,22 +99,8 @@ class Sampling(Body):
 class ChatCompletionRequest(Sampling):
     messages: Annotated[list[Message], Field(min_length=1, max_length=4096)]
     max_completion_tokens: Annotated[StrictInt, Field(ge=1, le=MAX_GENERATION_TOKENS)] | None = None
-    logprobs: StrictBool | None = None
-    tools: list[Any] | None = None
-
-    @field_validator("logprobs")
-    @classmethod
-    def _no_logprobs(cls, value):
-        if value:
-            raise ValueError("logprobs are not supported by this server")
-        return value
-
-    @field_validator("tools")
-    @classmethod
-    def _no_tools(cls, value):
-        if value:
-            raise ValueError("tools (function calling) are not supported by this server")
-        return value
+    logprobs: Annotated[StrictBool | None, unsupported("logprobs are")] = None
+    tools: Annotated[list[Any] | None, unsupported("tools (function calling) are")] = None
 
     def limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
@@ -116,17 +111,10 @@ class ChatCompletionRequest(Sampling):
 
 class CompletionRequest(Sampling):
     prompt: str | Annotated[list[str], Field(min_length=1, max_length=MAX_BATCH_INPUTS)]
-    echo: StrictBool | None = False
-    logprobs: Annotated[StrictInt, Field(ge=0, le=5)] | None = None
+    echo: Annotated[StrictBool | None, unsupported("echo is")] = False
+    logprobs: Annotated[Annotated[StrictInt, Field(ge=0, le=5)] | None, unsupported("logprobs are")] = None
     best_of: Annotated[StrictInt, Field(ge=1, le=1)] | None = None  # only the default: one candidate each
-    suffix: None = None  # insertion is not supported; any value is refused
-
-    @field_validator("logprobs")
-    @classmethod
-    def _no_logprobs(cls, value):
-        if value:
-            raise ValueError("logprobs are not supported by this server")
-        return value
+    suffix: Annotated[str | None, unsupported("suffix (insertion) is")] = None
 
     @model_validator(mode="after")
     def _bounded(self):
@@ -190,15 +178,8 @@ class FineTuningJobRequest(Body):
     hyperparameters: Hyperparameters | None = None
     metadata: Annotated[dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]],
                         Field(max_length=16)] | None = None
-    integrations: list[Any] | None = None
+    integrations: Annotated[list[Any] | None, unsupported("integrations (runs are tracked in MLflow) are")] = None
     tunesmith: TunesmithJobExtension | None = None
-
-    @field_validator("integrations")
-    @classmethod
-    def _no_integrations(cls, value):
-        if value:
-            raise ValueError("integrations (e.g. Weights & Biases) are not supported; runs are tracked in MLflow")
-        return value
 
 
 class FeedbackRequest(Body):
