@@ -30,7 +30,7 @@ def main() -> None:
 
     import torch
 
-    from tunesmith import engine
+    from tunesmith.models import engine
     from tunesmith.workspace import Workspace
 
     torch.set_num_threads(args.threads)
@@ -67,7 +67,7 @@ def plain_model(loaded):
 def baseline_generate(model, tokenizer, conversations, batch: int, args) -> tuple[float, list[str]]:
     import torch
 
-    from tunesmith.training.tokenize import stop_token_ids
+    from tunesmith.models.chat import stop_token_ids
 
     tokenizer.padding_side = "left"
     replies, tokens, start = [], 0, time.perf_counter()
@@ -87,8 +87,7 @@ def baseline_generate(model, tokenizer, conversations, batch: int, args) -> tupl
 
 
 def tunesmith_generate(loaded, conversations, batch: int, args) -> tuple[float, list[str]]:
-    from tunesmith import engine
-
+    from tunesmith.models import engine
     start = time.perf_counter()
     replies = engine.generate(loaded, conversations, max_new_tokens=args.max_new_tokens, batch_size=batch)
     seconds = time.perf_counter() - start

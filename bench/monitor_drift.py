@@ -42,8 +42,8 @@ def main() -> None:
 
     from tunesmith import api
     from tunesmith.runs import all_runs
-    from tunesmith.server.app import ServerSettings, create_app
-    from tunesmith.server.request_log import LogSettings
+    from tunesmith.web.app import ServerSettings, create_app
+    from tunesmith.jobs.request_log import LogSettings
     from tunesmith.workspace import Workspace
 
     workspace = Workspace(args.home.resolve())

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tiny model o
 
 def build_home(jobs: int, checkpoints: int):
     from tests.conftest import build_tiny_model
-    from tunesmith.server.db import Database, JobRow
+    from tunesmith.jobs.db import Database, JobRow
     from tunesmith.workspace import Workspace
 
     home = Workspace(Path(tempfile.mkdtemp(prefix="tunesmith-names-")))
@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=300)
     parser.add_argument("--checkpoints", type=int, default=3)
     args = parser.parse_args()
-    from tunesmith.server.inference import ModelServer
+    from tunesmith.serving.model_server import ModelServer
 
     home, db = build_home(args.jobs, args.checkpoints)
     server = ModelServer(home, db)

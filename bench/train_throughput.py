@@ -241,7 +241,7 @@ def mean_length(path: str, tokenizer) -> float:
 
 
 def _token_ids(path: str, tokenizer) -> list[list[int]]:
-    from tunesmith.training.tokenize import encode_chat
+    from tunesmith.models.chat import encode_chat
 
     rows = [json.loads(line) for line in Path(path).read_text().splitlines()]
     return [encode_chat(tokenizer, r["messages"], 512, "all").input_ids for r in rows]
@@ -252,7 +252,7 @@ def heldout_loss(model, tokenizer, path: str) -> dict:
     and over the assistant's tokens."""
     import torch
 
-    from tunesmith.training.tokenize import IGNORE, encode_chat
+    from tunesmith.models.chat import IGNORE, encode_chat
 
     model = model.float().eval()
     sums = {"all": [0.0, 0], "assistant": [0.0, 0]}
@@ -340,7 +340,7 @@ def train_tunesmith_classifier(spec: dict):
         overrides.append(f"training.max_steps={spec['max_steps']}")
     workspace = Workspace(Path(spec["workdir"]) / "home")
     result = tunesmith.train(load_config(None, overrides), workspace=workspace)
-    from tunesmith.predict import load_classifier
+    from tunesmith.models.predict import load_classifier
 
     loaded = load_classifier(result.run, workspace)  # the saved weights, as `tunesmith predict` uses them
     return loaded.model, loaded.tokenizer, result.summary["train_seconds"], loaded.labels

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tunesmith.training.tokenize import CHATML_TEMPLATE
+from tunesmith.models.chat import CHATML_TEMPLATE
 from tunesmith.workspace import Workspace
 
 SPECIALS = ["<|im_start|>", "<|im_end|>", "<unk>"]

@@ -176,8 +176,8 @@ def test_api_keys_create_list_revoke(workspace, cli):
     key_id = next(word for word in out.split() if word.startswith("key_"))
     assert secret not in out  # the secret is never shown again
     assert cli("keys", "revoke", key_id)[0] == 0
-    from tunesmith.server.db import Database
-    from tunesmith.server.keys import verify
+    from tunesmith.jobs.db import Database
+    from tunesmith.jobs.keys import verify
     assert not verify(Database.for_workspace(workspace), secret)
     assert cli("keys", "revoke", key_id)[0] != 0
 

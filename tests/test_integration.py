@@ -7,7 +7,7 @@ import pytest
 
 import tunesmith
 from tests.conftest import write_jsonl
-from tunesmith import engine
+from tunesmith.models import engine
 from tunesmith.config import load_config
 from tunesmith.workspace import Workspace
 

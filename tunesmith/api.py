@@ -21,7 +21,7 @@ from tunesmith.data.formats import SFT_FORMATS, Format, to_messages
 from tunesmith.data.split import parse_ratios
 from tunesmith.data.validate import DEFAULT_MIN_EXAMPLES, ValidationReport, validate_file
 from tunesmith.errors import ConfigError, DataError, ModelNotFound, TunesmithError
-from tunesmith.models.registry import BUILTIN_MODELS, DEFAULT_MODEL
+from tunesmith.catalog import BUILTIN_MODELS, DEFAULT_MODEL
 from tunesmith.models.store import ModelListing, resolve_model
 from tunesmith.runs import Run, find_run
 from tunesmith.workspace import Workspace
@@ -79,8 +79,8 @@ def _add_token_stats(card: DatasetCard, report: ValidationReport, model: str, ma
                      workspace: Workspace) -> None:
     from tunesmith.models.inspect import parameter_count
     from tunesmith.models.loading import load_tokenizer
-    from tunesmith.training.hardware import estimate_train_seconds
-    from tunesmith.training.tokenize import encode_chat, ensure_chat_template
+    from tunesmith.models.hardware import estimate_train_seconds
+    from tunesmith.models.chat import encode_chat, ensure_chat_template
 
     try:
         ref = resolve_model(model, workspace)
@@ -230,7 +230,7 @@ def _train_distributed(config: RecipeConfig, ws: Workspace, name: str, console, 
 
     from tunesmith.config import save_config
     from tunesmith.runs import new_run
-    from tunesmith.training.runner import clean_first
+    from tunesmith.training.steps import clean_first
 
     distributed.check()
     if distributed.nnodes > 1 and not distributed.run_id:
@@ -411,7 +411,7 @@ def evaluate(run: str, data: str | Path | None = None, max_examples: int | None 
         result = evaluate_classifier(found, data, ws, max_examples, baselines, llm or DEFAULT_LLM, llm_examples,
                                      max(batch_size, 32), log=log)
     else:
-        from tunesmith.eval.evaluate import evaluate_run
+        from tunesmith.eval.generation_eval import evaluate_run
 
         result = evaluate_run(found, data, ws, max_examples, max_new_tokens, batch_size, samples,
                               few_shot if baselines else 0, log)
@@ -420,7 +420,7 @@ def evaluate(run: str, data: str | Path | None = None, max_examples: int | None 
 
         result["forgetting"] = measure_forgetting(found, ws, general_data, batch_size, log)
     result["report_files"] = report_files.write(result, found.eval_dir)
-    from tunesmith.tracking.evaluation import log_evaluation
+    from tunesmith.eval.tracking import log_evaluation
 
     log_evaluation(found, result, result["report_files"], ws, warn=lambda message: log(f"warning: {message}"))
     return result
@@ -440,7 +440,7 @@ def compare_methods(config: str | Path, methods: list[str] | None = None, overri
                     workspace: Workspace | None = None, log: Log = print) -> dict[str, Any]:
     """Train ``config`` once per tuning method (default: every method this recipe and machine
     allow), same data and steps; one table of trainable parameters, speed, memory and metrics."""
-    from tunesmith.methods import compare_methods as _compare
+    from tunesmith.tuning.methods import compare_methods as _compare
 
     return _compare(config, methods, overrides or [], _ws(workspace), evaluate, eval_examples,
                     Path(out) if out else None, log)
@@ -448,7 +448,7 @@ def compare_methods(config: str | Path, methods: list[str] | None = None, overri
 
 def predict(run: str, texts: list[str], top_k: int = 3, workspace: Workspace | None = None) -> list[dict[str, Any]]:
     """Labels with probabilities from a classify run, one result per text."""
-    from tunesmith.predict import load_classifier, predict_texts
+    from tunesmith.models.predict import load_classifier, predict_texts
 
     ws = _ws(workspace)
     return predict_texts(load_classifier(find_run(run, ws), ws), texts, top_k)
@@ -457,7 +457,7 @@ def predict(run: str, texts: list[str], top_k: int = 3, workspace: Workspace | N
 def predict_file(run: str, path: str | Path, out: str | Path, batch_size: int = 64,
                  workspace: Workspace | None = None) -> dict[str, Any]:
     """Predict every ``text`` of a CSV / JSONL file into ``out`` (label, confidence, a probability per label)."""
-    from tunesmith.predict import load_classifier, predict_file as _predict_file
+    from tunesmith.models.predict import load_classifier, predict_file as _predict_file
 
     ws = _ws(workspace)
     if not Path(path).is_file():
@@ -467,16 +467,14 @@ def predict_file(run: str, path: str | Path, out: str | Path, batch_size: int = 
 
 def load(target: str, workspace: Workspace | None = None, merge: bool = True):
     """Load a run or a model for generation (LoRA adapters merged for speed)."""
-    from tunesmith import engine
-
+    from tunesmith.models import engine
     return engine.load(target, _ws(workspace), merge=merge)
 
 
 def generate(target: str, prompt: str, system: str | None = None, max_new_tokens: int = 256,
              temperature: float = 0.0, workspace: Workspace | None = None) -> str:
     """One reply from a run or a model to a single user prompt."""
-    from tunesmith import engine
-
+    from tunesmith.models import engine
     return engine.generate(load(target, workspace), [conversation(prompt, system)], max_new_tokens,
                            temperature=temperature)[0]
 
@@ -484,8 +482,7 @@ def generate(target: str, prompt: str, system: str | None = None, max_new_tokens
 def stream_reply(loaded, conversation: list[dict[str, str]], max_new_tokens: int = 256,
                  temperature: float = 0.0) -> Iterator[str]:
     """A reply to a conversation, piece by piece (for chat)."""
-    from tunesmith import engine
-
+    from tunesmith.models import engine
     return engine.stream(loaded, conversation, max_new_tokens, temperature)
 
 
@@ -506,7 +503,7 @@ def augment(data: str | Path, out: str | Path, method: str, model: str, n: int, 
     """More training records from ``model``: ``paraphrase`` (each input rewritten ``n`` times, labels
     kept) or ``self-instruct`` (``n`` new records per label / per prompt of seed examples); each is
     validated, deduplicated against the original and ``test`` data, and marked ``_augment``."""
-    from tunesmith.data.augment import augment as _augment
+    from tunesmith.labeling.augment import augment as _augment
 
     return _augment(data, out, method, model, n, _ws(workspace), test, temperature=temperature, seed=seed,
                     min_similarity=min_similarity, embedding_model=embedding_model, max_new_tokens=max_new_tokens,
@@ -571,8 +568,8 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, require_k
 
     import uvicorn
 
-    from tunesmith.server.app import ServerSettings, create_app
-    from tunesmith.server.supervisor import WorkerPool, exit_on_signal as _exit_on_signal
+    from tunesmith.web.app import ServerSettings, create_app
+    from tunesmith.jobs.supervisor import WorkerPool, exit_on_signal as _exit_on_signal
 
     if not require_keys and host not in LOOPBACK:
         raise ConfigError(f"--insecure-no-keys is only allowed on a loopback host, not {host}")
@@ -608,8 +605,8 @@ def run_worker(poll_seconds: float = 1.0, workspace: Workspace | None = None, st
     import signal
     import threading
 
-    from tunesmith.server.db import Database
-    from tunesmith.server.worker import Worker
+    from tunesmith.jobs.db import Database
+    from tunesmith.jobs.worker import Worker
 
     ws = _ws(workspace)
     worker = Worker(ws, Database.for_workspace(ws))
@@ -621,21 +618,21 @@ def run_worker(poll_seconds: float = 1.0, workspace: Workspace | None = None, st
 
 def create_api_key(name: str = "default", workspace: Workspace | None = None, role: str = "user") -> tuple[str, dict]:
     """A new key (``role``: ``user``, or ``admin`` for deleting base models, keys and others' files)."""
-    from tunesmith.server.db import Database
-    from tunesmith.server.keys import create_key
+    from tunesmith.jobs.db import Database
+    from tunesmith.jobs.keys import create_key
 
     return create_key(Database.for_workspace(_ws(workspace)), name, role)
 
 
 def list_api_keys(workspace: Workspace | None = None) -> list[dict]:
-    from tunesmith.server.db import Database
-    from tunesmith.server.keys import list_keys
+    from tunesmith.jobs.db import Database
+    from tunesmith.jobs.keys import list_keys
 
     return list_keys(Database.for_workspace(_ws(workspace)))
 
 
 def revoke_api_key(key_id: str, workspace: Workspace | None = None) -> bool:
-    from tunesmith.server.db import Database
-    from tunesmith.server.keys import revoke_key
+    from tunesmith.jobs.db import Database
+    from tunesmith.jobs.keys import revoke_key
 
     return revoke_key(Database.for_workspace(_ws(workspace)), key_id)

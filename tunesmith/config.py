@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tunesmith.errors import ConfigError
-from tunesmith.models.registry import DEFAULT_MODEL
+from tunesmith.catalog import DEFAULT_MODEL
 
 
 class _Strict(BaseModel):

@@ -6,7 +6,7 @@ import pytest
 
 from tests.conftest import chat_records, classification_records, write_jsonl
 from tunesmith import api
-from tunesmith.data.augment import Candidate, _clean, _filter, _pair_from
+from tunesmith.labeling.augment import Candidate, _clean, _filter, _pair_from
 from tunesmith.data.formats import Format
 
 
@@ -68,7 +68,7 @@ def test_chat_paraphrases_keep_the_answer(workspace, tiny_model_dir, tiny_encode
 
 
 def test_off_topic_generations_are_dropped_by_similarity_to_their_anchor(workspace, tiny_encoder_dir):
-    from tunesmith.data.augment import _similarities
+    from tunesmith.labeling.augment import _similarities
     from tunesmith.models.embeddings import load_encoder
 
     encoder = load_encoder(str(tiny_encoder_dir), workspace)

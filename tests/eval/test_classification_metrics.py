@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
-from tunesmith.eval.classification import calibration, confusion, scores, top_confusions
+from tunesmith.confusion import calibration, confusion, scores, top_confusions
 
 LABELS = ["a", "b", "c", "d"]
 # Class d is never predicted (precision 0 by convention) and c is over-predicted.

@@ -73,7 +73,7 @@ def test_compare_lines_up_runs(trained, tmp_path):
 
 
 def test_prompted_classifier_only_ever_answers_a_label(tiny_model_dir):
-    from tunesmith.engine import load
+    from tunesmith.models.engine import load
     from tunesmith.workspace import Workspace
 
     loaded = load(str(tiny_model_dir), Workspace(tiny_model_dir))

@@ -8,7 +8,8 @@ from tests.conftest import chat_records, write_jsonl
 from tests.training.test_sft import tiny_config
 from tunesmith.errors import ConfigError, DataError
 from tunesmith.eval.forgetting import answered
-from tunesmith.training.replay import GENERAL_DIR, replay_count
+from tunesmith.data.general import GENERAL_DIR
+from tunesmith.training.replay import replay_count
 
 pytestmark = pytest.mark.slow
 

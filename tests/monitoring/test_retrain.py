@@ -10,9 +10,9 @@ from tests.conftest import classification_records, write_jsonl
 from tests.training.test_classify import classify_config
 from tunesmith import api
 from tunesmith.errors import ConfigError
-from tunesmith.monitoring.aliases import read_aliases
-from tunesmith.server.app import ServerSettings, create_app
-from tunesmith.server.request_log import LogSettings
+from tunesmith.serving.aliases import read_aliases
+from tunesmith.web.app import ServerSettings, create_app
+from tunesmith.jobs.request_log import LogSettings
 
 pytestmark = pytest.mark.slow
 
@@ -82,9 +82,9 @@ def test_cli_retrains_only_when_an_alert_calls_for_it(workspace, tiny_encoder_di
 
 
 def test_submitted_retraining_is_a_queued_job_the_worker_trains_and_judges(workspace, tiny_encoder_dir, tmp_path):
-    from tunesmith.server.db import Database
-    from tunesmith.server.jobs import get_job, list_events
-    from tunesmith.server.worker import Worker
+    from tunesmith.jobs.db import Database
+    from tunesmith.jobs.fine_tuning import get_job, list_events
+    from tunesmith.jobs.worker import Worker
 
     train = write_jsonl(tmp_path / "train.jsonl", classification_records(60))
     test = write_jsonl(tmp_path / "test.jsonl", classification_records(12, seed=9))

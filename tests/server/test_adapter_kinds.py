@@ -4,8 +4,7 @@ import pytest
 
 import tunesmith
 from tests.training.test_sft import tiny_config
-from tunesmith import engine
-
+from tunesmith.models import engine
 pytestmark = pytest.mark.slow
 
 PARAMS = {"max_tokens": 6, "temperature": 0, "top_p": 1, "n": 1, "stop": None, "seed": None}
@@ -13,8 +12,8 @@ ASK = [{"role": "user", "content": "Which colour is item 2?"}]
 
 
 def test_adapters_of_different_types_interleave(tiny_model_dir, chat_file, workspace, monkeypatch):
-    from tunesmith.server.db import Database
-    from tunesmith.server.inference import ModelServer, Target, _adapter_key
+    from tunesmith.jobs.db import Database
+    from tunesmith.serving.model_server import ModelServer, Target, _adapter_key
 
     runs = {m: tunesmith.train(tiny_config(tiny_model_dir, chat_file, f"method={m}", "training.max_steps=4"),
                                workspace=workspace).run for m in ("lora", "ia3", "prompt_tuning")}

@@ -3,7 +3,7 @@ import threading
 
 from sqlalchemy import inspect, text
 
-from tunesmith.server.db import Database, JobRow
+from tunesmith.jobs.db import Database, JobRow
 
 
 def test_schema_comes_from_the_migrations_and_is_at_head(tmp_path):
@@ -44,7 +44,7 @@ def test_an_older_database_is_upgraded_in_place_keeping_its_rows(tmp_path):
     from alembic.config import Config
     from sqlalchemy import create_engine
 
-    import tunesmith.server.db as db_module
+    import tunesmith.jobs.db as db_module
 
     url = f"sqlite:///{tmp_path / 'old.db'}"
     config = Config()

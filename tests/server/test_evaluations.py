@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from tests.conftest import chat_records, write_jsonl
 from tests.training.test_sft import tiny_config
 from tunesmith import api
-from tunesmith.server.app import ServerSettings, create_app
+from tunesmith.web.app import ServerSettings, create_app
 
 pytestmark = pytest.mark.slow
 

@@ -28,7 +28,7 @@ def server(tmp_path, tiny_model_dir):
     import uvicorn
 
     from tunesmith import api
-    from tunesmith.server.app import create_app
+    from tunesmith.web.app import create_app
     from tunesmith.workspace import Workspace
 
     workspace = Workspace(tmp_path / "home")
@@ -165,8 +165,8 @@ def test_server_killed_and_restarted_reconciles_and_finishes_the_job(tmp_path, t
 
 def queued_job(workspace, model_dir, tmp_path, hyperparameters, n_examples=24):
     """A job in the queue of ``workspace``'s database, on ``model_dir``, as the API would make it."""
-    from tunesmith.server.db import Database, FileRow
-    from tunesmith.server.jobs import create_job
+    from tunesmith.jobs.db import Database, FileRow
+    from tunesmith.jobs.fine_tuning import create_job
 
     db = Database.for_workspace(workspace)
     content = write_jsonl(tmp_path / "train.jsonl", chat_records(n_examples)).read_bytes()
@@ -193,8 +193,8 @@ def test_disk_full_during_a_checkpoint_fails_the_job_keeping_the_previous_checkp
     import transformers
     from safetensors.torch import load_file
 
-    from tunesmith.server.jobs import get_job
-    from tunesmith.server.worker import Worker
+    from tunesmith.jobs.fine_tuning import get_job
+    from tunesmith.jobs.worker import Worker
 
     save_rng_state = transformers.Trainer._save_rng_state
 
@@ -218,8 +218,8 @@ def test_disk_full_during_a_checkpoint_fails_the_job_keeping_the_previous_checkp
 def test_memory_error_fails_the_job_as_out_of_memory(workspace, tiny_model_dir, tmp_path, monkeypatch):
     import transformers
 
-    from tunesmith.server.jobs import get_job
-    from tunesmith.server.worker import Worker
+    from tunesmith.jobs.fine_tuning import get_job
+    from tunesmith.jobs.worker import Worker
 
     training_step = transformers.Trainer.training_step
 
@@ -241,8 +241,8 @@ def test_two_workers_and_a_save_longer_than_the_lease_run_the_job_once(workspace
     """Every checkpoint takes longer than the whole lease (the old heartbeat, written at step end,
     let a second worker take such a job over). The first worker's heartbeat renews the lease
     throughout: the second never claims or requeues the job, and every step ran once."""
-    from tunesmith.server.jobs import get_job, list_events
-    from tunesmith.server.worker import Worker, WorkerSettings
+    from tunesmith.jobs.fine_tuning import get_job, list_events
+    from tunesmith.jobs.worker import Worker, WorkerSettings
     from tunesmith.training import callbacks
 
     mark_complete = callbacks.mark_complete
@@ -306,7 +306,7 @@ def test_serve_restarts_a_dead_worker_and_stops_workers_and_trainers_on_sigterm(
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=secret, max_retries=0)
         _until(lambda: _reachable(client), 60, "the server did not start")
         job = _long_job(client, tiny_model_dir, tmp_path, epochs=50)
-        trainers = _until(lambda: [p for p in _family(proc.pid) if "tunesmith.server.trainer" in " ".join(p.cmdline())],
+        trainers = _until(lambda: [p for p in _family(proc.pid) if "tunesmith.jobs.trainer" in " ".join(p.cmdline())],
                           90, "no trainer started: the workers do not use the server's workspace")
         assert client.fine_tuning.jobs.retrieve(job.id).status == "running"
         worker = trainers[0].parent()

@@ -3,10 +3,10 @@ import json
 
 import pytest
 
-from tunesmith.server import feedback
-from tunesmith.server.db import Database
-from tunesmith.server.errors import APIError
-from tunesmith.server.files import FileStore
+from tunesmith.jobs import feedback
+from tunesmith.jobs.db import Database
+from tunesmith.errors import APIError
+from tunesmith.jobs.files import FileStore
 
 ASKED = [{"role": "user", "content": "Where is my card?"}]
 

@@ -29,7 +29,7 @@ def home(tmp_path_factory, tiny_model_dir):
 @pytest.fixture(scope="module")
 def server(home):
     from tunesmith import api
-    from tunesmith.server.app import ServerSettings, create_app
+    from tunesmith.web.app import ServerSettings, create_app
 
     admin, _ = api.create_api_key("admin", workspace=home, role="admin")
     user, _ = api.create_api_key("user", workspace=home)
@@ -40,7 +40,7 @@ def server(home):
 
 
 def logged(app, **where):
-    from tunesmith.server.db import RequestRow
+    from tunesmith.jobs.db import RequestRow
 
     with app.state.db.session() as session:
         rows = session.scalars(select(RequestRow).order_by(RequestRow.created_at)).all()
@@ -298,8 +298,8 @@ def test_a_key_in_the_query_string_is_not_accepted(server):
 def test_deleting_an_alias_deletes_the_alias_and_a_depended_on_model_is_a_409(tiny_model_dir, tmp_path):
     import tunesmith
     from tests.training.test_sft import tiny_config
-    from tunesmith.monitoring.aliases import read_aliases, set_alias
-    from tunesmith.server.app import ServerSettings, create_app
+    from tunesmith.serving.aliases import read_aliases, set_alias
+    from tunesmith.web.app import ServerSettings, create_app
     from tunesmith.workspace import Workspace
 
     home = Workspace(tmp_path / "home")
@@ -325,7 +325,7 @@ def test_deleting_an_alias_deletes_the_alias_and_a_depended_on_model_is_a_409(ti
 # ── a streaming client that disconnects ───────────────────────────────────────────────────
 @pytest.fixture
 def live(home):
-    from tunesmith.server.app import ServerSettings, create_app
+    from tunesmith.web.app import ServerSettings, create_app
 
     app = create_app(home, ServerSettings(require_keys=False, max_waiting=2))
     with served(app) as port:
@@ -338,8 +338,7 @@ def slow_generation(monkeypatch):
     400-token answer runs 8 s, unless a disconnect stops it. Returns the token counter."""
     from transformers import LogitsProcessor, LogitsProcessorList
 
-    from tunesmith.server import inference
-
+    from tunesmith.serving import model_server as inference
     produced = {"tokens": 0}
 
     class Slow(LogitsProcessor):
@@ -418,8 +417,7 @@ def test_a_non_streaming_client_that_disconnects_cancels_its_generation(live, sl
 
 # ── failures inside the server ────────────────────────────────────────────────────────────
 def test_a_bug_is_a_500_in_openai_shape_that_shows_nothing_internal(server, monkeypatch):
-    from tunesmith.server import jobs
-
+    from tunesmith.jobs import fine_tuning as jobs
     client, _, app = server
 
     def broken(*args, **kwargs):
@@ -434,8 +432,8 @@ def test_a_bug_is_a_500_in_openai_shape_that_shows_nothing_internal(server, monk
 def test_a_database_that_is_down_is_a_503_with_retry_after(server, monkeypatch, down):
     from sqlalchemy.exc import OperationalError
 
-    from tunesmith.server import jobs
-    from tunesmith.server.db import DatabaseUnavailable
+    from tunesmith.jobs import fine_tuning as jobs
+    from tunesmith.jobs.db import DatabaseUnavailable
 
     client, _, _ = server
 
@@ -450,7 +448,7 @@ def test_a_database_that_is_down_is_a_503_with_retry_after(server, monkeypatch, 
 
 
 def test_cors_is_off_by_default_and_never_answers_a_foreign_origin(home):
-    from tunesmith.server.app import ServerSettings, create_app
+    from tunesmith.web.app import ServerSettings, create_app
 
     preflight = {"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
     closed = TestClient(create_app(home, ServerSettings()), raise_server_exceptions=False)

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from tunesmith.server.errors import APIError
-from tunesmith.server.jobs import _method, _settings
+from tunesmith.errors import APIError
+from tunesmith.jobs.fine_tuning import _method, _settings
 
 
 @pytest.mark.parametrize("hyper, param", [

@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from tunesmith.server.db import JobRow
-from tunesmith.server.errors import APIError
-from tunesmith.server.jobs import _method, _settings, job_config
+from tunesmith.jobs.db import JobRow
+from tunesmith.errors import APIError
+from tunesmith.jobs.fine_tuning import _method, _settings, job_config
 
 
 def body(**tunesmith):

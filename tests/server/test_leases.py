@@ -14,11 +14,11 @@ import psutil
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from tunesmith.server import jobs
-from tunesmith.server.db import Database, DatabaseUnavailable, EventRow, JobRow, LeaseLost, retrying
-from tunesmith.server.errors import APIError
-from tunesmith.server.leases import Heartbeat, Lease, reclaim_expired
-from tunesmith.server.worker import Worker, WorkerSettings
+from tunesmith.jobs import fine_tuning as jobs
+from tunesmith.jobs.db import Database, DatabaseUnavailable, EventRow, JobRow, LeaseLost, retrying
+from tunesmith.errors import APIError
+from tunesmith.jobs.leases import Heartbeat, Lease, reclaim_expired
+from tunesmith.jobs.worker import Worker, WorkerSettings
 from tunesmith.workspace import Workspace
 
 
@@ -107,7 +107,7 @@ def test_a_trainer_stops_at_its_next_step_once_its_lease_is_gone(db):
 
     from transformers import TrainerControl
 
-    from tunesmith.server.trainer import JobProgress
+    from tunesmith.jobs.trainer import JobProgress
 
     add_job(db)
     progress = JobProgress(Lease(db, "ftjob-1", db.claim("queued", "running", "w1").lease_generation))
@@ -241,8 +241,8 @@ def test_cancel_reaches_a_hung_step_and_its_whole_process_group(tmp_path, db):
 
 STEPS_THEN_HANGS = """
     import os, sys, time
-    from tunesmith.server.db import Database, JobRow
-    from tunesmith.server.leases import Lease
+    from tunesmith.jobs.db import Database, JobRow
+    from tunesmith.jobs.leases import Lease
     with Lease(Database(os.environ["TUNESMITH_DATABASE_URL"]), sys.argv[1], int(sys.argv[2])).session() as session:
         session.get(JobRow, sys.argv[1]).heartbeat_at = time.time()  # a first step ended
 """ + HANGS
@@ -289,8 +289,8 @@ def test_a_trainer_that_recorded_its_outcome_may_finish_after_its_lease_ends(tmp
     add_job(db)
     command = stand_in(tmp_path, """
         import os, sys, time
-        from tunesmith.server.db import Database
-        from tunesmith.server.leases import Lease
+        from tunesmith.jobs.db import Database
+        from tunesmith.jobs.leases import Lease
         job_id, generation = sys.argv[1], int(sys.argv[2])
         Lease(Database(os.environ["TUNESMITH_DATABASE_URL"]), job_id, generation).settle("succeeded")
         time.sleep(1.5)  # several lease renewals, all refused now
@@ -305,7 +305,7 @@ def test_a_trainer_dies_with_its_worker(tmp_path, db):
     training unsupervised, and the next worker reclaims the job at once."""
     add_job(db)
     command = stand_in(tmp_path, HANGS)
-    code = (f"from tunesmith.server.db import Database; from tunesmith.server.worker import Worker; "
+    code = (f"from tunesmith.jobs.db import Database; from tunesmith.jobs.worker import Worker; "
             f"from tunesmith.workspace import Workspace; import pathlib; "
             f"Worker(Workspace(pathlib.Path({str(tmp_path / 'home')!r})), Database({db.url!r}), "
             f"trainer_command={command!r}).run_forever(0.1)")
@@ -395,7 +395,7 @@ def test_the_worker_loop_survives_database_errors_and_records_results_after_them
 
 
 def test_a_worker_that_keeps_dying_is_restarted_with_a_doubling_back_off():
-    from tunesmith.server.supervisor import WorkerPool
+    from tunesmith.jobs.supervisor import WorkerPool
 
     said = []
     pool = WorkerPool(1, dict(os.environ), command=[sys.executable, "-c", "raise SystemExit(3)"], log=said.append,

@@ -58,7 +58,7 @@ def served(app):
 @pytest.fixture(scope="module")
 def live(tmp_path_factory, tiny_model_dir):
     from tunesmith import api
-    from tunesmith.server.app import ServerSettings, create_app
+    from tunesmith.web.app import ServerSettings, create_app
     from tunesmith.workspace import Workspace
 
     home = tmp_path_factory.mktemp("server-home")
@@ -194,8 +194,8 @@ def test_classifier_endpoint(live, tiny_encoder_dir, tiny_model_dir, tmp_path):
 
 
 def test_two_fine_tunes_interleave_on_one_loaded_base(live, tmp_path):
-    from tunesmith import engine
-    from tunesmith.server.db import JobRow
+    from tunesmith.models import engine
+    from tunesmith.jobs.db import JobRow
     from tunesmith.workspace import Workspace
 
     client, _, home = live

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import JSON, create_engine, inspect, select, text
 
-from tunesmith.server.db import Database, EventRow, FileRow, JobRow, KeyRow
+from tunesmith.jobs.db import Database, EventRow, FileRow, JobRow, KeyRow
 
 pytestmark = pytest.mark.postgres
 
@@ -30,7 +30,7 @@ TABLES = {"files", "jobs", "events", "api_keys", "feedback", "requests"}
 def alembic_config():
     from alembic.config import Config
 
-    import tunesmith.server.db as db_module
+    import tunesmith.jobs.db as db_module
 
     config = Config()
     config.set_main_option("script_location", str(Path(db_module.__file__).parent / "migrations"))
@@ -144,7 +144,7 @@ def test_an_older_database_is_upgraded_in_place_keeping_its_rows(pg_url):
 
 _MIGRATE_AND_CLAIM = """
 import json, sys, threading
-from tunesmith.server.db import Database
+from tunesmith.jobs.db import Database
 from tests.server.test_postgres import claim_all
 url, name, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
 print("ready", flush=True)
@@ -211,7 +211,7 @@ def test_claims_take_the_oldest_job_first(pg_url):
     assert db.claim("queued", "running", "w") is None
 
 
-# ── jobs and events through tunesmith.server.jobs ───────────────────────────────────────────
+# ── jobs and events through tunesmith.jobs.fine_tuning ───────────────────────────────────────────
 
 def _training_file(db: Database, file_id: str = "file-train", status: str = "processed") -> str:
     with db.session() as session:
@@ -221,8 +221,7 @@ def _training_file(db: Database, file_id: str = "file-train", status: str = "pro
 
 
 def test_jobs_are_created_listed_and_their_events_kept_in_order(pg_url):
-    from tunesmith.server import jobs
-
+    from tunesmith.jobs import fine_tuning as jobs
     db = Database(pg_url)
     good, bad = _training_file(db), _training_file(db, "file-bad", status="error")
     created = [jobs.create_job(db, {"model": "m", "training_file": good, "metadata": {"team": t}, "suffix": "s1",
@@ -251,7 +250,7 @@ def test_jobs_are_created_listed_and_their_events_kept_in_order(pg_url):
 
 
 def test_events_added_by_many_threads_get_increasing_sequence_numbers(pg_url):
-    from tunesmith.server.jobs import add_event
+    from tunesmith.jobs.fine_tuning import add_event
 
     db = Database(pg_url)
     queued_jobs(db, 1)
@@ -273,7 +272,7 @@ def test_events_added_by_many_threads_get_increasing_sequence_numbers(pg_url):
 
 
 def test_non_finite_numbers_in_event_data_are_stored(pg_url):
-    from tunesmith.server.jobs import add_event
+    from tunesmith.jobs.fine_tuning import add_event
 
     db = Database(pg_url)
     queued_jobs(db, 1)
@@ -314,7 +313,7 @@ def test_requests_while_postgresql_is_down_are_503_and_served_again_once_it_is_b
     from fastapi.testclient import TestClient
 
     from tunesmith import api
-    from tunesmith.server.app import create_app
+    from tunesmith.web.app import create_app
     from tunesmith.workspace import Workspace
 
     monkeypatch.setenv("TUNESMITH_DATABASE_URL", pg_url)
@@ -347,8 +346,8 @@ def test_a_job_succeeds_while_postgresql_restarts_under_its_worker(postgres_serv
     `succeeded`, its row consistent, every status transition recorded once and in order."""
     from tests.conftest import chat_records, write_jsonl
     from tests.server.test_openai_sdk import install_model
-    from tunesmith.server import jobs
-    from tunesmith.server.files import FileStore
+    from tunesmith.jobs import fine_tuning as jobs
+    from tunesmith.jobs.files import FileStore
     from tunesmith.workspace import Workspace
 
     home = tmp_path / "home"

@@ -4,10 +4,10 @@ import json
 import pytest
 
 from tests.conftest import chat_records
-from tunesmith.server import prepare
-from tunesmith.server.db import Database
-from tunesmith.server.errors import APIError
-from tunesmith.server.files import FileStore
+from tunesmith.web import prepare
+from tunesmith.jobs.db import Database
+from tunesmith.errors import APIError
+from tunesmith.jobs.files import FileStore
 
 
 @pytest.fixture

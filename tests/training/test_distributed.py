@@ -39,7 +39,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tiny_model_d
 
 def test_torchrun_command_and_strategies(monkeypatch, tmp_path):
     from tunesmith.errors import TunesmithError
-    from tunesmith.training import runner
+    from tunesmith.training import steps as runner
     from tunesmith.training.distributed import torchrun_args
 
     single = torchrun_args(tmp_path / "run-1", True, 2)

@@ -11,7 +11,7 @@ from transformers import TrainerCallback
 import tunesmith
 from tests.conftest import chat_records, write_jsonl
 from tunesmith.errors import TrainingDiverged
-from tunesmith.training import runner
+from tunesmith.training import steps as runner
 from tunesmith.training.checkpoints import checkpoints_by_step, problems_with
 
 pytestmark = pytest.mark.slow
@@ -81,8 +81,8 @@ def test_non_finite_weights_at_a_save_stop_the_run_and_keep_the_last_good_checkp
 
 def test_through_the_queue_the_job_fails_with_training_diverged(tiny_model_dir, tmp_path, workspace, poisoned):
     from tests.server.test_faults import queued_job
-    from tunesmith.server.jobs import get_job
-    from tunesmith.server.worker import Worker
+    from tunesmith.jobs.fine_tuning import get_job
+    from tunesmith.jobs.worker import Worker
 
     poisoned(at=7)  # a job logs and saves every epoch (6 steps): the NaN loss logged at 12 stops it before its save
     db, job_id = queued_job(workspace, tiny_model_dir, tmp_path, {"n_epochs": 5, "batch_size": 4})

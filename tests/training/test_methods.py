@@ -3,7 +3,7 @@ import pytest
 
 import tunesmith
 from tests.training.test_sft import tiny_config
-from tunesmith import engine
+from tunesmith.models import engine
 from tunesmith.errors import ConfigError
 
 PROMPT = [[{"role": "user", "content": "Which colour is item 3?"}]]

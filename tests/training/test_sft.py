@@ -41,8 +41,7 @@ def test_saved_adapter_reloads_and_generates_the_same_tokens(tiny_model_dir, cha
 
     result = tunesmith.train(tiny_config(tiny_model_dir, chat_file, "training.max_steps=6"), workspace=workspace)
     prompt = [[{"role": "user", "content": "Which colour is item 3?"}]]
-    from tunesmith import engine
-
+    from tunesmith.models import engine
     adapter = engine.load(result.run.id, workspace)                # PeftModel with the adapter
     merged = engine.load(result.run.id, workspace, merge=True)     # adapter folded into the weights
     a = engine.generate(adapter, prompt, max_new_tokens=12)

@@ -2,7 +2,7 @@
 import pytest
 
 from tunesmith.errors import TemplateError
-from tunesmith.training.tokenize import IGNORE, encode_chat, ensure_chat_template, prompt_ids
+from tunesmith.models.chat import IGNORE, encode_chat, ensure_chat_template, prompt_ids
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ class _NoChatmlTokens:
 
 
 def test_chatml_without_its_tokens_stops_on_the_string(tokenizer):
-    from tunesmith.training.tokenize import stop_strings, stop_token_ids, strip_stop_strings
+    from tunesmith.models.chat import stop_strings, stop_token_ids, strip_stop_strings
 
     assert stop_strings(_NoChatmlTokens()) == ["<|im_end|>"]
     assert stop_token_ids(_NoChatmlTokens()) == [1]

@@ -30,7 +30,7 @@ def site(tmp_path_factory, tiny_model_dir):
     import uvicorn
 
     from tunesmith import api
-    from tunesmith.server.app import ServerSettings, create_app
+    from tunesmith.web.app import ServerSettings, create_app
     from tunesmith.workspace import Workspace
 
     if not chromium_path():

@@ -22,7 +22,7 @@ import numpy as np
 
 from tunesmith.config import load_config
 from tunesmith.errors import DataError, TunesmithError
-from tunesmith.eval import classification as cm
+from tunesmith import confusion as cm
 from tunesmith.eval.baselines import SystemOutput, majority, tfidf_logistic_regression, time_one_at_a_time
 from tunesmith.files import sha256_file
 from tunesmith.runs import Run
@@ -36,7 +36,7 @@ def evaluate_classifier(run: Run, data: str | Path, workspace: Workspace, max_ex
                         baselines: bool = True, llm: str | None = DEFAULT_LLM, llm_examples: int = 200,
                         batch_size: int = 64, latency_examples: int = 100,
                         log: Callable[[str], None] = print) -> dict[str, Any]:
-    from tunesmith.predict import load_classifier
+    from tunesmith.models.predict import load_classifier
 
     classifier = load_classifier(run, workspace)
     labels = classifier.labels
@@ -133,7 +133,7 @@ def _classic_baselines(train: list[Example], labels: list[str], texts: list[str]
 
 def _llm_baselines(run: Run, train: list[Example], labels: list[str], texts: list[str], llm: str | None,
                    workspace: Workspace, notes: list[str], log: Callable[[str], None]) -> list[SystemOutput]:
-    from tunesmith import engine
+    from tunesmith.models import engine
     from tunesmith.eval.prompted import pick_shots, prompted_baseline
     from tunesmith.training.classify import is_causal_lm
 

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from tunesmith.training.tokenize import render
+from tunesmith.models.chat import render
 
 QUERY = "\x00QUERY\x00"  # a placeholder no real text contains, to split the rendered prompt
 MAX_PREFIX_TOKENS = 3000

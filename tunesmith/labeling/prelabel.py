@@ -27,7 +27,7 @@ def prelabel(model: str, path: str | Path, out: str | Path, workspace: Workspace
     texts = [pool.texts[i] for i in todo]
     run = find_run(model, workspace) if is_run_ref(model, workspace) else None
     if run is not None and run.info().get("recipe") == "classify":
-        from tunesmith.predict import load_classifier
+        from tunesmith.models.predict import load_classifier
 
         classifier = load_classifier(run, workspace)
         probabilities = classifier.predict_proba(texts) if texts else None
@@ -51,7 +51,7 @@ def prelabel(model: str, path: str | Path, out: str | Path, workspace: Workspace
 
 def _prompted(model: str, texts: list[str], labels: list[str] | None, examples: str | Path | None,
               shots_per_label: int, workspace: Workspace, log) -> list[tuple[str, None]]:
-    from tunesmith import engine
+    from tunesmith.models import engine
     from tunesmith.eval.prompted import PromptedClassifier, pick_shots
 
     labelled = [(str(r.value["text"]), str(r.value["label"]).strip()) for r in read_rows(Path(examples))

@@ -70,7 +70,7 @@ def uncertainties(model: str, pool: Pool, strategy: str, workspace: Workspace,
     if run is not None and run.info().get("recipe") == "classify":
         if strategy == "likelihood":
             raise ConfigError(f"{run.id} is a classifier: use entropy, margin or least_confidence (or random)")
-        from tunesmith.predict import load_classifier
+        from tunesmith.models.predict import load_classifier
 
         classifier = load_classifier(run, workspace)
         log(f"scoring {len(pool.texts):,} examples with {run.id}")
@@ -85,8 +85,8 @@ def uncertainties(model: str, pool: Pool, strategy: str, workspace: Workspace,
     if strategy in CLASSIFIER_MEASURES:
         raise ConfigError(f"{model} generates text: its uncertainty is `likelihood` (or random); "
                           f"{strategy} needs a classify run")
-    from tunesmith import engine
-    from tunesmith.training.tokenize import prompt_ids
+    from tunesmith.models import engine
+    from tunesmith.models.chat import prompt_ids
 
     loaded = engine.load(model, workspace)
     log(f"generating an answer to each of {len(pool.texts):,} prompts with {loaded.name} to score it")

@@ -9,6 +9,7 @@ plain transformers checkpoint that any tool can load.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -87,3 +88,10 @@ def load_trained_classifier(final_dir: Path, base_path: str, labels: list[str], 
     tokenizer = load_tokenizer(ModelRef(str(final_dir), str(final_dir)))
     base = load_sequence_classifier(base_path, labels, pooling, pad_token_id=tokenizer.pad_token_id)
     return PeftModel.from_pretrained(base, str(final_dir)).merge_and_unload()
+
+
+LABELS_FILE = "labels.json"  # beside a classifier's weights: its label names and pooling
+
+
+def read_labels(final_dir: Path) -> dict[str, Any]:
+    return json.loads((final_dir / LABELS_FILE).read_text())

@@ -15,7 +15,7 @@ def load_encoder(name: str, workspace: Workspace, log: Callable[[str], None] = p
     from transformers import AutoModel, AutoTokenizer
 
     from tunesmith.errors import ModelNotFound
-    from tunesmith.models.registry import BUILTIN_MODELS
+    from tunesmith.catalog import BUILTIN_MODELS
     from tunesmith.models.store import resolve_model
 
     try:

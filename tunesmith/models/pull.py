@@ -20,7 +20,7 @@ from typing import Callable
 
 from tunesmith.errors import TunesmithError
 from tunesmith.files import sha256_file
-from tunesmith.models.registry import ModelSpec, SourceKind
+from tunesmith.catalog import ModelSpec, SourceKind
 from tunesmith.workspace import Workspace
 
 MANIFEST = "tunesmith-model.json"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tunesmith.errors import ModelNotFound
 from tunesmith.models.pull import MANIFEST
-from tunesmith.models.registry import BUILTIN_MODELS
+from tunesmith.catalog import BUILTIN_MODELS
 from tunesmith.workspace import Workspace, is_safe_name
 
 

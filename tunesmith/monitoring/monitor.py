@@ -20,7 +20,7 @@ from tunesmith.monitoring import drift, plots
 from tunesmith.monitoring.reference import Reference, load_reference
 from tunesmith.monitoring.settings import MonitorSettings
 from tunesmith.monitoring.traffic import feedback, logged_requests, models_with_traffic, traffic
-from tunesmith.server.db import Database
+from tunesmith.jobs.db import Database
 from tunesmith.workspace import Workspace
 
 # Alerts that mean the model no longer fits its traffic: retraining (monitor --retrain) may help.
@@ -156,7 +156,7 @@ def _reference_confidence(reference: Reference, settings: MonitorSettings, works
     """The classifier's confidence on (a sample of) its training inputs: what 'sure' means for it."""
     if reference.run is None or reference.run.info().get("recipe") != "classify":
         return None
-    from tunesmith.predict import load_classifier
+    from tunesmith.models.predict import load_classifier
 
     rng = np.random.default_rng(settings.seed)
     picked = rng.choice(len(reference.inputs), min(len(reference.inputs), settings.max_samples), replace=False)

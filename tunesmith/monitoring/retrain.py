@@ -36,10 +36,10 @@ from tunesmith.data.io import read_rows, write_jsonl
 from tunesmith.data.validate import validate_file
 from tunesmith.errors import ConfigError, DataError
 from tunesmith.files import write_json_atomic
-from tunesmith.monitoring.aliases import set_alias
+from tunesmith.serving.aliases import set_alias
 from tunesmith.monitoring.reference import run_of_model
 from tunesmith.runs import Run
-from tunesmith.server.db import Database, FeedbackRow
+from tunesmith.jobs.db import Database, FeedbackRow
 from tunesmith.workspace import Workspace
 
 
@@ -105,8 +105,8 @@ def judge(plan: dict[str, Any], candidate: Run, workspace: Workspace, out: Path,
 
 def _submit(plan: dict[str, Any], config, workspace: Workspace, db: Database, out: Path, seed: int,
             log: Callable[[str], None]) -> dict[str, Any]:
-    from tunesmith.server.files import FileStore
-    from tunesmith.server.jobs import create_job
+    from tunesmith.jobs.files import FileStore
+    from tunesmith.jobs.fine_tuning import create_job
 
     store = FileStore(db, workspace.home / "files", max_bytes=1 << 40)
     filed = store.save_bytes(f"retrain-{plan['current'][-24:]}.jsonl", (out / "train.jsonl").read_bytes())
@@ -127,8 +127,8 @@ def _submit(plan: dict[str, Any], config, workspace: Workspace, db: Database, ou
 
 def pending_retraining(db: Database, run_id: str) -> str | None:
     """The id of a retraining job of ``run_id`` that has not finished, if any."""
-    from tunesmith.server.db import JobRow
-    from tunesmith.server.jobs import TERMINAL
+    from tunesmith.jobs.db import JobRow
+    from tunesmith.jobs.fine_tuning import TERMINAL
 
     with db.session() as session:
         for job in session.scalars(select(JobRow).where(JobRow.status.not_in(TERMINAL))):
@@ -237,7 +237,7 @@ def headline(report: dict[str, Any]) -> tuple[str, float, bool]:
 
 
 def _feedback_records(db: Database, model: str, classify: bool) -> list[dict[str, Any]]:
-    from tunesmith.server.feedback import record, target_answer
+    from tunesmith.jobs.feedback import record, target_answer
 
     with db.session() as session:
         rows = list(session.scalars(select(FeedbackRow).where(FeedbackRow.model == model,

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import select
 
-from tunesmith.server.db import Database, FeedbackRow, RequestRow
+from tunesmith.jobs.db import Database, FeedbackRow, RequestRow
 
 
 def logged_requests(db: Database, model: str, since: float) -> list[RequestRow]:

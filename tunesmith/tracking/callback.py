@@ -15,6 +15,7 @@ from typing import Any
 from rich.console import Console
 from transformers import TrainerCallback
 
+from tunesmith.data.general import replay_path
 from tunesmith.runs import Run
 from tunesmith.tracking.tracker import Tracker, count_records, flatten, open_run_tracker
 from tunesmith.workspace import Workspace
@@ -127,7 +128,6 @@ def datasets_of(config, hashes: dict[str, str]) -> list[dict[str, Any]]:
     """Name, path, SHA-256 and record count of each data file the run trained on."""
     paths = {name: getattr(config.data, name, None) for name in ("train", "validation", "test")}
     if getattr(config, "replay", None) is not None:
-        from tunesmith.training.replay import replay_path
         paths["replay"] = str(replay_path(config.replay))
     found = []
     for name, sha in hashes.items():

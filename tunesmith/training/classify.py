@@ -25,17 +25,17 @@ from tunesmith.data.split import split_indices
 from tunesmith.data.validate import validate_file
 from tunesmith.errors import DataError
 from tunesmith.files import sha256_file, write_json_atomic
+from tunesmith.models.classifier import LABELS_FILE
 from tunesmith.models.loading import count_parameters, load_tokenizer
 from tunesmith.models.store import ModelRef, resolve_model
 from tunesmith.runs import Run
 from tunesmith.training.distributed import is_main_process
-from tunesmith.training.hardware import resolve_precision
+from tunesmith.models.hardware import resolve_precision
 from tunesmith.tracking.callback import hf_report_to, tracking_callbacks
-from tunesmith.training.runner import (clean_first, finish_run, fit, open_run, prepare_process, save_final, standard_callbacks,
+from tunesmith.training.steps import (clean_first, finish_run, fit, open_run, prepare_process, save_final, standard_callbacks,
                                        training_arguments)
 from tunesmith.workspace import Workspace
 
-LABELS_FILE = "labels.json"
 
 
 @dataclass(frozen=True)
@@ -247,7 +247,7 @@ def class_weighted_loss(splits: ClassificationSplits):
 
 
 def _metrics_for(labels: list[str]):
-    from tunesmith.eval.classification import confusion, scores
+    from tunesmith.confusion import confusion, scores
 
     def compute(eval_pred) -> dict[str, float]:
         logits, label_ids = eval_pred.predictions, eval_pred.label_ids
@@ -289,6 +289,3 @@ def summarize(run: Run, config: ClassifyConfig, trainer, output, splits: Classif
         "final_dir": str(final_dir),
     }
 
-
-def read_labels(final_dir: Path) -> dict[str, Any]:
-    return json.loads((final_dir / LABELS_FILE).read_text())

@@ -15,7 +15,7 @@ from __future__ import annotations
 import bisect
 from typing import Any
 
-from tunesmith.training.tokenize import IGNORE
+from tunesmith.models.chat import IGNORE
 
 
 def pack_examples(examples: list[dict[str, list[int]]], row_length: int) -> list[list[int]]:

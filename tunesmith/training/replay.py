@@ -11,21 +11,10 @@ import random
 from pathlib import Path
 
 from tunesmith.config import ReplaySettings
+from tunesmith.data.general import replay_path
 from tunesmith.data.validate import validate_file
 from tunesmith.errors import DataError
 from tunesmith.training.dataset import EncodedSet, encode_records
-
-# The general set that ships with tunesmith (examples/general/README.md: sources and licences).
-GENERAL_DIR = Path(__file__).resolve().parents[2] / "examples" / "general"
-
-
-def replay_path(settings: ReplaySettings) -> Path:
-    path = Path(settings.data) if settings.data else GENERAL_DIR / "replay.jsonl"
-    if not path.is_file():
-        raise DataError(f"replay.data: no such file: {path}" + ("" if settings.data else
-                        " (the general set ships in the repository's examples/general; set replay.data to a copy)"))
-    return path
-
 
 def replay_count(train_examples: int, fraction: float) -> int:
     """How many replayed examples make them ``fraction`` of the total.

@@ -23,17 +23,19 @@ from tunesmith.models.loading import count_parameters, load_causal_lm, load_toke
 from tunesmith.models.store import resolve_model
 from tunesmith.files import sha256_file
 from tunesmith.runs import Run
-from tunesmith.training.dataset import EncodedSet, PadCollator, encode_records, supports_loss_positions
+from tunesmith.models.collate import PadCollator, supports_loss_positions
+from tunesmith.training.dataset import EncodedSet, encode_records
 from tunesmith.training.distributed import is_main_process, world_size
-from tunesmith.training.hardware import resolve_precision
+from tunesmith.models.hardware import resolve_precision
 from tunesmith.training.packed_attention import training_attention
 from tunesmith.training.packing import PackedCollator, packed_rows, packing_is_exact
 from tunesmith.tracking.callback import hf_report_to, tracking_callbacks
-from tunesmith.training.runner import (clean_first, finish_run, fit, open_run, prepare_process, save_final, standard_callbacks,
+from tunesmith.training.steps import (clean_first, finish_run, fit, open_run, prepare_process, save_final, standard_callbacks,
                                        training_arguments)
-from tunesmith.training.replay import replay_examples, replay_path
+from tunesmith.data.general import replay_path
+from tunesmith.training.replay import replay_examples
 from tunesmith.training.sft_trainer import FusedLossTrainer
-from tunesmith.training.tokenize import ensure_chat_template
+from tunesmith.models.chat import ensure_chat_template
 from tunesmith.workspace import Workspace
 
 

@@ -13,8 +13,8 @@ from typing import AsyncIterator
 from sqlalchemy import select
 
 from tunesmith.data.validate import validate_file
-from tunesmith.server.db import Database, FileRow
-from tunesmith.server.errors import APIError, not_found
+from tunesmith.jobs.db import Database, FileRow
+from tunesmith.errors import APIError, not_found
 
 MIN_TRAINING_EXAMPLES = 10  # as OpenAI's fine-tuning API
 PURPOSES = {"fine-tune", "batch", "assistants", "vision", "user_data", "evals"}  # uploads; the server writes "fine-tune-results"

@@ -31,14 +31,14 @@ from transformers import StoppingCriteria, TextIteratorStreamer
 from tunesmith.models.loading import load_causal_lm, load_tokenizer
 from tunesmith.models.store import ModelRef, list_models, resolve_model
 from tunesmith.runs import Run, all_runs
-from tunesmith.server.db import Database, JobRow
-from tunesmith.server.errors import APIError, model_not_found
+from tunesmith.jobs.db import Database, JobRow
+from tunesmith.errors import APIError, model_not_found
 
 RESCAN_SECONDS = 30.0
 DEFAULT_MAX_TOKENS = 256  # when a request names none: a CPU server's answer, not the whole context
-from tunesmith.server.jobs import checkpoint_dirs, fine_tuned_name
-from tunesmith.training.hardware import inference_dtype
-from tunesmith.training.tokenize import ensure_chat_template, prompt_ids, stop_strings, stop_token_ids
+from tunesmith.jobs.fine_tuning import checkpoint_dirs, fine_tuned_name
+from tunesmith.models.hardware import inference_dtype
+from tunesmith.models.chat import ensure_chat_template, prompt_ids, stop_strings, stop_token_ids
 from tunesmith.workspace import Workspace
 
 
@@ -122,7 +122,7 @@ class ModelServer:
         stable name clients call, pointing at whichever model won the last comparison."""
         from dataclasses import replace
 
-        from tunesmith.monitoring.aliases import read_aliases
+        from tunesmith.serving.aliases import read_aliases
 
         by_name = {t.name: t for t in found}
         return [replace(by_name[model], name=alias, owned_by="tunesmith", alias_of=model) for alias, model in read_aliases(self.workspace).items()
@@ -145,7 +145,7 @@ class ModelServer:
         import json
 
         from tunesmith.models.pull import MANIFEST
-        from tunesmith.models.registry import BUILTIN_MODELS
+        from tunesmith.catalog import BUILTIN_MODELS
 
         spec = BUILTIN_MODELS.get(name)
         if spec is not None:
@@ -166,7 +166,7 @@ class ModelServer:
         a pulled base model — unless other models depend on it (a 409 naming them)."""
         import shutil
 
-        from tunesmith.monitoring.aliases import read_aliases, remove_alias
+        from tunesmith.serving.aliases import read_aliases, remove_alias
 
         target = self.resolve(name)
         if target.alias_of is not None:
@@ -209,8 +209,8 @@ class ModelServer:
     def classify(self, run_ref: str, texts: list[str]) -> dict:
         """Labels and probabilities from a classify run (``tunesmith train`` with recipe: classify)."""
         from tunesmith.errors import TunesmithError
-        from tunesmith.predict import load_classifier, predict_texts
-        from tunesmith.monitoring.aliases import read_aliases
+        from tunesmith.models.predict import load_classifier, predict_texts
+        from tunesmith.serving.aliases import read_aliases
         from tunesmith.workspace import is_safe_name
 
         # A run id (or an alias of one) only, looked up in the home: a request's string never becomes a path.

@@ -209,7 +209,7 @@ def make_engine(url: str) -> Engine:
 
 
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest Alembic revision (tunesmith/server/migrations/versions).
+    """Bring the schema to the newest Alembic revision (tunesmith/jobs/migrations/versions).
     Every process runs it on start; on an up-to-date database it is a no-op. SQLite needs no lock
     of ours: its first write locks the whole database."""
     from pathlib import Path

@@ -34,12 +34,12 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from tunesmith.errors import ConfigError
-from tunesmith.server.db import DEFAULT_LEASE_SECONDS, Database, DatabaseUnavailable, JobRow, LeaseLost, retrying
-from tunesmith.server.leases import OUTCOME_ATTEMPTS, Heartbeat, Lease, reclaim_expired
-from tunesmith.server.supervisor import dies_with_parent, stop_group
+from tunesmith.jobs.db import DEFAULT_LEASE_SECONDS, Database, DatabaseUnavailable, JobRow, LeaseLost, retrying
+from tunesmith.jobs.leases import OUTCOME_ATTEMPTS, Heartbeat, Lease, reclaim_expired
+from tunesmith.jobs.supervisor import dies_with_parent, stop_group
 from tunesmith.workspace import Workspace
 
-TRAINER = [sys.executable, "-m", "tunesmith.server.trainer"]
+TRAINER = [sys.executable, "-m", "tunesmith.jobs.trainer"]
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ class Worker:
         return True
 
     def _in_process(self, lease: Lease) -> None:
-        from tunesmith.server.trainer import train_attempt
+        from tunesmith.jobs.trainer import train_attempt
 
         with Heartbeat(lease, self.settings.lease_seconds):
             train_attempt(self.workspace, self.db, lease)
@@ -234,13 +234,13 @@ def _still_held(lease: Lease) -> bool:
 def _taken_over(lease: Lease) -> bool:
     """A lease found gone: the job is (or is about to be) another worker's, rather than ended by
     this attempt (succeeded, failed, cancelled, paused), which leaves the trainer to finish."""
-    from tunesmith.server.jobs import get_job
+    from tunesmith.jobs.fine_tuning import get_job
 
     return retrying(lambda: get_job(lease.db, lease.job_id)).status in ("queued", "running")
 
 
 def _row(lease: Lease) -> JobRow | None:
-    from tunesmith.server.jobs import get_job
+    from tunesmith.jobs.fine_tuning import get_job
 
     try:
         return get_job(lease.db, lease.job_id)

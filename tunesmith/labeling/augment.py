@@ -64,8 +64,7 @@ def augment(path: str | Path, out: str | Path, method: str, model: str, n: int, 
     fmt = report.format
     if fmt not in (Format.CLASSIFICATION, *SFT_FORMATS):
         raise ConfigError(f"{path}: {fmt.value} records cannot be augmented (classification or chat / instruction data)")
-    from tunesmith import engine
-
+    from tunesmith.models import engine
     import torch
 
     torch.manual_seed(seed)

@@ -1,4 +1,4 @@
-"""The web UI: static files (tunesmith/server/ui/) served at /ui, every asset from this package
+"""The web UI: static files (tunesmith/web/ui/) served at /ui, every asset from this package
 (no CDN, works offline). The pages call the same /v1 API as any client, with the same keys."""
 from __future__ import annotations
 

@@ -22,8 +22,8 @@ from typing import Any, Iterator
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from tunesmith.server.db import Database, DatabaseUnavailable, JobRow, retrying
-from tunesmith.server.jobs import TERMINAL, event_row
+from tunesmith.jobs.db import Database, DatabaseUnavailable, JobRow, retrying
+from tunesmith.jobs.fine_tuning import TERMINAL, event_row
 
 # How an attempt ended is worth waiting for (about half a minute of back-off) through a database
 # restart: lost, the attempt would have to be run again. An event is not (five tries, ~3 s).

@@ -14,9 +14,9 @@ from typing import Any
 
 from sqlalchemy import select
 
-from tunesmith.server.db import Database, FeedbackRow
-from tunesmith.server.errors import APIError, not_found
-from tunesmith.server.files import FileStore
+from tunesmith.jobs.db import Database, FeedbackRow
+from tunesmith.errors import APIError, not_found
+from tunesmith.jobs.files import FileStore
 
 STATUSES = ("new", "accepted", "rejected", "exported")
 
@@ -126,7 +126,7 @@ def target_answer(row: FeedbackRow) -> str | None:
 def _logged(db: Database, request_id: Any):
     if request_id is None:
         return None
-    from tunesmith.server.db import RequestRow
+    from tunesmith.jobs.db import RequestRow
 
     with db.session() as session:
         rows = list(session.scalars(select(RequestRow).where(

@@ -15,8 +15,8 @@ from sqlalchemy import select, update
 
 from tunesmith.config import RecipeConfig, load_config
 from tunesmith.errors import ConfigError
-from tunesmith.server.db import Database, EventRow, FileRow, JobRow
-from tunesmith.server.errors import APIError, not_found
+from tunesmith.jobs.db import Database, EventRow, FileRow, JobRow
+from tunesmith.errors import APIError, not_found
 from tunesmith.training.checkpoints import checkpoints_by_step, problems_with
 from tunesmith.workspace import Workspace
 

@@ -10,7 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tunesmith import api, render
+from tunesmith import api
+from tunesmith.cli import render
 from tunesmith.errors import ConfigError, DataError, ModelNotFound, TunesmithError
 
 app = typer.Typer(help="Fine-tune language models on your own data, evaluate them, use them.",
@@ -511,7 +512,7 @@ def serve(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
           monitor_retrain: bool = typer.Option(False, "--monitor-retrain", help="When a check's alert calls for it, queue a retraining job (monitor --retrain --submit); the worker promotes the new model only if it is not worse."),
           monitor_alias: Optional[str] = typer.Option(None, "--monitor-alias", help="Serving alias a promoted retrained model takes over.")):
     """Serve the OpenAI-compatible API under /v1 (files, fine-tuning jobs, models, chat completions)."""
-    from tunesmith.server.request_log import LogSettings
+    from tunesmith.jobs.request_log import LogSettings
 
     api.serve(host, port, workers, require_keys=not no_keys, max_upload_bytes=max_upload_mb * 1024 * 1024,
               max_body_bytes=int(max_body_mb * 1024 * 1024),

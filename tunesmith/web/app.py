@@ -27,15 +27,15 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tunesmith.data.formats import last_user_text
-from tunesmith.server import jobs as job_service
-from tunesmith.server import schemas
-from tunesmith.server.db import Database
-from tunesmith.server.errors import APIError
-from tunesmith.server.files import FileStore
-from tunesmith.server.inference import ModelServer
-from tunesmith.server.keys import NO_KEYS, Principal, verify
-from tunesmith.server.request_log import LogSettings, RequestLog, new_request_id
-from tunesmith.server.ui import mount_ui
+from tunesmith.jobs import fine_tuning as job_service
+from tunesmith.web import schemas
+from tunesmith.jobs.db import Database
+from tunesmith.errors import APIError
+from tunesmith.jobs.files import FileStore
+from tunesmith.serving.model_server import ModelServer
+from tunesmith.jobs.keys import NO_KEYS, Principal, verify
+from tunesmith.jobs.request_log import LogSettings, RequestLog, new_request_id
+from tunesmith.web.ui import mount_ui
 from tunesmith.workspace import Workspace
 
 DEFAULT_UPLOAD_LIMIT = 512 * 1024 * 1024  # OpenAI's per-file limit
@@ -158,7 +158,7 @@ def _error_handlers(app: FastAPI, log: RequestLog) -> None:
 
 def _database_down(exc: BaseException, kinds: tuple[type, ...]) -> bool:
     """A database that is down or locked (after db.py's retries): the client should retry."""
-    from tunesmith.server.db import DatabaseUnavailable
+    from tunesmith.jobs.db import DatabaseUnavailable
 
     return isinstance(exc, kinds + (DatabaseUnavailable,))
 
@@ -181,7 +181,7 @@ def _log_failure(request: Request, log: RequestLog, error: APIError) -> None:
 # ── files ──────────────────────────────────────────────────────────────────────────────────
 def _file_routes(app: FastAPI, v1, files: FileStore, models: ModelServer, workspace: Workspace,
                  settings: ServerSettings) -> None:
-    from tunesmith.server.files import file_object
+    from tunesmith.jobs.files import file_object
 
     @app.post("/v1/files")
     async def create_file(request: Request, who: Principal = v1):
@@ -216,14 +216,14 @@ def _file_routes(app: FastAPI, v1, files: FileStore, models: ModelServer, worksp
     @app.post("/v1/files/{file_id}/clean", dependencies=[v1], openapi_extra=schemas.openapi_body(schemas.CleanRequest))
     async def clean_file(file_id: str, request: Request):
         """tunesmith's own: `data clean` on an uploaded file; the cleaned file and its rejects are new files."""
-        from tunesmith.server import prepare
+        from tunesmith.web import prepare
         options = schemas.parse(schemas.CleanRequest, await _json(request, settings)).model_dump(exclude_unset=True)
         return await run_in_threadpool(prepare.clean, files, file_id, options)
 
     @app.post("/v1/files/{file_id}/split", dependencies=[v1], openapi_extra=schemas.openapi_body(schemas.SplitRequest))
     async def split_file(file_id: str, request: Request):
         """tunesmith's own: `data split` on an uploaded file; each split is a new file."""
-        from tunesmith.server import prepare
+        from tunesmith.web import prepare
         body = schemas.parse(schemas.SplitRequest, await _json(request, settings)).model_dump()
         return await run_in_threadpool(prepare.split, files, file_id, body)
 
@@ -243,7 +243,7 @@ def _file_routes(app: FastAPI, v1, files: FileStore, models: ModelServer, worksp
 # ── tunesmith's own: review feedback, runs, evaluations, recipe schemas ─────────────────────
 def _tunesmith_routes(app: FastAPI, v1, files: FileStore, db: Database, workspace: Workspace,
                       settings: ServerSettings) -> None:
-    from tunesmith.server import evaluations, feedback
+    from tunesmith.jobs import evaluations, feedback
 
     @app.post("/v1/tunesmith/feedback", dependencies=[v1], openapi_extra=schemas.openapi_body(schemas.FeedbackRequest))
     async def add_feedback(request: Request):
@@ -374,8 +374,7 @@ def _model_routes(app: FastAPI, v1, models: ModelServer) -> None:
 
 # ── API keys (admin) ───────────────────────────────────────────────────────────────────────
 def _key_routes(app: FastAPI, as_admin, db: Database, settings: ServerSettings) -> None:
-    from tunesmith.server import keys
-
+    from tunesmith.jobs import keys
     @app.get("/v1/tunesmith/keys", dependencies=[as_admin])
     def list_keys():
         return _page(keys.list_keys(db), False)

@@ -1,5 +1,5 @@
 """One attempt at a fine-tuning job: the trainer, run by a worker (server/worker.py) as a child
-process of its own, ``python -m tunesmith.server.trainer JOB_ID GENERATION``, or in the worker's
+process of its own, ``python -m tunesmith.jobs.trainer JOB_ID GENERATION``, or in the worker's
 process (``Worker(isolate=False)``).
 
 It trains the job's recipe under the worker's lease (server/leases.py) and records the outcome:
@@ -22,9 +22,9 @@ from transformers import TrainerCallback
 
 from tunesmith.errors import DiskFull, TrainingDiverged
 from tunesmith.runs import Run, new_run
-from tunesmith.server.db import Database, DatabaseUnavailable, FileRow, JobRow, LeaseLost, retrying
-from tunesmith.server.jobs import add_event, event_row, fine_tuned_name, get_job, job_config
-from tunesmith.server.leases import Lease
+from tunesmith.jobs.db import Database, DatabaseUnavailable, FileRow, JobRow, LeaseLost, retrying
+from tunesmith.jobs.fine_tuning import add_event, event_row, fine_tuned_name, get_job, job_config
+from tunesmith.jobs.leases import Lease
 from tunesmith.workspace import Workspace
 
 LEASE_LOST_EXIT = 75  # EX_TEMPFAIL: the job went to another worker; nothing was recorded

@@ -1,7 +1,7 @@
-"""Alembic environment: migrations run on the connection tunesmith hands over (server/db.py)."""
+"""Alembic environment: migrations run on the connection tunesmith hands over (jobs/db.py)."""
 from alembic import context
 
-from tunesmith.server.db import Base
+from tunesmith.jobs.db import Base
 
 connection = context.config.attributes["connection"]
 context.configure(connection=connection, target_metadata=Base.metadata,

@@ -24,9 +24,9 @@ from tunesmith.errors import RunNotFound
 from tunesmith.eval.compare import comparison, run_row
 from tunesmith.files import write_json_atomic
 from tunesmith.runs import Run, all_runs, find_run
-from tunesmith.server.db import Database, JobRow
-from tunesmith.server.errors import APIError, not_found
-from tunesmith.server.files import FileStore
+from tunesmith.jobs.db import Database, JobRow
+from tunesmith.errors import APIError, not_found
+from tunesmith.jobs.files import FileStore
 from tunesmith.workspace import Workspace
 
 LOG_TAIL_LINES = 40

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete
 
 from tunesmith.data.pii import redact
-from tunesmith.server.db import Database, RequestRow
+from tunesmith.jobs.db import Database, RequestRow
 
 PURGE_EVERY = 500  # records between retention sweeps (and one at start)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from tunesmith.errors import ConfigError
-from tunesmith.server.db import Database, KeyRow
+from tunesmith.jobs.db import Database, KeyRow
 
 
 def _hash(secret: str) -> str:

@@ -44,7 +44,7 @@ def load_classifier(run: Run, workspace: Workspace) -> LoadedClassifier:
     from tunesmith.models.classifier import load_trained_classifier
     from tunesmith.models.loading import load_tokenizer, quiet_transformers
     from tunesmith.models.store import ModelRef
-    from tunesmith.training.classify import read_labels
+    from tunesmith.models.classifier import read_labels
 
     quiet_transformers()
     info = run.info()

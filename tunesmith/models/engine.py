@@ -13,9 +13,9 @@ from tunesmith.errors import TunesmithError
 from tunesmith.models.loading import load_causal_lm, load_tokenizer
 from tunesmith.models.store import ModelRef, resolve_model
 from tunesmith.runs import Run, find_run, is_run_ref
-from tunesmith.training.dataset import PadCollator, supports_loss_positions
-from tunesmith.training.hardware import inference_dtype
-from tunesmith.training.tokenize import ensure_chat_template, prompt_ids, stop_strings, stop_token_ids, strip_stop_strings
+from tunesmith.models.collate import PadCollator, supports_loss_positions
+from tunesmith.models.hardware import inference_dtype
+from tunesmith.models.chat import ensure_chat_template, prompt_ids, stop_strings, stop_token_ids, strip_stop_strings
 from tunesmith.workspace import Workspace
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.errors import ConfigError, DataError
-from tunesmith.server.errors import APIError
-from tunesmith.server.files import FileStore
+from tunesmith.errors import APIError
+from tunesmith.jobs.files import FileStore
 
 CLEAN_OPTIONS = {"fix_roles", "dedup_exact", "dedup_near", "label_conflicts", "pii", "min_tokens", "max_tokens",
                  "max_char_run", "min_text_ratio", "format"}

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, model_validator
 
-from tunesmith.server.errors import APIError
+from tunesmith.errors import APIError
 
 MAX_GENERATION_TOKENS = 8192
 MAX_CHOICES = 16           # vLLM advises 64-128 for public servers; generation here is sequential

@@ -1,1 +1,0 @@
-"""The OpenAI-compatible server: files, fine-tuning jobs, models, chat completions (``tunesmith serve``)."""
