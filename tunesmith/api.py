@@ -24,6 +24,7 @@ from tunesmith.errors import ConfigError, DataError, ModelNotFound, TunesmithErr
 from tunesmith.catalog import BUILTIN_MODELS, DEFAULT_MODEL
 from tunesmith.models.store import ModelListing, resolve_model
 from tunesmith.runs import Run, find_run
+from tunesmith.training.distributed import Distributed
 from tunesmith.workspace import Workspace
 
 Log = Callable[[str], None]
@@ -167,128 +168,27 @@ def _token_counter(model: str, workspace: Workspace) -> Callable[[str], int]:
 
 # ── training ────────────────────────────────────────────────────────────────────────────────
 
-@dataclass(frozen=True)
-class Distributed:
-    """How many processes train one run, through torchrun: ``nproc`` per machine (one per GPU,
-    or per CPU core group), ``nnodes`` machines meeting at ``rdzv_endpoint``; a multi-machine
-    run needs the same ``run_id`` on every machine."""
-
-    nproc: int = 1
-    nnodes: int = 1
-    node_rank: int | None = None
-    rdzv_endpoint: str | None = None
-    run_id: str | None = None
-
-    @property
-    def enabled(self) -> bool:
-        return self.nproc > 1 or self.nnodes > 1
-
-    def check(self) -> None:
-        """Refuse an incomplete multi-machine setting before any directory is made."""
-        if self.nnodes > 1 and not self.rdzv_endpoint:
-            raise TunesmithError("training on several machines needs --rdzv-endpoint HOST:PORT "
-                                 "(the same on every machine)")
-
-
 def train(config: RecipeConfig | str | Path, overrides: list[str] | None = None,
           workspace: Workspace | None = None, console=None, callbacks: list | None = None,
           distributed: Distributed | None = None):
     """Train a new run from a config object or a YAML recipe (with ``key=value`` overrides).
     The recipe (``sft``, ``classify`` or ``dpo``) comes from the config; ``distributed`` runs it on
     several processes or machines through torchrun."""
+    from tunesmith.training import launch
+
     name = getattr(config, "recipe", "run")
     if not isinstance(config, (SFTConfig, ClassifyConfig, PreferenceConfig)):
         name = Path(config).stem
         config = load_config(config, overrides)
-    ws = _ws(workspace)
-    if distributed and distributed.enabled:
-        return _train_distributed(config, ws, name, console, distributed)
-    if distributed and distributed.run_id:
-        raise TunesmithError("--run-id names a run trained with --nproc/--nnodes; a single process names "
-                             "its run from `run_name`")
-    return recipe_runner(config)(config, ws, console=console, name=name, callbacks=callbacks)
+    return launch.train(config, _ws(workspace), name, console, callbacks, distributed)
 
 
 def resume(run: str, workspace: Workspace | None = None, console=None, callbacks: list | None = None,
            distributed: Distributed | None = None):
     """Continue a run from its last complete checkpoint, at the same global step."""
-    ws = _ws(workspace)
-    found = find_run(run, ws)
-    if found.info().get("status") == "succeeded":
-        raise TunesmithError(f"run {found.id} already finished; nothing to resume")
-    config = load_config(found.config_path)
-    if distributed and distributed.enabled:
-        distributed.check()
-        return _launch(found, False, ws, distributed)
-    return recipe_runner(config)(config, ws, run=found, console=console, callbacks=callbacks)
+    from tunesmith.training import launch
 
-
-def _train_distributed(config: RecipeConfig, ws: Workspace, name: str, console, distributed: Distributed):
-    """The run directory first (every rank writes into it), cleaned data first (once, not per
-    rank), then torchrun."""
-    from rich.console import Console
-
-    from tunesmith.config import save_config
-    from tunesmith.runs import new_run
-    from tunesmith.training.steps import clean_first
-
-    distributed.check()
-    if distributed.nnodes > 1 and not distributed.run_id:
-        raise TunesmithError("a run on several machines needs --run-id ID, the same on every machine")
-    if config.data.clean:
-        config = clean_first(config, ws, console or Console(stderr=True))
-    _check_model(config, ws)  # one clear error here, not one failure per rank
-    _check_data(config)
-    if distributed.run_id:
-        run = Run(ws.run_dir(distributed.run_id))
-        if run.info_path.exists():
-            raise TunesmithError(f"run {run.id} exists; resume it with --resume {run.id}")
-        run.dir.mkdir(parents=True, exist_ok=True)
-    else:
-        run = new_run(ws, config.run_name or name)
-    save_config(config, run.config_path)
-    return _launch(run, True, ws, distributed)
-
-
-def _check_model(config: RecipeConfig, ws: Workspace) -> None:
-    if isinstance(config, PreferenceConfig):
-        from tunesmith.training.preference import starting_point
-        starting_point(config, ws)  # a model or a finished run
-    else:
-        resolve_model(config.model, ws)
-
-
-def _check_data(config: RecipeConfig) -> None:
-    if isinstance(config, ClassifyConfig):
-        from tunesmith.training.classify import read_splits
-        read_splits(config)
-    elif isinstance(config, PreferenceConfig):
-        from tunesmith.training.preference import check_data
-        check_data(config)
-    else:
-        from tunesmith.training.sft import check_data
-        check_data(config)
-
-
-def _launch(run: Run, fresh: bool, ws: Workspace, distributed: Distributed):
-    from tunesmith.training.distributed import launch, read_summary
-    from tunesmith.training.sft import RunResult
-
-    launch(run.dir, fresh, distributed.nproc, distributed.nnodes, distributed.node_rank,
-           distributed.rdzv_endpoint, home=ws.home)
-    return RunResult(run, read_summary(run.dir))
-
-
-def recipe_runner(config: RecipeConfig):
-    """The function that trains this config's recipe."""
-    if isinstance(config, ClassifyConfig):
-        from tunesmith.training.classify import run_classify
-        return run_classify
-    if isinstance(config, PreferenceConfig):
-        from tunesmith.training.preference import run_preference
-        return run_preference
-    from tunesmith.training.sft import run_sft
-    return run_sft
+    return launch.resume(run, _ws(workspace), console, callbacks, distributed)
 
 
 def tune(config: RecipeConfig | str | Path | None, trials: int = 10, search: str | Path | None = None,
@@ -387,43 +287,10 @@ def evaluate(run: str, data: str | Path | None = None, max_examples: int | None 
     few-shot on ``llm_examples`` sampled test examples; ``baselines=False`` skips them.
     ``forgetting`` adds base vs tuned on general data (``general_data``: a directory with
     heldout.jsonl and questions.jsonl; default examples/general) for sft and dpo runs."""
-    from tunesmith.eval import report as report_files
+    from tunesmith.eval.evaluate import EvalOptions, evaluate as _evaluate
 
-    ws = _ws(workspace)
-    found = find_run(run, ws)
-    data = data or load_config(found.config_path).data.test
-    if not data:
-        raise ConfigError(f"give the held-out data to evaluate {found.id} on (--data FILE); its config has no data.test")
-    recipe = found.info().get("recipe")
-    if forgetting and recipe == "classify":
-        raise ConfigError("--forgetting measures what a language model lost on general text and questions; "
-                          f"{found.id} is a classifier")
-    if forgetting:  # before the task evaluation, not after it
-        from tunesmith.eval.forgetting import general_files
-        general_files(general_data)
-    if recipe == "dpo":
-        from tunesmith.eval.preference_eval import evaluate_preference
-
-        result = evaluate_preference(found, data, ws, max_examples, batch_size, samples, max_new_tokens, log)
-    elif recipe == "classify":
-        from tunesmith.eval.classify_eval import DEFAULT_LLM, evaluate_classifier
-
-        result = evaluate_classifier(found, data, ws, max_examples, baselines, llm or DEFAULT_LLM, llm_examples,
-                                     max(batch_size, 32), log=log)
-    else:
-        from tunesmith.eval.generation_eval import evaluate_run
-
-        result = evaluate_run(found, data, ws, max_examples, max_new_tokens, batch_size, samples,
-                              few_shot if baselines else 0, log)
-    if forgetting:
-        from tunesmith.eval.forgetting import measure_forgetting
-
-        result["forgetting"] = measure_forgetting(found, ws, general_data, batch_size, log)
-    result["report_files"] = report_files.write(result, found.eval_dir)
-    from tunesmith.eval.tracking import log_evaluation
-
-    log_evaluation(found, result, result["report_files"], ws, warn=lambda message: log(f"warning: {message}"))
-    return result
+    options = EvalOptions(max_examples, max_new_tokens, batch_size, samples, few_shot, baselines, llm, llm_examples)
+    return _evaluate(run, _ws(workspace), data, options, log, forgetting, general_data)
 
 
 def compare(runs: list[str], out: str | Path | None = None, workspace: Workspace | None = None) -> dict[str, Any]:
@@ -493,9 +360,6 @@ def conversation(prompt: str, system: str | None = None) -> list[dict[str, str]]
 
 # ── server ──────────────────────────────────────────────────────────────────────────────────
 
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-
-
 def augment(data: str | Path, out: str | Path, method: str, model: str, n: int, test: str | Path | None = None,
             temperature: float = 0.9, seed: int = 0, min_similarity: float | None = None,
             embedding_model: str = "minilm-l6", max_new_tokens: int = 64, batch_size: int = 8,
@@ -556,47 +420,6 @@ def retrain(model: str, fresh: list[str | Path] | None = None, replay: float = 1
 
     return _retrain(model, _ws(workspace), fresh, replay, test, tolerance, alias, overrides=overrides, submit=submit,
                     log=log)
-
-
-def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, require_keys: bool = True,
-          workspace: Workspace | None = None, log: Log = print, schedule: Any = None, **settings: Any) -> None:
-    """Run the OpenAI-compatible server (and ``workers`` worker processes) until interrupted;
-    ``schedule`` (monitoring.schedule.Schedule): check models' traffic and drift on a timer."""
-    import os
-    import signal
-    import threading
-
-    import uvicorn
-
-    from tunesmith.web.app import ServerSettings, create_app
-    from tunesmith.jobs.supervisor import WorkerPool, exit_on_signal as _exit_on_signal
-
-    if not require_keys and host not in LOOPBACK:
-        raise ConfigError(f"--insecure-no-keys is only allowed on a loopback host, not {host}")
-    ws = _ws(workspace)
-    app = create_app(ws, ServerSettings(require_keys=require_keys, **settings))
-    pool = WorkerPool(workers, dict(os.environ, TUNESMITH_HOME=str(ws.home)), log=log)  # this server's home
-    pool.start()
-    log(f"tunesmith serving on http://{host}:{port}/v1 with {workers} worker(s); "
-        f"API keys {'required' if require_keys else 'NOT required'}")
-    scheduler = None
-    if schedule is not None and schedule.models:
-        from tunesmith.monitoring.schedule import Scheduler
-
-        scheduler = Scheduler(schedule, ws, log)
-        scheduler.start()
-        log(f"monitoring {', '.join(schedule.models)} every {schedule.every_seconds / 3600:g} h"
-            + (" (retraining when an alert calls for it)" if schedule.retrain else ""))
-    if threading.current_thread() is threading.main_thread():
-        # uvicorn shuts down on SIGTERM, then raises it again with the handler it found: with the
-        # default one the process would die there, before the workers below are stopped.
-        signal.signal(signal.SIGTERM, _exit_on_signal)
-    try:
-        uvicorn.run(app, host=host, port=port, log_level="warning")
-    finally:
-        if scheduler is not None:
-            scheduler.stop()
-        pool.stop()  # the workers, and the trainers they run
 
 
 def run_worker(poll_seconds: float = 1.0, workspace: Workspace | None = None, stop_after: int | None = None) -> None:

@@ -298,8 +298,8 @@ def test_serve_restarts_a_dead_worker_and_stops_workers_and_trainers_on_sigterm(
     install_model(home, tiny_model_dir)
     secret, _ = api.create_api_key("serve", workspace=Workspace(home))
     port = free_port()
-    code = (f"import pathlib; from tunesmith import api; from tunesmith.workspace import Workspace; "
-            f"api.serve(port={port}, workspace=Workspace(pathlib.Path({str(home)!r})))")
+    code = (f"import pathlib; from tunesmith.web.serve import serve; from tunesmith.workspace import Workspace; "
+            f"serve(port={port}, workspace=Workspace(pathlib.Path({str(home)!r})))")
     env = dict(os.environ, TUNESMITH_HOME=str(tmp_path / "elsewhere"))
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True)
     try:

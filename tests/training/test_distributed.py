@@ -6,7 +6,7 @@ import pytest
 
 import tunesmith
 from tests.conftest import chat_records, write_jsonl
-from tunesmith.api import Distributed
+from tunesmith.training.distributed import Distributed
 from tunesmith.config import load_config
 
 SETTINGS = ["training.batch_size=4", "training.learning_rate=0.01", "training.max_steps=6", "training.logging_steps=1",
@@ -40,7 +40,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tiny_model_d
 def test_torchrun_command_and_strategies(monkeypatch, tmp_path):
     from tunesmith.errors import TunesmithError
     from tunesmith.training import steps as runner
-    from tunesmith.training.distributed import torchrun_args
+    from tunesmith.training.launch import torchrun_args
 
     single = torchrun_args(tmp_path / "run-1", True, 2)
     assert single[:2] == ["--nproc-per-node=2", "--standalone"]

@@ -513,8 +513,9 @@ def serve(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
           monitor_alias: Optional[str] = typer.Option(None, "--monitor-alias", help="Serving alias a promoted retrained model takes over.")):
     """Serve the OpenAI-compatible API under /v1 (files, fine-tuning jobs, models, chat completions)."""
     from tunesmith.jobs.request_log import LogSettings
+    from tunesmith.web.serve import serve as serve_app  # fastapi, uvicorn, transformers: only for this command
 
-    api.serve(host, port, workers, require_keys=not no_keys, max_upload_bytes=max_upload_mb * 1024 * 1024,
+    serve_app(host, port, workers, require_keys=not no_keys, max_upload_bytes=max_upload_mb * 1024 * 1024,
               max_body_bytes=int(max_body_mb * 1024 * 1024),
               cors_origins=tuple(cors), max_waiting=max_waiting, log=lambda m: err.print(m, highlight=False),
               request_log=LogSettings(request_log, log_content, retention_days),

@@ -13,16 +13,15 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from tunesmith.config import RecipeConfig, load_config
+from tunesmith.config import RecipeConfig, default_learning_rate, load_config
 from tunesmith.errors import ConfigError
 from tunesmith.jobs.db import Database, EventRow, FileRow, JobRow
 from tunesmith.errors import APIError, not_found
 from tunesmith.training.checkpoints import checkpoints_by_step, problems_with
+from tunesmith.training.recipes import DPO, recipe_of_job_method
 from tunesmith.workspace import Workspace
 
 ORGANIZATION = "tunesmith"
-BASE_LEARNING_RATE = 2e-4  # the LoRA rate learning_rate_multiplier scales
-DPO_BASE_LEARNING_RATE = 5e-5  # the dpo recipe's LoRA rate (preference tuning moves a model fast)
 DPO_BETA = 0.1  # "auto" beta: TRL's and the DPO paper's usual value
 METHODS = ("supervised", "dpo")
 TERMINAL = {"succeeded", "failed", "cancelled"}
@@ -289,10 +288,11 @@ def job_config(job: JobRow, files_dir: Path, n_examples: int) -> tuple[RecipeCon
     checkpoints every epoch)."""
     hyper = resolved_hyperparameters(job, n_examples)
     steps_per_epoch = max(1, -(-n_examples // hyper["batch_size"]))
-    dpo = job.method["type"] == "dpo"
-    rate = (DPO_BASE_LEARNING_RATE if dpo else BASE_LEARNING_RATE) * hyper["learning_rate_multiplier"]
+    recipe = recipe_of_job_method(job.method["type"])
+    dpo = recipe is DPO
+    rate = default_learning_rate(recipe.config, "lora") * hyper["learning_rate_multiplier"]  # the LoRA rate, scaled
     base = {
-        "recipe": "dpo" if dpo else "sft", **({"preference": {"beta": hyper["beta"]}} if dpo else {}),
+        "recipe": recipe.name, **({"preference": {"beta": hyper["beta"]}} if dpo else {}),
         "model": job.model, "run_name": job.id,
         "data": {"train": str(files_dir / job.training_file),
                  "validation": str(files_dir / job.validation_file) if job.validation_file else None,

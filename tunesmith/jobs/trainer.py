@@ -18,13 +18,18 @@ import sys
 import time
 from pathlib import Path
 
+from rich.console import Console
 from transformers import TrainerCallback
 
+from tunesmith.data.validate import validate_file
 from tunesmith.errors import DiskFull, TrainingDiverged
 from tunesmith.runs import Run, new_run
 from tunesmith.jobs.db import Database, DatabaseUnavailable, FileRow, JobRow, LeaseLost, retrying
 from tunesmith.jobs.fine_tuning import add_event, event_row, fine_tuned_name, get_job, job_config
 from tunesmith.jobs.leases import Lease
+from tunesmith.jobs.promotion import judge_job
+from tunesmith.tracking.tracker import read_events
+from tunesmith.training.recipes import recipe_for
 from tunesmith.workspace import Workspace
 
 LEASE_LOST_EXIT = 75  # EX_TEMPFAIL: the job went to another worker; nothing was recorded
@@ -101,17 +106,11 @@ def train_attempt(workspace: Workspace, db: Database, lease: Lease) -> None:
 
 def _train(workspace: Workspace, db: Database, lease: Lease, job: JobRow) -> Run | None:
     """The recipe run, then the outcome recorded; the run when the job succeeded."""
-    from rich.console import Console
-
-    from tunesmith.api import recipe_runner
-    from tunesmith.data.validate import validate_file
-    from tunesmith.tracking.tracker import read_events
-
     files_dir = workspace.home / "files"
     n_examples = len(validate_file(files_dir / job.training_file).records)
     config, hyper = job_config(job, files_dir, n_examples)
     run = _run_of(workspace, lease, job, hyper)
-    result = recipe_runner(config)(config, workspace, run=run, console=Console(stderr=True, quiet=True), name=job.id,
+    result = recipe_for(config).run(config, workspace, run=run, console=Console(stderr=True, quiet=True), name=job.id,
                                    callbacks=[JobProgress(lease)])
     for event in read_events(result.run):  # e.g. tracking_failed: the job went on without tracking
         lease.event(event["message"], level="warn")
@@ -181,13 +180,11 @@ def _judge_retraining(workspace: Workspace, db: Database, job: JobRow, run: Run)
     """A job queued by ``tunesmith monitor --retrain --submit``: evaluate it beside the model
     it would replace and promote it only if it is not worse. A failure here is reported in
     the job's events; the job itself stays succeeded (its model is there to inspect)."""
-    from tunesmith.monitoring.retrain import judge_job
-
     def note(message: str, level: str = "info") -> None:
         retrying(lambda: add_event(db, job.id, message, level=level))
 
     try:
-        verdict = judge_job(workspace, db, job, run, log=lambda message: None)
+        verdict = judge_job(workspace, job, run, log=lambda message: None)
     except Exception as e:
         note(f"Retraining check failed: {e}", "error")
         return

@@ -36,9 +36,12 @@ from tunesmith.data.io import read_rows, write_jsonl
 from tunesmith.data.validate import validate_file
 from tunesmith.errors import ConfigError, DataError
 from tunesmith.files import write_json_atomic
+from tunesmith.jobs.promotion import RETRAIN_KEY, judge
 from tunesmith.serving.aliases import set_alias
 from tunesmith.monitoring.reference import run_of_model
 from tunesmith.runs import Run
+from tunesmith.training.launch import train
+from tunesmith.training.recipes import recipe_for
 from tunesmith.jobs.db import Database, FeedbackRow
 from tunesmith.workspace import Workspace
 
@@ -50,8 +53,6 @@ def retrain(model: str, workspace: Workspace, fresh: list[str | Path] | None = N
     """Build the new dataset, then either train here and judge at once, or (``submit``) file the
     dataset and queue a fine-tuning job for the server's workers; the worker that finishes the
     job runs the same judgement (:func:`judge_job`) and records it in the job's events."""
-    from tunesmith import api
-
     if not 0 <= replay <= 1:
         raise ConfigError(f"replay must be in [0, 1] (1: all the original training data), not {replay}")
     db = Database.for_workspace(workspace)
@@ -72,35 +73,10 @@ def retrain(model: str, workspace: Workspace, fresh: list[str | Path] | None = N
         return _submit(plan, config, workspace, db, out, seed, log)
     log(f"retraining {current.id}'s recipe on {built['records']} records "
         f"({built['new']} new, {built['replayed']} replayed)")
-    new_run = api.train(load_config(current.config_path, [f"data.train={out / 'train.jsonl'}",
-                                                          f"run_name=retrain-{current.id[-24:]}", *(overrides or [])]),
-                        workspace=workspace).run
+    new_config = load_config(current.config_path, [f"data.train={out / 'train.jsonl'}",
+                                                   f"run_name=retrain-{current.id[-24:]}", *(overrides or [])])
+    new_run = train(new_config, workspace, name=new_config.run_name).run
     return judge(plan, new_run, workspace, out, log)
-
-
-def judge(plan: dict[str, Any], candidate: Run, workspace: Workspace, out: Path,
-          log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Evaluate the current and the candidate model on the same test data; promote the candidate
-    (point ``alias`` at it) only if its headline figure is not worse by more than ``tolerance``."""
-    from tunesmith import api
-
-    scores = {}
-    for role, run_id in (("current", plan["current"]), ("candidate", candidate.id)):
-        log(f"evaluating the {role} model {run_id} on {Path(plan['test']).name}")
-        report = api.evaluate(run_id, plan["test"], samples=0, baselines=False, workspace=workspace, log=log)
-        scores[role] = headline(report)
-    metric, higher = scores["current"][0], scores["current"][2]
-    gain = (scores["candidate"][1] - scores["current"][1]) * (1 if higher else -1)
-    promoted = gain >= -plan["tolerance"]
-    result = plan | {"status": "judged", "candidate": candidate.id, "metric": metric,
-                     "current_score": scores["current"][1], "candidate_score": scores["candidate"][1],
-                     "gain": gain, "promoted": promoted, "alias": None}
-    if promoted and plan.get("alias"):
-        set_alias(workspace, plan["alias"], candidate.id)
-        result["alias"] = plan["alias"]
-    write_json_atomic(out / "retrain.json", result)
-    result["report"] = str(out / "retrain.json")
-    return result
 
 
 def _submit(plan: dict[str, Any], config, workspace: Workspace, db: Database, out: Path, seed: int,
@@ -112,7 +88,7 @@ def _submit(plan: dict[str, Any], config, workspace: Workspace, db: Database, ou
     filed = store.save_bytes(f"retrain-{plan['current'][-24:]}.jsonl", (out / "train.jsonl").read_bytes())
     if filed["status"] != "processed":
         raise DataError(f"the retraining data did not validate: {filed.get('status_details')}")
-    method = "dpo" if config.recipe == "dpo" else "supervised"
+    method = recipe_for(config).job_method
     job = create_job(db, {"model": config.model, "training_file": filed["id"], "suffix": "retrain", "seed": seed,
                           "method": {"type": method}, "metadata": {RETRAIN_KEY: out.name, "retrain_of": plan["current"]}},
                      recipe_settings=_recipe_settings(config))
@@ -143,7 +119,6 @@ def _refuse_a_second_job(db: Database, run_id: str) -> None:
         raise ConfigError(f"{pending} is already retraining {run_id}: wait for it (or cancel it) before queueing another")
 
 
-RETRAIN_KEY = "tunesmith_retrain"  # job metadata: the retrain folder whose plan the finished job is judged by
 
 
 def _recipe_settings(config) -> dict[str, Any]:
@@ -160,17 +135,6 @@ def _recipe_settings(config) -> dict[str, Any]:
     for key in ("train", "validation", "test"):
         settings.get("data", {}).pop(key, None)
     return settings
-
-
-def judge_job(workspace: Workspace, db: Database, job, candidate: Run, log: Callable[[str], None]) -> dict | None:
-    """Called by the worker when a job succeeds: a retraining job is judged against the model it
-    would replace. Returns the judgement, or None for an ordinary job."""
-    folder = (job.job_metadata or {}).get(RETRAIN_KEY)
-    if not folder:
-        return None
-    out = workspace.home / "retrain" / Path(folder).name
-    plan = json.loads((out / "retrain.json").read_text(encoding="utf-8"))
-    return judge(plan | {"job": job.id}, candidate, workspace, out, log)
 
 
 def build_dataset(model: str, current: Run, db: Database, fresh: list[str | Path], replay: float, test: str | Path,
@@ -222,18 +186,6 @@ def build_dataset(model: str, current: Run, db: Database, fresh: list[str | Path
         f"{unconfirmed} unconfirmed proposals); replayed {len(replayed)} original records")
     return {"path": str(out), "records": len(records), "new": len(kept), "from_feedback": from_feedback,
             "replayed": len(replayed), "dropped": dropped, "unconfirmed": unconfirmed, "replay": replay}
-
-
-def headline(report: dict[str, Any]) -> tuple[str, float, bool]:
-    """(metric, value, higher is better) of an evaluation report."""
-    if report.get("kind") == "classification":
-        return "accuracy", report["systems"][0]["accuracy"], True
-    if report.get("kind") == "preference":
-        return "reward_accuracy", report["rewards"]["accuracy"], True
-    tuned = report["metrics"]["tuned"]
-    if tuned.get("exact_match") is not None:
-        return "exact_match", tuned["exact_match"], True
-    return "loss", tuned["loss"], False
 
 
 def _feedback_records(db: Database, model: str, classify: bool) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 from tunesmith.config import load_config
 from tunesmith.errors import TunesmithError
+from tunesmith.eval.evaluate import EvalOptions, evaluate
 from tunesmith.workspace import Workspace
 
 COLUMNS = [("method", "method", "{}"), ("trainable_parameters", "trainable params", "{:,}"),
@@ -87,10 +88,8 @@ def _train_one(config_path, method: str, overrides: list[str], stem: str, out: P
 
 
 def _test_metric(run: str, max_examples: int | None, workspace: Workspace) -> str:
-    from tunesmith.api import evaluate
-
-    report = evaluate(run, max_examples=max_examples, baselines=False, samples=0, few_shot=0, workspace=workspace,
-                      log=lambda m: None)
+    report = evaluate(run, workspace, options=EvalOptions(max_examples=max_examples, baselines=False, samples=0,
+                                                          few_shot=0), log=lambda m: None)
     if report.get("kind") == "classification":
         return f"accuracy {report['systems'][0]['accuracy']:.2%}"
     if report.get("kind") == "preference":

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from tunesmith.config import RecipeConfig, load_config
+from tunesmith.config import ClassifyConfig, PreferenceConfig, RecipeConfig, SFTConfig, load_config
 from tunesmith.errors import ConfigError
 
 
@@ -90,17 +90,20 @@ def _float(low: float, high: float, log: bool = False) -> Param:
 _LORA_FAMILY = {"lora", "dora", "qlora"}
 
 
+# Learning-rate ranges per recipe: (full fine-tune, adapter methods); a full fine-tune wants a
+# rate about ten times lower than LoRA. And the validation metric each recipe's search optimises.
+_LEARNING_RATES = {SFTConfig: ((5e-6, 1e-4), (5e-5, 2e-3)), ClassifyConfig: ((1e-5, 2e-4), (5e-5, 2e-3)),
+                   PreferenceConfig: ((1e-7, 1e-5), (5e-6, 2e-4))}
+_METRICS = {SFTConfig: "eval_loss", ClassifyConfig: "eval_macro_f1", PreferenceConfig: "eval_loss"}
+
+
 def default_params(config: RecipeConfig) -> dict[str, Param]:
     """Learning rate, adapter rank/alpha/dropout, epochs, batch size and warmup, with ranges that
-    suit the recipe and method (a full fine-tune wants a rate ten times lower than LoRA)."""
-    full = config.method == "full"
-    if config.recipe == "dpo":
-        params = {"training.learning_rate": _float(1e-7, 1e-5, log=True) if full else _float(5e-6, 2e-4, log=True),
-                  "preference.beta": _float(0.02, 0.5, log=True)}
-    elif config.recipe == "classify":
-        params = {"training.learning_rate": _float(1e-5, 2e-4, log=True) if full else _float(5e-5, 2e-3, log=True)}
-    else:
-        params = {"training.learning_rate": _float(5e-6, 1e-4, log=True) if full else _float(5e-5, 2e-3, log=True)}
+    suit the recipe and method."""
+    full, adapter = _LEARNING_RATES[type(config)]
+    params = {"training.learning_rate": _float(*(full if config.method == "full" else adapter), log=True)}
+    if isinstance(config, PreferenceConfig):
+        params["preference.beta"] = _float(0.02, 0.5, log=True)
     if config.method in _LORA_FAMILY:
         params |= {"lora.r": Param(type="categorical", choices=[4, 8, 16, 32, 64]),
                    "lora.alpha": Param(type="categorical", choices=[8, 16, 32, 64, 128]),
@@ -112,7 +115,7 @@ def default_params(config: RecipeConfig) -> dict[str, Param]:
 
 
 def default_metric(config: RecipeConfig) -> str:
-    return "eval_macro_f1" if config.recipe == "classify" else "eval_loss"
+    return _METRICS[type(config)]
 
 
 def load_search(path: str | Path | None, config: RecipeConfig) -> SearchSpec:

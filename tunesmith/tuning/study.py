@@ -30,6 +30,7 @@ from tunesmith.config import RecipeConfig, load_config
 from tunesmith.errors import TunesmithError
 from tunesmith.runs import new_run
 from tunesmith.tracking.tracker import write_tracking
+from tunesmith.training.recipes import recipe_for
 from tunesmith.tuning.space import SearchSpec, with_values
 from tunesmith.workspace import Workspace
 
@@ -157,8 +158,6 @@ def run_trial(study, trial, config: RecipeConfig, spec: SearchSpec, workspace: W
     when the pruner says so; tell the study its value (the best validation metric it reached)."""
     from optuna.trial import TrialState
 
-    from tunesmith import api
-
     values = {key: param.suggest(trial, key) for key, param in spec.params.items()}
     trial_config = with_values(config, values | ({"training.threads": threads} if threads else {}))
     trial_config = trial_config.model_copy(update={"run_name": f"{study.study_name}-t{trial.number:03d}"})
@@ -171,8 +170,8 @@ def run_trial(study, trial, config: RecipeConfig, spec: SearchSpec, workspace: W
     console.print(f"trial {trial.number}: {_describe(values)}  (run {run.id})", markup=False, highlight=False)
     pruning = PruningCallback(trial, spec.metric)
     try:
-        api.recipe_runner(trial_config)(trial_config, workspace, run=run, console=console,
-                                        name=trial_config.run_name, callbacks=[pruning])
+        recipe_for(trial_config).run(trial_config, workspace, run=run, console=console,
+                                     name=trial_config.run_name, callbacks=[pruning])
     except Exception as e:  # noqa: BLE001 — one failed trial (out of memory, bad value) must not end the study
         trial.set_user_attr("error", f"{type(e).__name__}: {e}"[:1000])
         study.tell(trial, state=TrialState.FAIL)
