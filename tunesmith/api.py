@@ -118,7 +118,7 @@ def split_data(path: str | Path, ratios: str | tuple[float, ...] = (0.8, 0.1, 0.
                fmt: str | None = None) -> dict[str, Any]:
     """Split a valid file deterministically into train/validation(/test) JSONL files beside it (or in
     ``out_dir``), near-duplicate groups kept whole; checks the splits for leakage and writes a split card."""
-    from tunesmith.data.split_card import write_split
+    from tunesmith.data.split_files import write_split
 
     try:
         ratios = parse_ratios(ratios) if isinstance(ratios, str) else tuple(ratios)

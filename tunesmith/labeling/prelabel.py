@@ -13,6 +13,7 @@ from tunesmith.data.io import read_rows, write_jsonl
 from tunesmith.errors import ConfigError
 from tunesmith.labeling.suggest import read_pool
 from tunesmith.runs import find_run, is_run_ref
+from tunesmith.training.recipes import recipe_of
 from tunesmith.workspace import Workspace
 
 
@@ -26,7 +27,7 @@ def prelabel(model: str, path: str | Path, out: str | Path, workspace: Workspace
     todo = [i for i, r in enumerate(pool.records) if overwrite or "label" not in r]
     texts = [pool.texts[i] for i in todo]
     run = find_run(model, workspace) if is_run_ref(model, workspace) else None
-    if run is not None and run.info().get("recipe") == "classify":
+    if run is not None and not recipe_of(run).generates:
         from tunesmith.models.predict import load_classifier
 
         classifier = load_classifier(run, workspace)

@@ -17,6 +17,7 @@ from tunesmith.data.io import read_rows, write_jsonl
 from tunesmith.errors import ConfigError, DataError
 from tunesmith.labeling.uncertainty import CLASSIFIER_MEASURES, from_probabilities, generation_uncertainty
 from tunesmith.runs import find_run, is_run_ref
+from tunesmith.training.recipes import recipe_of
 from tunesmith.workspace import Workspace
 
 STRATEGIES = (*CLASSIFIER_MEASURES, "likelihood", "random")
@@ -67,7 +68,7 @@ def uncertainties(model: str, pool: Pool, strategy: str, workspace: Workspace,
                   log: Callable[[str], None] = print) -> tuple[np.ndarray, dict[str, Any]]:
     """One uncertainty per example (higher: more unsure), and what the model proposed."""
     run = find_run(model, workspace) if is_run_ref(model, workspace) else None
-    if run is not None and run.info().get("recipe") == "classify":
+    if run is not None and not recipe_of(run).generates:
         if strategy == "likelihood":
             raise ConfigError(f"{run.id} is a classifier: use entropy, margin or least_confidence (or random)")
         from tunesmith.models.predict import load_classifier

@@ -7,7 +7,6 @@ the report says when a retrain is due. Written as JSON, a self-contained HTML pa
 """
 from __future__ import annotations
 
-import json
 import re
 import time
 from pathlib import Path
@@ -16,11 +15,14 @@ from typing import Any, Callable
 import numpy as np
 
 from tunesmith.errors import ConfigError
+from tunesmith.files import write_atomic
 from tunesmith.monitoring import drift, plots
 from tunesmith.monitoring.reference import Reference, load_reference
 from tunesmith.monitoring.settings import MonitorSettings
 from tunesmith.monitoring.traffic import feedback, logged_requests, models_with_traffic, traffic
+from tunesmith.reports import write_bundle
 from tunesmith.jobs.db import Database
+from tunesmith.training.recipes import recipe_of
 from tunesmith.workspace import Workspace
 
 # Alerts that mean the model no longer fits its traffic: retraining (monitor --retrain) may help.
@@ -154,7 +156,7 @@ def _label_drift(reference: Reference, served: list, settings: MonitorSettings, 
 
 def _reference_confidence(reference: Reference, settings: MonitorSettings, workspace: Workspace) -> list[float] | None:
     """The classifier's confidence on (a sample of) its training inputs: what 'sure' means for it."""
-    if reference.run is None or reference.run.info().get("recipe") != "classify":
+    if reference.run is None or recipe_of(reference.run).generates:
         return None
     from tunesmith.models.predict import load_classifier
 
@@ -202,14 +204,9 @@ def write(report: dict[str, Any], figures: dict[str, bytes], out: Path) -> dict[
     from tunesmith.monitoring.html import to_html
 
     out.mkdir(parents=True, exist_ok=True)
-    files = {}
-    for name, png in figures.items():
-        (out / f"{name}.png").write_bytes(png)
-        files[name] = str(out / f"{name}.png")
-    files["html"] = str(out / "report.html")
-    files["json"] = str(out / "report.json")
-    (out / "report.html").write_text(to_html(report, figures), encoding="utf-8")
-    (out / "report.json").write_text(json.dumps(report | {"files": files}, indent=2, default=str) + "\n", encoding="utf-8")
+    files = {name: str(write_atomic(out / f"{name}.png", png)) for name, png in figures.items()}
+    files |= {"html": str(out / "report.html"), "json": str(out / "report.json")}  # the JSON lists itself
+    write_bundle(out, "report", data=report | {"files": files}, html=to_html(report, figures))
     return files
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from rich.console import Console
 from transformers import TrainerCallback
 
+from tunesmith.config import PreferenceConfig
 from tunesmith.data.general import replay_path
 from tunesmith.runs import Run
 from tunesmith.tracking.tracker import Tracker, count_records, flatten, open_run_tracker
@@ -67,7 +68,7 @@ def run_tags(run: Run, config) -> dict[str, str]:
     """The tags every tracked training run carries: what it is, where it lives."""
     tags = {"tunesmith.run_id": run.id, "tunesmith.run_dir": str(run.dir), "recipe": config.recipe,
             "base_model": run.info().get("base_model", config.model), "method": config.method}
-    if config.recipe == "dpo":
+    if isinstance(config, PreferenceConfig):
         tags["preference.algorithm"] = config.preference.algorithm
     return tags
 

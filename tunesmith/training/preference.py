@@ -29,6 +29,7 @@ from tunesmith.data.validate import validate_file
 from tunesmith.errors import ConfigError, DataError
 from tunesmith.files import sha256_file
 from tunesmith.models import adapters
+from tunesmith.models.classifier import LABELS_FILE
 from tunesmith.models.loading import count_parameters, load_causal_lm, load_tokenizer
 from tunesmith.models.store import ModelRef, resolve_model
 from tunesmith.runs import Run, find_run, is_run_ref
@@ -151,8 +152,8 @@ def starting_point(config: PreferenceConfig, workspace: Workspace) -> StartingPo
     """The model named by ``config.model``: a finished run first, then a model."""
     if is_run_ref(config.model, workspace):
         run = find_run(config.model, workspace)
-        if run.info().get("recipe", "sft") not in ("sft", "dpo"):
-            raise ConfigError(f"model: run {run.id} is a {run.info().get('recipe')} run; preference tuning starts "
+        if (run.final_dir / LABELS_FILE).exists():  # a classification head over labels, not a language model
+            raise ConfigError(f"model: run {run.id} is a classifier; preference tuning starts "
                               "from a causal language model or an sft/dpo run")
         if config.method == "qlora":
             raise ConfigError("method: qlora loads a base model in 4 bits; it cannot start from a run's merged "
