@@ -8,15 +8,22 @@ from pathlib import Path
 from typing import Any
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON so that a reader never sees half a file: temp file, fsync, rename."""
+def write_atomic(path: Path, content: str | bytes) -> Path:
+    """Write ``content`` (text as UTF-8) so that a reader never sees half a file: a temp file
+    beside it, fsync, rename over the old one."""
+    data = content.encode("utf-8") if isinstance(content, str) else content
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
+    with open(tmp, "wb") as f:
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    return path
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON (indented, ASCII) so that a reader never sees half a file."""
+    write_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def sha256_file(path: str | Path) -> str:

@@ -7,7 +7,6 @@
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,6 +16,7 @@ from tunesmith.data.formats import Format
 from tunesmith.data.io import read_rows
 from tunesmith.data.normalize import text_slots
 from tunesmith.data.plots import bars_png, histogram_png
+from tunesmith.reports import markdown_table, write_bundle
 
 
 def write_card(summary: CleanSummary, out: Path, count_tokens: Callable[[str], int] | None = None) -> dict[str, Any]:
@@ -31,9 +31,7 @@ def write_card(summary: CleanSummary, out: Path, count_tokens: Callable[[str], i
                                                      f"length of kept records ({unit})", unit))
     if labels:
         card["plots"]["labels"] = str(bars_png(labels, Path(f"{base}.labels.png"), "label distribution"))
-    Path(f"{base}.card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
-    Path(f"{base}.card.md").write_text(to_markdown(card))
-    card["outputs"]["card"] = f"{base}.card.md"
+    card["outputs"]["card"] = write_bundle(out.parent, f"{base.name}.card", data=card, markdown=to_markdown(card))["markdown"]
     return card
 
 
@@ -57,12 +55,12 @@ def to_markdown(card: dict[str, Any]) -> str:
              f"- kept: **{card['kept']:,}**, removed: **{card['removed']:,}** "
              f"({'balanced' if card['balanced'] else 'NOT BALANCED'}: input = kept + removed), "
              f"modified and kept: {card['modified']:,}",
-             f"- format: {card['format']}", "", "## Removed, by step", "", "| step | records |", "|---|---|"]
-    lines += [f"| {step} | {n:,} |" for step, n in sorted(card["removed_by_step"].items(), key=lambda x: -x[1])]
-    lines += ["", "## Removed, by reason", "", "| reason | records |", "|---|---|"]
-    lines += [f"| {reason} | {n:,} |" for reason, n in sorted(card["removed_by_reason"].items(), key=lambda x: -x[1])]
-    lines += ["", "## Personal data found", "", "| type | occurrences |", "|---|---|"]
-    lines += [f"| {kind} | {n:,} |" for kind, n in sorted(card["personal_data"].items())] or ["| none | 0 |"]
+             f"- format: {card['format']}", "", "## Removed, by step", "",
+             *markdown_table(["step", "records"], _counts(sorted(card["removed_by_step"].items(), key=lambda x: -x[1]))),
+             "", "## Removed, by reason", "",
+             *markdown_table(["reason", "records"], _counts(sorted(card["removed_by_reason"].items(), key=lambda x: -x[1]))),
+             "", "## Personal data found", "",
+             *markdown_table(["type", "occurrences"], _counts(sorted(card["personal_data"].items())) or [["none", 0]])]
     if card["lengths"]:
         s = card["lengths"]
         lines += ["", f"## Lengths of kept records ({card['length_unit']})", "",
@@ -70,8 +68,11 @@ def to_markdown(card: dict[str, Any]) -> str:
         if "lengths" in card["plots"]:
             lines.append(f"![lengths]({Path(card['plots']['lengths']).name})")
     if card["labels"]:
-        lines += ["", "## Labels", "", "| label | records |", "|---|---|"]
-        lines += [f"| {label} | {n:,} |" for label, n in card["labels"].items()]
+        lines += ["", "## Labels", "", *markdown_table(["label", "records"], _counts(card["labels"].items()))]
         lines += ["", f"![labels]({Path(card['plots']['labels']).name})"]
     lines += ["", f"Rejected and changed records, with their original line numbers: `{card['outputs']['rejects']}`", ""]
     return "\n".join(lines)
+
+
+def _counts(items) -> list[list[str]]:
+    return [[name, f"{n:,}"] for name, n in items]

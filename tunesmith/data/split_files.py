@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from tunesmith.data.leakage import leakage_between
 from tunesmith.data.normalize import dedup_text
 from tunesmith.data.split import SPLIT_NAMES, split_indices, split_report
 from tunesmith.data.validate import ValidationReport
+from tunesmith.reports import markdown_table, write_bundle
 
 
 def write_split(source: Path, report: ValidationReport, ratios: tuple[float, ...], seed: int,
@@ -39,10 +39,7 @@ def write_split(source: Path, report: ValidationReport, ratios: tuple[float, ...
                                 nb, [lines[i] for i in pb], [texts[i] for i in pb],
                                 signatures=signatures[pa + pb])
         card["leakage"][f"{na}-{nb}"] = {"exact": found.exact, "near": found.near}
-    card_path = out_dir / f"{source.stem}.split.json"
-    card_path.write_text(json.dumps(card, indent=2) + "\n")
-    (out_dir / f"{source.stem}.split.md").write_text(_markdown(card))
-    card["card"] = str(card_path)
+    card["card"] = write_bundle(out_dir, f"{source.stem}.split", data=card, markdown=_markdown(card))["json"]
     return card
 
 
@@ -57,14 +54,13 @@ def _markdown(card: dict[str, Any]) -> str:
     lines = [f"# Split of `{card['source']}`", "",
              f"ratios {card['ratios']}, seed {card['seed']}, stratified on `{card['stratify']}`" if card["stratify"]
              else f"ratios {card['ratios']}, seed {card['seed']}", "",
-             f"{card['near_duplicate_groups']} near-duplicate group(s), each kept inside one split.", "",
-             "| split | records | max label-share deviation (pp) |", "|---|---|---|"]
+             f"{card['near_duplicate_groups']} near-duplicate group(s), each kept inside one split.", ""]
     deviation = card.get("max_label_share_deviation_pp", {})
-    for name, n in card["records"].items():
-        dev = deviation.get(name)
-        lines.append(f"| {name} | {n} | {'-' if dev is None else f'{dev:.2f}'} |")
+    lines += markdown_table(["split", "records", "max label-share deviation (pp)"],
+                            [[name, n, "-" if deviation.get(name) is None else f"{deviation[name]:.2f}"]
+                             for name, n in card["records"].items()])
     if card.get("rare_labels"):
         lines += ["", f"Labels too rare to appear in every split: {', '.join(card['rare_labels'])}"]
-    lines += ["", "| leakage | exact | near |", "|---|---|---|"]
-    lines += [f"| {pair} | {v['exact']} | {v['near']} |" for pair, v in card["leakage"].items()]
+    lines += ["", *markdown_table(["leakage", "exact", "near"], [[pair, v["exact"], v["near"]]
+                                                                 for pair, v in card["leakage"].items()])]
     return "\n".join(lines) + "\n"

@@ -1,11 +1,12 @@
 """The classification report: Markdown summary, self-contained HTML, confusion CSV and PNGs."""
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any
 
-from tunesmith.eval import html, plots
+from tunesmith.eval import plots
+from tunesmith.files import write_atomic
+from tunesmith.reports import html, markdown_table, write_bundle, write_csv
 
 # (key, header, format)
 SYSTEM_COLUMNS = [
@@ -34,6 +35,19 @@ def system_rows(report: dict[str, Any], compact: bool = False) -> tuple[list[str
     return header, rows
 
 
+CONFUSION_HEADER = ["true", "predicted", "count", "share of true"]
+PER_CLASS_HEADER = ["label", "precision", "recall", "F1", "support"]
+
+
+def confusion_rows(fine: dict[str, Any]) -> list[list[Any]]:
+    return [[c["true"], c["predicted"], c["count"], f"{c['share_of_true']:.1%}"] for c in fine["top_confusions"]]
+
+
+def per_class_rows(fine: dict[str, Any]) -> list[list[Any]]:
+    return [[c["label"], f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}", c["support"]]
+            for c in fine["per_class"]]
+
+
 def sample_notes(report: dict[str, Any]) -> list[str]:
     return [f"{s['name']}: on a stratified sample of {s['examples']} test examples, where the fine-tuned model "
             f"scores {s['fine_tuned_accuracy_same_examples']:.2%} accuracy."
@@ -45,17 +59,11 @@ def to_markdown(report: dict[str, Any]) -> str:
     fine = report["fine_tuned"]
     lines = [f"# Evaluation of `{report['run_id']}` (classification)", "",
              f"Base model `{report['base_model']}`, test data `{report['data']}`: {report['examples']:,} examples, "
-             f"{len(report['labels'])} labels.", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
+             f"{len(report['labels'])} labels.", "", *markdown_table(header, rows)]
     lines += [""] + [f"- {n}" for n in sample_notes(report) + report.get("notes", [])]
     lines += ["", f"Expected calibration error of the fine-tuned model: {fine['calibration']['ece']:.4f}.", "",
-              "## Top confusions", "", "| true | predicted | count | share of true |", "|---|---|---|---|"]
-    lines += [f"| {c['true']} | {c['predicted']} | {c['count']} | {c['share_of_true']:.1%} |"
-              for c in fine["top_confusions"]]
-    lines += ["", "## Per class (fine-tuned)", "", "| label | precision | recall | F1 | support |", "|---|---|---|---|---|"]
-    lines += [f"| {c['label']} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} | {c['support']} |"
-              for c in fine["per_class"]]
+              "## Top confusions", "", *markdown_table(CONFUSION_HEADER, confusion_rows(fine)),
+              "", "## Per class (fine-tuned)", "", *markdown_table(PER_CLASS_HEADER, per_class_rows(fine))]
     lines += ["", "Files: report.html (plots embedded), confusion.csv, confusion.png, reliability.png."]
     return "\n".join(lines)
 
@@ -66,12 +74,8 @@ def to_html(report: dict[str, Any], figures: dict[str, bytes]) -> str:
     summary = html.table(header, rows, highlight=0)
     summary += "".join(html.paragraph(n) for n in sample_notes(report) + report.get("notes", []))
     summary += html.image(figures["systems"], "accuracy of every system")
-    per_class = html.table(["label", "precision", "recall", "F1", "support"],
-                           [[c["label"], f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}", c["support"]]
-                            for c in fine["per_class"]])
-    confusions = html.table(["true", "predicted", "count", "share of true"],
-                            [[c["true"], c["predicted"], c["count"], f"{c['share_of_true']:.1%}"]
-                             for c in fine["top_confusions"]])
+    per_class = html.table(PER_CLASS_HEADER, per_class_rows(fine))
+    confusions = html.table(CONFUSION_HEADER, confusion_rows(fine))
     calibration = html.paragraph(f"Expected calibration error (10 equal-width bins): {fine['calibration']['ece']:.4f}; "
                                  f"mean confidence {fine['calibration']['mean_confidence']:.3f}.")
     calibration += html.image(figures["reliability"], "reliability diagram")
@@ -102,19 +106,12 @@ def write(report: dict[str, Any], directory: Path) -> dict[str, str]:
         "reliability": plots.reliability_diagram(fine["calibration"]["bins"], fine["calibration"]["ece"]),
         "systems": plots.system_bars([s["name"] for s in systems], [s["accuracy"] for s in systems], "accuracy"),
     }
-    files = {"markdown": directory / "report.md", "html": directory / "report.html",
-             "confusion_csv": directory / "confusion.csv", "confusion_png": directory / "confusion.png",
-             "reliability_png": directory / "reliability.png"}
-    files["markdown"].write_text(to_markdown(report) + "\n", encoding="utf-8")
-    files["html"].write_text(to_html(report, figures), encoding="utf-8")
-    files["confusion_png"].write_bytes(figures["confusion"])
-    files["reliability_png"].write_bytes(figures["reliability"])
-    with open(files["confusion_csv"], "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["true \\ predicted"] + report["labels"])
-        for label, row in zip(report["labels"], fine["confusion_matrix"]):
-            writer.writerow([label] + row)
-    return {k: str(v) for k, v in files.items()}
+    files = write_bundle(directory, "report", markdown=to_markdown(report) + "\n", html=to_html(report, figures))
+    files["confusion_csv"] = str(write_csv(directory / "confusion.csv", ["true \\ predicted"] + report["labels"],
+                                           [[label] + row for label, row in zip(report["labels"], fine["confusion_matrix"])]))
+    files["confusion_png"] = str(write_atomic(directory / "confusion.png", figures["confusion"]))
+    files["reliability_png"] = str(write_atomic(directory / "reliability.png", figures["reliability"]))
+    return files
 
 
 def _details_text(details: dict[str, Any]) -> str:

@@ -2,12 +2,12 @@
 its latest evaluation, so runs of different models, methods or settings line up side by side."""
 from __future__ import annotations
 
-import csv
 import json
 import time
 from pathlib import Path
 from typing import Any
 
+from tunesmith.reports import markdown_table, write_bundle, write_csv
 from tunesmith.runs import Run
 from tunesmith.workspace import Workspace
 
@@ -84,16 +84,9 @@ def compare_runs(runs: list[Run], out: Path | None, workspace: Workspace) -> dic
     table = comparison(runs)
     rows, keys = table["runs"], table["keys"]
     out = out or workspace.home / "compare" / time.strftime("%Y%m%d-%H%M%S")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "compare.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
-    with open(out / "compare.csv", "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(keys)
-        writer.writerows([[r.get(key) for key in keys] for r in rows])
-    lines = ["| " + " | ".join(table["columns"]) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(row) + " |" for row in table["rows"]]
-    (out / "compare.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    table["files"] = {kind: str(out / f"compare.{kind}") for kind in ("md", "csv", "json")}
+    written = write_bundle(out, "compare", data=rows, markdown="\n".join(markdown_table(table["columns"], table["rows"])) + "\n")
+    table["files"] = {"md": written["markdown"], "csv": str(write_csv(out / "compare.csv", keys, rows)),
+                      "json": written["json"]}
     return table
 
 

@@ -2,24 +2,9 @@
 embedded in the HTML report as data URIs, so it reads offline."""
 from __future__ import annotations
 
-import io
 from typing import Any, Sequence
 
-
-def _figure(width: float, height: float):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt, plt.figure(figsize=(width, height), dpi=110)
-
-
-def _png(plt, figure) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", bbox_inches="tight")
-    plt.close(figure)
-    return buffer.getvalue()
+from tunesmith.reports import figure_png, new_figure
 
 
 def confusion_heatmap(matrix: Sequence[Sequence[int]], labels: Sequence[str]) -> bytes:
@@ -30,7 +15,7 @@ def confusion_heatmap(matrix: Sequence[Sequence[int]], labels: Sequence[str]) ->
     shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     n = len(labels)
     side = min(max(5.0, 0.16 * n + 2), 22.0)
-    plt, figure = _figure(side, side)
+    figure = new_figure(side, side)
     axes = figure.add_subplot()
     image = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     font = 8 if n <= 30 else max(3.5, 8 - n / 15)
@@ -46,11 +31,11 @@ def confusion_heatmap(matrix: Sequence[Sequence[int]], labels: Sequence[str]) ->
                               color="white" if shares[i, j] > 0.5 else "black")
     figure.colorbar(image, ax=axes, fraction=0.04, label="share of the true class")
     axes.set_title("confusion matrix (row-normalised)")
-    return _png(plt, figure)
+    return figure_png(figure)
 
 
 def reliability_diagram(bins: Sequence[dict[str, Any]], ece: float) -> bytes:
-    plt, figure = _figure(5, 5)
+    figure = new_figure(5, 5)
     axes = figure.add_subplot()
     axes.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
     filled = [b for b in bins if b["count"]]
@@ -65,11 +50,11 @@ def reliability_diagram(bins: Sequence[dict[str, Any]], ece: float) -> bytes:
     axes.set_ylabel("accuracy")
     axes.set_title(f"reliability (ECE {ece:.3f})")
     axes.legend(loc="upper left", fontsize=8)
-    return _png(plt, figure)
+    return figure_png(figure)
 
 
 def system_bars(names: Sequence[str], values: Sequence[float], title: str) -> bytes:
-    plt, figure = _figure(7, 0.45 * len(names) + 1.2)
+    figure = new_figure(7, 0.45 * len(names) + 1.2)
     axes = figure.add_subplot()
     axes.barh(range(len(names)), values, color=["#2b6cb0" if i == 0 else "#a0aec0" for i in range(len(names))])
     axes.set_yticks(range(len(names)), names, fontsize=8)
@@ -78,4 +63,4 @@ def system_bars(names: Sequence[str], values: Sequence[float], title: str) -> by
     for i, value in enumerate(values):
         axes.text(min(value + 0.01, 0.9), i, f"{value:.1%}", va="center", fontsize=8)
     axes.set_title(title)
-    return _png(plt, figure)
+    return figure_png(figure)

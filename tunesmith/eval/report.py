@@ -3,11 +3,10 @@ self-contained HTML page. Generation reports are written here; classification on
 eval/classify_report.py (``write`` picks by the report's kind)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from tunesmith.eval import html
+from tunesmith.reports import html, markdown_table, write_bundle
 
 # (key, label, format, higher is better)
 METRICS = [
@@ -85,24 +84,20 @@ def preference_lines(report: dict[str, Any]) -> list[str]:
 
 
 def to_markdown(report: dict[str, Any]) -> str:
-    head = header(report)
     lines = [
         f"# Evaluation of `{report['run_id']}`",
         "",
         f"Base model `{report['base_model']}` vs the fine-tuned run, on `{report['data']}` "
         f"({report['examples']} examples, greedy decoding, up to {report['max_new_tokens']} new tokens).",
         "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
+        *markdown_table(header(report), rows(report)),
     ]
-    lines += ["| " + " | ".join(r) + " |" for r in rows(report)]
     if report.get("kind") == "preference":
         lines += [""] + [f"{line}  " for line in preference_lines(report)]
     if report.get("few_shot"):
         lines += ["", f"Few-shot prompt: {report['few_shot']['shots']} training conversations before each test one."]
     if report.get("forgetting"):
-        lines += ["", "## Forgetting", "", "| " + " | ".join(FORGETTING_HEADER) + " |", "|" + "---|" * 4]
-        lines += ["| " + " | ".join(r) + " |" for r in forgetting_rows(report)]
+        lines += ["", "## Forgetting", "", *markdown_table(FORGETTING_HEADER, forgetting_rows(report))]
     lines += ["", "## Samples", ""]
     for i, sample in enumerate(report["samples"], 1):
         lines += [f"### {i}. {_one_line(sample['prompt'])}", "",
@@ -139,17 +134,11 @@ def to_html(report: dict[str, Any]) -> str:
 
 def write(report: dict[str, Any], directory: Path) -> dict[str, str]:
     """Write every report file; returns their paths by kind."""
-    directory.mkdir(parents=True, exist_ok=True)
-    json_path = directory / "report.json"
-    json_path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     if report.get("kind") == "classification":
         from tunesmith.eval import classify_report
 
-        return {"json": str(json_path), **classify_report.write(report, directory)}
-    md_path, html_path = directory / "report.md", directory / "report.html"
-    md_path.write_text(to_markdown(report) + "\n", encoding="utf-8")
-    html_path.write_text(to_html(report), encoding="utf-8")
-    return {"json": str(json_path), "markdown": str(md_path), "html": str(html_path)}
+        return write_bundle(directory, "report", data=report) | classify_report.write(report, directory)
+    return write_bundle(directory, "report", data=report, markdown=to_markdown(report) + "\n", html=to_html(report))
 
 
 def _one_line(text: str, limit: int = 300) -> str:

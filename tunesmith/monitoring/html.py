@@ -1,10 +1,10 @@
-"""The monitoring report as one self-contained page (the evaluation report's page helpers)."""
+"""The monitoring report as one self-contained page (the report page helpers, reports/html.py)."""
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from tunesmith.eval import html
+from tunesmith.reports import html
 
 
 def to_html(report: dict[str, Any], figures: dict[str, bytes]) -> str:

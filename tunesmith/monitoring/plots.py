@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from tunesmith.eval.plots import _figure, _png
 from tunesmith.monitoring.drift import words
+from tunesmith.reports import figure_png, new_figure
 
 
 def lengths(reference: Sequence[str], live: Sequence[str]) -> bytes:
-    plt, figure = _figure(6, 3.2)
+    figure = new_figure(6, 3.2)
     axes = figure.add_subplot()
     ref, now = [len(words(t)) for t in reference], [len(words(t)) for t in live]
     top = max(max(ref, default=1), max(now, default=1))
@@ -18,20 +18,20 @@ def lengths(reference: Sequence[str], live: Sequence[str]) -> bytes:
     axes.set_xlabel("words per input")
     axes.set_ylabel("share")
     axes.legend()
-    return _png(plt, figure)
+    return figure_png(figure)
 
 
 def latency(latencies_ms: Sequence[float]) -> bytes:
-    plt, figure = _figure(6, 3.2)
+    figure = new_figure(6, 3.2)
     axes = figure.add_subplot()
     axes.hist(latencies_ms, bins=40, color="#2b6cb0")
     axes.set_xlabel("latency (ms)")
     axes.set_ylabel("requests")
-    return _png(plt, figure)
+    return figure_png(figure)
 
 
 def labels(changes: list[dict]) -> bytes:
-    plt, figure = _figure(6, 0.35 * len(changes) + 1.2)
+    figure = new_figure(6, 0.35 * len(changes) + 1.2)
     axes = figure.add_subplot()
     names = [c["label"] for c in changes][::-1]
     positions = range(len(names))
@@ -40,4 +40,4 @@ def labels(changes: list[dict]) -> bytes:
     axes.set_yticks(list(positions), names, fontsize=8)
     axes.set_xlabel("share")
     axes.legend()
-    return _png(plt, figure)
+    return figure_png(figure)

@@ -8,7 +8,6 @@ tokens/s, peak RSS, validation loss and the test metric; written as Markdown, CS
 """
 from __future__ import annotations
 
-import csv
 import json
 import os
 import re
@@ -22,6 +21,7 @@ from typing import Any, Callable
 from tunesmith.config import load_config
 from tunesmith.errors import TunesmithError
 from tunesmith.eval.evaluate import EvalOptions, evaluate
+from tunesmith.reports import markdown_table, write_bundle, write_csv
 from tunesmith.workspace import Workspace
 
 COLUMNS = [("method", "method", "{}"), ("trainable_parameters", "trainable params", "{:,}"),
@@ -103,13 +103,8 @@ def _test_metric(run: str, max_examples: int | None, workspace: Workspace) -> st
 def _write(rows: list[dict], out: Path) -> dict[str, Any]:
     columns = [(k, title, fmt) for k, title, fmt in COLUMNS if any(r.get(k) is not None for r in rows)]
     table = [[fmt.format(r[k]) if r.get(k) is not None else "–" for k, _, fmt in columns] for r in rows]
-    (out / "methods.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
-    with open(out / "methods.csv", "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow([k for k, _, _ in columns])
-        writer.writerows([[r.get(k) for k, _, _ in columns] for r in rows])
-    lines = ["| " + " | ".join(t for _, t, _ in columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cells) + " |" for cells in table]
-    (out / "methods.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return {"columns": [t for _, t, _ in columns], "rows": table, "runs": rows,
-            "files": {kind: str(out / f"methods.{kind}") for kind in ("md", "csv", "json")}}
+    titles = [t for _, t, _ in columns]
+    written = write_bundle(out, "methods", data=rows, markdown="\n".join(markdown_table(titles, table)) + "\n")
+    csv_path = write_csv(out / "methods.csv", [k for k, _, _ in columns], rows)
+    return {"columns": titles, "rows": table, "runs": rows,
+            "files": {"md": written["markdown"], "csv": str(csv_path), "json": written["json"]}}

@@ -10,13 +10,12 @@
 """
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any
 
 from tunesmith.config import save_config
-from tunesmith.eval import html
-from tunesmith.files import write_json_atomic
+from tunesmith.files import write_atomic
+from tunesmith.reports import figure_png, html, markdown_table, pyplot, write_bundle, write_csv
 from tunesmith.tuning.space import with_values
 
 COLUMNS = ["trial", "state", "value", "run", "seconds", "worker"]
@@ -62,28 +61,21 @@ def write(study, config, out: Path) -> dict[str, Any]:
     summary["files"] |= _tables(columns, rows, out)
     plots = _plots(study, out)
     summary["files"] |= plots
-    summary["files"]["html"] = str(_html(summary, columns, rows, plots, out))
-    write_json_atomic(out / "summary.json", summary)
-    summary["files"]["json"] = str(out / "summary.json")
+    summary["files"]["html"] = _html(summary, columns, rows, plots, out)
+    summary["files"]["json"] = write_bundle(out, "summary", data=summary)["json"]
     return summary
 
 
 def _tables(columns: list[str], rows: list[dict[str, Any]], out: Path) -> dict[str, str]:
-    with open(out / "trials.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns + ["pruned_at_step", "error"], extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_cell(r.get(c)) for c in columns) + " |" for r in rows]
-    (out / "trials.md").write_text("\n".join(lines) + "\n")
-    return {"csv": str(out / "trials.csv"), "markdown": str(out / "trials.md")}
+    csv_path = write_csv(out / "trials.csv", columns + ["pruned_at_step", "error"], rows)
+    markdown = "\n".join(markdown_table(columns, [[_cell(r.get(c)) for c in columns] for r in rows])) + "\n"
+    return {"csv": str(csv_path), "markdown": write_bundle(out, "trials", markdown=markdown)["markdown"]}
 
 
 def _plots(study, out: Path) -> dict[str, str]:
     """Optuna's own matplotlib plots: the history of finished trials, every trial's validation
     curve (pruned ones included), and parameter importance (fANOVA)."""
-    import matplotlib
-    matplotlib.use("Agg")
+    pyplot()  # the headless backend, before optuna imports pyplot
     from optuna.visualization import matplotlib as optuna_plots
 
     made = {}
@@ -126,17 +118,14 @@ def importance_study(study):
 
 
 def _save(axes, path: Path) -> str:
-    import matplotlib.pyplot as plt
-
     figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
     figure.set_size_inches(8, 4.5)
+    figure.set_dpi(110)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return str(path)
+    return str(write_atomic(path, figure_png(figure)))
 
 
-def _html(summary: dict[str, Any], columns: list[str], rows: list[dict[str, Any]], plots: dict[str, str], out: Path) -> Path:
+def _html(summary: dict[str, Any], columns: list[str], rows: list[dict[str, Any]], plots: dict[str, str], out: Path) -> str:
     sections = []
     if "best_value" in summary:
         best = [[key, _cell(value)] for key, value in summary["best_params"].items()]
@@ -151,8 +140,7 @@ def _html(summary: dict[str, Any], columns: list[str], rows: list[dict[str, Any]
     sections.append(("Trials", html.table(columns, [[_cell(r.get(c)) for c in columns] for r in rows], best_index)))
     counts = ", ".join(f"{n} {state}" for state, n in summary["trials"].items() if n)
     page = html.page(f"Study {summary['study']}", sections, subtitle=f"{summary['direction']} {summary['metric']}; {counts}.")
-    (out / "report.html").write_text(page, encoding="utf-8")
-    return out / "report.html"
+    return write_bundle(out, "report", html=page)["html"]
 
 
 def _cell(value: Any) -> str:

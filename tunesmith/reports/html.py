@@ -1,5 +1,5 @@
-"""One self-contained HTML page per evaluation: inline CSS, plots as data URIs, no scripts or
-network, so the file can be mailed or opened offline."""
+"""One self-contained HTML page per report (evaluation, search study, monitoring): inline CSS,
+plots as data URIs, no scripts or network, so the file can be mailed or opened offline."""
 from __future__ import annotations
 
 import base64
