@@ -7,14 +7,16 @@ The resolved config is saved with every run (``runs/<id>/config.yaml``).
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tunesmith.errors import ConfigError
 from tunesmith.catalog import DEFAULT_MODEL
+from tunesmith.errors import ConfigError
 
 
 class _Strict(BaseModel):
@@ -126,13 +128,9 @@ class SFTTrainingSettings(TrainingSettings):
 
 
 def load_clean_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> CleanConfig:
-    raw, lines = _read_yaml(Path(path)) if path else ({}, {})
-    raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    try:
-        return CleanConfig.model_validate(raw)
-    except ValidationError as e:
-        source = str(path) if path else "<options>"
-        raise ConfigError(f"invalid clean config {source}:", [_describe(err, source, lines) for err in e.errors()]) from None
+    """The cleaning config from ``path`` with the options given (``None``: not given) on top."""
+    given = {key: value for key, value in (overrides or {}).items() if value is not None}
+    return load_yaml_model(path, CleanConfig, given, what="clean config")
 
 
 class SFTConfig(_Strict):
@@ -250,35 +248,24 @@ _RECIPES: dict[str, type[_Strict]] = {"sft": SFTConfig, "classify": ClassifyConf
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None, base: dict | None = None) -> RecipeConfig:
-    """Read a YAML recipe, apply ``key=value`` overrides, validate; raise ConfigError with every problem.
-    The ``recipe`` key (default ``sft``) chooses the schema."""
-    raw: dict[str, Any] = copy.deepcopy(base or {})
-    lines: dict[tuple, int] = {}
-    source = str(path) if path else "<overrides>"
+    """Read a YAML recipe (or take ``base``, a config built in code), apply ``key=value`` overrides,
+    validate; raise ConfigError with every problem. The ``recipe`` key (default ``sft``) chooses the schema."""
+    values = parse_overrides(overrides or [])
     if path:
-        raw, lines = _read_yaml(Path(path))
-        _resolve_relative_paths(raw, Path(path).parent)
+        source = read_yaml(path)
+        _resolve_relative_paths(source.data, Path(path).parent)
     else:  # a config built in code: its relative data paths are relative to where it runs, as overrides are
-        _resolve_relative_paths(raw, Path.cwd())
-    for override in overrides or []:
-        _apply_override(raw, override)
+        source = YamlSource("<overrides>", copy.deepcopy(base or {}))
+        _resolve_relative_paths(source.data, Path.cwd())
+    apply_overrides(source.data, values)
     # Paths given as overrides are relative to where the command runs: made absolute here, the
     # config saved with the run still finds its data from any directory.
-    overridden = {tuple(o.split("=", 1)[0].strip().split(".", 1)) for o in overrides or []}
-    given = {section: {k: v for k, v in raw[section].items() if (section, k) in overridden}
-             for section in ("data", "replay") if isinstance(raw.get(section), dict)}
-    if any(given.values()):
-        _resolve_relative_paths(given, Path.cwd(), into=raw)
-    recipe = raw.get("recipe", "sft")
+    _resolve_relative_paths(source.data, Path.cwd(), only=set(values))
+    recipe = source.data.get("recipe", "sft")
     if recipe not in _RECIPES:
-        where = f"{source}:{lines[('recipe',)]}" if ("recipe",) in lines else source
-        raise ConfigError(f"invalid config {source}:", [f"{where}: recipe: unknown recipe {recipe!r}; "
-                                                        f"choose one of {', '.join(_RECIPES)}"])
-    try:
-        return _RECIPES[recipe].model_validate(raw)
-    except ValidationError as e:
-        problems = [_describe(err, source, lines) for err in e.errors()]
-        raise ConfigError(f"invalid config {source}:", problems) from None
+        raise ConfigError(f"invalid config {source.name}:", [source.problem(
+            ("recipe",), f"unknown recipe {recipe!r}; choose one of {', '.join(_RECIPES)}")])
+    return validate_yaml(_RECIPES[recipe], source)
 
 
 def recipe_schema(recipe: str) -> dict[str, Any] | None:
@@ -291,7 +278,52 @@ def save_config(config: RecipeConfig, path: Path) -> None:
     path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
 
 
-def _read_yaml(path: Path) -> tuple[dict, dict[tuple, int]]:
+# ── YAML into pydantic: the one loader of every config (recipes, cleaning, search spaces, monitoring) ──
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+@dataclass
+class YamlSource:
+    """A YAML mapping and where it came from: ``name`` (the file, or what stands in for one) and
+    the 1-based line of every key path, so that each problem reads ``file:line: field: message``."""
+
+    name: str
+    data: dict[str, Any] = field(default_factory=dict)
+    lines: dict[tuple, int] = field(default_factory=dict)
+
+    def problem(self, loc: Sequence[Any], message: str) -> str:
+        """``message`` about the field at ``loc``, at the line of its deepest key in the file.
+
+        >>> YamlSource("r.yaml", {}, {("training",): 3}).problem(("training", "epochs"), "too big")
+        'r.yaml:3: training.epochs: too big'
+        """
+        loc = tuple(str(part) for part in loc)
+        line = next((self.lines[loc[:depth]] for depth in range(len(loc), 0, -1) if loc[:depth] in self.lines), None)
+        where = f"{self.name}:{line}" if line else self.name
+        return f"{where}: {'.'.join(loc) or '(top level)'}: {message}"
+
+    def within(self, key: str) -> "YamlSource":
+        """The mapping under ``key`` (one section of a larger file), with its keys' lines."""
+        return YamlSource(self.name, self.data[key], {k[1:]: line for k, line in self.lines.items() if k[:1] == (key,)})
+
+
+def load_yaml_model(path: str | Path | None, model_class: type[Model], overrides: Mapping[str, Any] | None = None,
+                    *, section: str | None = None, what: str = "config") -> Model:
+    """``model_class`` from the YAML file at ``path`` (none: its defaults) — or from the file's
+    ``section`` where it has one — with ``overrides`` (dotted keys, e.g. from ``parse_overrides``)
+    set on top; a ConfigError lists every problem, each as ``file:line: field: message``."""
+    source = read_yaml(path) if path else YamlSource("<overrides>" if overrides else "<defaults>")
+    if section and isinstance(source.data.get(section), dict):
+        source = source.within(section)
+    apply_overrides(source.data, overrides or {})
+    return validate_yaml(model_class, source, what)
+
+
+def read_yaml(path: str | Path) -> YamlSource:
+    """The mapping in a YAML file, with the line of every key; a ConfigError if it is missing,
+    not YAML, or not a mapping."""
+    path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     text = path.read_text(encoding="utf-8")
@@ -304,7 +336,56 @@ def _read_yaml(path: Path) -> tuple[dict, dict[tuple, int]]:
         raise ConfigError(f"{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
-    return raw, _key_lines(node)
+    return YamlSource(str(path), raw, _key_lines(node))
+
+
+def validate_yaml(model_class: type[Model], source: YamlSource, what: str = "config") -> Model:
+    """``source.data`` as ``model_class``, or a ConfigError with every problem at its line."""
+    try:
+        return model_class.model_validate(source.data)
+    except ValidationError as e:
+        problems = [source.problem(error["loc"], _message(error)) for error in e.errors()]
+        raise ConfigError(f"invalid {what} {source.name}:", problems) from None
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """``key=value`` strings (the ``--set`` of every command) as dotted keys and values, each
+    value read as YAML (``2`` a number, ``[a, b]`` a list, nothing at all null). A key given
+    twice counts once, where it was given last, so that applying the result in order is the
+    same as applying the strings one after another.
+
+    >>> parse_overrides(["training.epochs=2", "lora.target_modules=[q_proj, v_proj]", "data.test="])
+    {'training.epochs': 2, 'lora.target_modules': ['q_proj', 'v_proj'], 'data.test': None}
+    """
+    values: dict[str, Any] = {}
+    for item in items:
+        key, equals, text = item.partition("=")
+        if not equals or not key.strip():
+            raise ConfigError(f"override {item!r} must look like key=value (e.g. training.epochs=2)")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML (quote it?)") from None
+        values.pop(key.strip(), None)
+        values[key.strip()] = value
+    return values
+
+
+def apply_overrides(data: dict[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """Set each dotted key of ``values`` in ``data`` (in place), making sections as needed.
+
+    >>> apply_overrides({"training": {"epochs": 1}}, {"training.epochs": 3, "lora.r": 8})
+    {'training': {'epochs': 3}, 'lora': {'r': 8}}
+    """
+    for key, value in values.items():
+        target = data
+        *sections, leaf = key.strip().split(".")
+        for section in sections:
+            target = target.setdefault(section, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"{key}: {section} is not a section of the config")
+        target[leaf] = value
+    return data
 
 
 def _key_lines(node, prefix: tuple = ()) -> dict[tuple, int]:
@@ -318,42 +399,20 @@ def _key_lines(node, prefix: tuple = ()) -> dict[tuple, int]:
     return lines
 
 
-def _resolve_relative_paths(raw: dict, base_dir: Path, into: dict | None = None) -> None:
+def _message(error: dict) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown key (not a setting of this recipe)"
+    return error["msg"]
+
+
+def _resolve_relative_paths(raw: dict, base_dir: Path, only: set[str] | None = None) -> None:
     """Data paths in a config file are relative to that file, so recipes can travel with their data.
-    ``into``: write the resolved paths there instead (the same keys)."""
+    ``only``: resolve just these dotted keys (the ones given on the command line)."""
     for section, keys in (("data", ("train", "validation", "test")), ("replay", ("data",))):
         data = raw.get(section)
-        target = (into if into is not None else raw).get(section)
-        if isinstance(data, dict):
-            for key in keys:
-                value = data.get(key)
-                if isinstance(value, str) and not Path(value).is_absolute():
-                    target[key] = str((base_dir / value).resolve())
-
-
-def _apply_override(raw: dict, override: str) -> None:
-    if "=" not in override:
-        raise ConfigError(f"override {override!r} must look like key=value (e.g. training.epochs=2)")
-    key, value = override.split("=", 1)
-    target = raw
-    parts = key.strip().split(".")
-    for part in parts[:-1]:
-        target = target.setdefault(part, {})
-        if not isinstance(target, dict):
-            raise ConfigError(f"override {override!r}: {part} is not a section")
-    target[parts[-1]] = yaml.safe_load(value) if value.strip() else None
-
-
-def _describe(error: dict, source: str, lines: dict[tuple, int]) -> str:
-    loc = tuple(str(p) for p in error["loc"])
-    line = None
-    for depth in range(len(loc), 0, -1):  # the deepest key that exists in the file
-        if loc[:depth] in lines:
-            line = lines[loc[:depth]]
-            break
-    where = f"{source}:{line}" if line else source
-    field = ".".join(loc) or "(top level)"
-    message = error["msg"]
-    if error["type"] == "extra_forbidden":
-        message = "unknown key (not a setting of this recipe)"
-    return f"{where}: {field}: {message}"
+        if not isinstance(data, dict):
+            continue
+        for key in keys:
+            value = data.get(key)
+            if (only is None or f"{section}.{key}" in only) and isinstance(value, str) and not Path(value).is_absolute():
+                data[key] = str((base_dir / value).resolve())

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from tunesmith import api
 from tunesmith.cli import render
+from tunesmith.config import parse_overrides
 from tunesmith.errors import ConfigError, DataError, ModelNotFound, TunesmithError
 
 app = typer.Typer(help="Fine-tune language models on your own data, evaluate them, use them.",
@@ -421,7 +422,7 @@ def monitor(model: str = typer.Argument(..., help="A served model: its ft: name,
             submit: bool = typer.Option(False, "--submit", help="Queue the retraining as a fine-tuning job for the server's workers (visible in the UI, resumable) instead of training here; the worker that finishes it evaluates and promotes it.")):
     """Traffic, latency, errors, ratings and input drift of a served model, with alerts; --retrain acts on them."""
     log = lambda m: err.print(m, highlight=False)  # noqa: E731
-    report = api.monitor(model, since, reference, config, _settings_overrides(sets), output, log=log)
+    report = api.monitor(model, since, reference, config, parse_overrides(sets), output, log=log)
     if retrain and (report["retrain_recommended"] or force_retrain):
         report["retrain"] = api.retrain(model, fresh, replay, test, tolerance, alias, train_sets, submit=submit, log=log)
     elif retrain:
@@ -435,18 +436,6 @@ def monitor(model: str = typer.Argument(..., help="A served model: its ft: name,
             out.print(render.retrain_summary(report["retrain"]))
     if fail_on_alert and report["alerts"]:
         raise typer.Exit(3)
-
-
-def _settings_overrides(sets: List[str]) -> dict:
-    import yaml
-
-    overrides = {}
-    for item in sets:
-        if "=" not in item:
-            raise TunesmithError(f"--set {item!r} must look like key=value (e.g. p_value=0.001)")
-        key, value = item.split("=", 1)
-        overrides[key.strip()] = yaml.safe_load(value)
-    return overrides
 
 
 @label_app.command("suggest")

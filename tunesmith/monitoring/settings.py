@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from tunesmith.errors import ConfigError
+from tunesmith.config import load_yaml_model
 
 
 class MonitorSettings(BaseModel):
@@ -29,13 +29,6 @@ class MonitorSettings(BaseModel):
 
 
 def load_settings(path: str | Path | None, overrides: dict | None = None) -> MonitorSettings:
-    from tunesmith.config import _describe, _read_yaml
-
-    raw, lines = _read_yaml(Path(path)) if path else ({}, {})
-    if isinstance(raw.get("monitor"), dict):  # a whole file, or a `monitor:` section of one
-        raw, lines = raw["monitor"], {key[1:]: line for key, line in lines.items() if key[:1] == ("monitor",)}
-    source = str(path) if path else "<settings>"
-    try:
-        return MonitorSettings.model_validate(raw | (overrides or {}))
-    except ValidationError as e:
-        raise ConfigError(f"invalid monitor settings {source}:", [_describe(err, source, lines) for err in e.errors()]) from None
+    """The thresholds from a whole file, or from the ``monitor:`` section of one, with
+    ``overrides`` (``parse_overrides`` of ``--set key=value``) on top."""
+    return load_yaml_model(path, MonitorSettings, overrides, section="monitor", what="monitor settings")

@@ -18,9 +18,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tunesmith.config import ClassifyConfig, PreferenceConfig, RecipeConfig, SFTConfig, load_config
+from tunesmith.config import (
+    ClassifyConfig,
+    PreferenceConfig,
+    RecipeConfig,
+    SFTConfig,
+    YamlSource,
+    apply_overrides,
+    load_config,
+    read_yaml,
+    validate_yaml,
+)
 from tunesmith.errors import ConfigError
 
 
@@ -120,18 +130,12 @@ def default_metric(config: RecipeConfig) -> str:
 
 def load_search(path: str | Path | None, config: RecipeConfig) -> SearchSpec:
     """The search spec with the recipe's defaults filled in and every value checked."""
-    from tunesmith.config import _describe, _read_yaml
-
-    raw, lines = _read_yaml(Path(path)) if path else ({}, {})
-    source = str(path) if path else "<default search space>"
-    try:
-        spec = SearchSpec.model_validate(raw)
-    except ValidationError as e:
-        raise ConfigError(f"invalid search space {source}:", [_describe(err, source, lines) for err in e.errors()]) from None
+    source = read_yaml(path) if path else YamlSource("<default search space>")
+    spec = validate_yaml(SearchSpec, source, "search space")
     merged = (default_params(config) if spec.defaults else {}) | spec.params
     spec.params = {k: v for k, v in merged.items() if v is not None}
     if not spec.params:
-        raise ConfigError(f"{source}: the search space is empty: give `params` (or keep `defaults: true`)")
+        raise ConfigError(f"{source.name}: the search space is empty: give `params` (or keep `defaults: true`)")
     _require_validation(config)
     if spec.pruner.warmup_steps is None:
         spec.pruner.warmup_steps = config.training.eval_steps + 1  # Optuna prunes from this step on
@@ -139,7 +143,7 @@ def load_search(path: str | Path | None, config: RecipeConfig) -> SearchSpec:
     if not spec.metric.startswith("eval_"):
         spec.metric = f"eval_{spec.metric}"
     spec.direction = spec.direction or ("minimize" if spec.metric.endswith("loss") else "maximize")
-    _check_values(spec, config, source, lines)
+    _check_values(spec, config, source)
     return spec
 
 
@@ -152,31 +156,21 @@ def _require_validation(config: RecipeConfig) -> None:
                           "data.validation_fraction above 0")
 
 
-def _check_values(spec: SearchSpec, config: RecipeConfig, source: str, lines: dict) -> None:
+def _check_values(spec: SearchSpec, config: RecipeConfig, source: YamlSource) -> None:
     """Each parameter's extreme values must make a valid config: all problems at once."""
     problems = []
     for key, param in spec.params.items():
-        where = f"{source}:{lines[('params', key)]}" if ("params", key) in lines else source
         for value in param.corners():
             try:
                 with_values(config, {key: value})
             except ConfigError as e:
                 detail = "; ".join(p.split(": ", 2)[-1] for p in e.problems) or str(e)
-                problems.append(f"{where}: params.{key}: value {value!r} is not valid for this recipe: {detail}")
+                problems.append(source.problem(("params", key), f"value {value!r} is not valid for this recipe: {detail}"))
                 break
     if problems:
-        raise ConfigError(f"invalid search space {source}:", problems)
+        raise ConfigError(f"invalid search space {source.name}:", problems)
 
 
 def with_values(config: RecipeConfig, values: dict[str, Any]) -> RecipeConfig:
     """The config with dotted keys set (``{"lora.r": 8}``), validated again as a whole."""
-    raw = config.model_dump(mode="json")
-    for key, value in values.items():
-        target = raw
-        *sections, leaf = key.split(".")
-        for section in sections:
-            target = target.setdefault(section, {})
-            if not isinstance(target, dict):
-                raise ConfigError(f"{key}: {section} is not a section of the config")
-        target[leaf] = value
-    return load_config(None, None, base=raw)
+    return load_config(None, None, base=apply_overrides(config.model_dump(mode="json"), values))
