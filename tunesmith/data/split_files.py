@@ -11,8 +11,9 @@ from tunesmith.data.dedup import MinHasher, fold, near_duplicate_groups
 from tunesmith.data.io import write_jsonl
 from tunesmith.data.leakage import leakage_between
 from tunesmith.data.normalize import dedup_text
-from tunesmith.data.split import SPLIT_NAMES, split_indices, split_report
-from tunesmith.data.validate import ValidationReport
+from tunesmith.data.split import SPLIT_NAMES, parse_ratios, split_indices, split_report
+from tunesmith.data.validate import ValidationReport, validate_file
+from tunesmith.errors import ConfigError, DataError
 from tunesmith.reports import markdown_table, write_bundle
 
 
@@ -64,3 +65,20 @@ def _markdown(card: dict[str, Any]) -> str:
     lines += ["", *markdown_table(["leakage", "exact", "near"], [[pair, v["exact"], v["near"]]
                                                                  for pair, v in card["leakage"].items()])]
     return "\n".join(lines) + "\n"
+
+
+def split_file(path: str | Path, ratios: str | tuple[float, ...] = (0.8, 0.1, 0.1), seed: int = 0,
+               stratify: str | None = None, out_dir: str | Path | None = None, fmt: str | None = None) -> dict[str, Any]:
+    """Validate ``path``, split it by ``ratios`` (``"0.8,0.1,0.1"`` or a tuple) and write the split
+    files, their leakage check and the split card beside it (or in ``out_dir``)."""
+    try:
+        ratios = parse_ratios(ratios) if isinstance(ratios, str) else tuple(ratios)
+    except ValueError as e:
+        raise ConfigError(f"--ratios: {e}") from None
+    report = validate_file(path, fmt, min_examples=len(ratios))
+    if not report.ok:
+        raise DataError(report.summary(), report)
+    values = [r.value for r in report.records]
+    if stratify and not all(stratify in v for v in values):
+        raise DataError(f"{path}: cannot stratify on {stratify!r}: not every record has that field")
+    return write_split(Path(path), report, ratios, seed, stratify, Path(out_dir) if out_dir else Path(path).parent)

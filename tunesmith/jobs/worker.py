@@ -154,7 +154,7 @@ class Worker:
     def trainer_log(self, job: JobRow) -> Path:
         """Where attempt ``job.attempts`` of the job writes its output (its tail goes into the
         error of an attempt that crashed)."""
-        return self.workspace.home / "logs" / "jobs" / f"{job.id}.{job.attempts}.log"
+        return self.workspace.job_logs_dir / f"{job.id}.{job.attempts}.log"
 
     def _watch(self, proc: subprocess.Popen, lease: Lease, heartbeat: Heartbeat, claimed_at: float) -> _Ended:
         """Until the trainer exits, or must be stopped. ``claimed_at``: the claim's ``heartbeat_at``
@@ -280,3 +280,13 @@ def _tail(path: Path, chars: int = 1500) -> str:
     except OSError:
         return "(no output)"
     return text[-chars:].strip() or "(no output)"
+
+
+def run_worker(workspace: Workspace, poll_seconds: float = 1.0, stop_after: int | None = None) -> None:
+    """A worker on ``workspace``'s queue until SIGTERM or Ctrl-C (``tunesmith worker``), which
+    stop the running trainer and give its job back to the queue."""
+    worker = Worker(workspace, Database.for_workspace(workspace))
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: worker.stop())
+    worker.run_forever(poll_seconds, stop_after)

@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from tunesmith.errors import TunesmithError
+from tunesmith.errors import ModelNotFound, TunesmithError
 from tunesmith.files import sha256_file
-from tunesmith.catalog import ModelSpec, SourceKind
+from tunesmith.catalog import BUILTIN_MODELS, ModelSpec, SourceKind
 from tunesmith.workspace import Workspace
 
 MANIFEST = "tunesmith-model.json"
@@ -150,3 +150,11 @@ def _write_manifest(out: Path, spec: ModelSpec, source_sha256: str) -> None:
         "pulled_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def pull_builtin(name: str, workspace: Workspace, force: bool = False, progress: Progress = print) -> Path:
+    """The built-in model ``name`` installed in the home (``tunesmith models pull NAME``)."""
+    if name not in BUILTIN_MODELS:
+        raise ModelNotFound(f"no built-in model {name!r}; built-in models: {', '.join(BUILTIN_MODELS)}. "
+                            "A local Hugging Face directory needs no pull: pass its path wherever a model is asked for.")
+    return pull(BUILTIN_MODELS[name], workspace, force=force, progress=progress)

@@ -11,7 +11,7 @@ import json
 from typing import Any, Callable
 
 from tunesmith.config import load_config
-from tunesmith.runs import Run
+from tunesmith.runs import Run, all_runs, find_run
 from tunesmith.tracking import store
 from tunesmith.tracking.callback import datasets_of, log_outcome, run_tags
 from tunesmith.tracking.tracker import Tracker, flatten, read_tracking, write_tracking
@@ -66,3 +66,13 @@ def _metric_lines(run: Run) -> list[tuple[int, dict[str, Any]]]:
                 record.pop(key, None)
             lines.append((step, record))
     return lines
+
+
+def sync_runs(runs: list[str] | None, workspace: Workspace, warn: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Sync ``runs`` (default: every run directory the store does not know); what was done per run."""
+    chosen = [find_run(r, workspace) for r in runs] if runs else [r for r in all_runs(workspace) if needs_sync(r, workspace)]
+    done = []
+    for run in chosen:
+        mlflow_run_id = sync_run(run, workspace, warn=warn)
+        done.append({"run": run.id, "mlflow_run_id": mlflow_run_id, "synced": mlflow_run_id is not None})
+    return done

@@ -12,12 +12,35 @@ from typing import Any
 
 from rich.console import Console
 
-from tunesmith.config import RecipeConfig
+from tunesmith.config import ClassifyConfig, PreferenceConfig, RecipeConfig, SFTConfig, load_config
+from tunesmith.errors import TunesmithError
 from tunesmith.tracking import store
 from tunesmith.tracking.tracker import Tracker, flatten
 from tunesmith.tuning import report, study as studies
-from tunesmith.tuning.space import SearchSpec
+from tunesmith.tuning.space import SearchSpec, load_search
 from tunesmith.workspace import Workspace
+
+
+def plan(config: RecipeConfig | str | Path | None, trials: int, search: str | Path | None,
+         overrides: list[str] | None, join: str | None, workers: int) -> tuple[RecipeConfig | None, SearchSpec | None]:
+    """The validated config and search space of a new study (None, None to ``join`` one); every
+    wrong combination of arguments refused before anything is created."""
+    if join:
+        if config is not None:
+            raise TunesmithError("--join works on a study as it was created: give no config with it")
+        cfg, spec = None, None
+    else:
+        if config is None:
+            raise TunesmithError("give a config to tune (or --join STUDY to work on an existing study)")
+        cfg = config if isinstance(config, (SFTConfig, ClassifyConfig, PreferenceConfig)) else load_config(config, overrides)
+        if not isinstance(config, (SFTConfig, ClassifyConfig, PreferenceConfig)) and cfg.run_name is None:
+            cfg = cfg.model_copy(update={"run_name": Path(config).stem})
+        spec = load_search(search, cfg)
+        if trials < 1:
+            raise TunesmithError("--trials must be at least 1")
+    if workers < 0 or (workers == 0 and join):
+        raise TunesmithError("--workers must be at least 1 (0 only queues the trials of a new study)")
+    return cfg, spec
 
 
 def tune(config: RecipeConfig | None, spec: SearchSpec | None, workspace: Workspace, console: Console,
@@ -45,7 +68,7 @@ def tune(config: RecipeConfig | None, spec: SearchSpec | None, workspace: Worksp
     console.print(f"this worker ran {ran} trial(s)", markup=False, highlight=False, style="dim")
     if not write_report:
         return {"study": name, "ran": ran}
-    summary = report.write(study, config, workspace.home / "studies" / name)
+    summary = report.write(study, config, workspace.study_dir(name))
     summary["storage"] = url
     _close_study_run(study, config, summary, workspace, console)
     return summary
