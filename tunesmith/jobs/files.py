@@ -8,13 +8,15 @@ import re
 import secrets
 import time
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, BinaryIO
 
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
 from sqlalchemy import select
 
 from tunesmith.data.validate import validate_file
-from tunesmith.jobs.db import Database, FileRow
 from tunesmith.errors import APIError, not_found
+from tunesmith.jobs.db import Database, FileRow
 
 MIN_TRAINING_EXAMPLES = 10  # as OpenAI's fine-tuning API
 PURPOSES = {"fine-tune", "batch", "assistants", "vision", "user_data", "evals"}  # uploads; the server writes "fine-tune-results"
@@ -30,6 +32,81 @@ def sanitise_filename(name: str | None) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", base).strip("._")[:255] or "upload"
 
 
+class _MultipartUpload:
+    """One multipart upload body, fed to python-multipart's push parser as it arrives; the parser
+    calls the ``on_*`` methods (named as its callbacks). The ``file`` part is written to ``out``
+    (size-checked per chunk, hashed); the other fields are kept in memory, 4 kB each at most."""
+
+    CALLBACKS = ("on_part_begin", "on_header_field", "on_header_value", "on_header_end", "on_headers_finished",
+                 "on_part_data", "on_end")
+    MAX_HEADER_SIZE = 16 * 1024  # room for a long file name, which is then cut to 255
+
+    def __init__(self, out: BinaryIO, max_bytes: int):
+        self.out, self.max_bytes = out, max_bytes
+        self.size, self.digest, self.filename = 0, hashlib.sha256(), None
+        self.seen = self.complete = False  # a ``file`` part; the closing boundary
+        self.fields: dict[str, bytes] = {}
+        self._headers: dict[bytes, bytes] = {}
+        self._header_field = self._header_value = b""
+        self._name: str | None = None  # the current part's form field
+
+    async def receive(self, stream: AsyncIterator[bytes], boundary: bytes) -> None:
+        callbacks = {name: getattr(self, name) for name in self.CALLBACKS}
+        parser = MultipartParser(boundary, callbacks=callbacks, max_header_size=self.MAX_HEADER_SIZE)
+        async for chunk in stream:
+            try:
+                parser.write(chunk)
+            except MultipartParseError as e:
+                raise APIError(400, f"The multipart body does not parse: {e}", "invalid_multipart") from None
+
+    def purpose(self) -> str:
+        """The upload's ``purpose``, once the body is known to be whole and to hold a file (400s)."""
+        if not self.complete:
+            raise APIError(400, "The upload ended before its closing multipart boundary (cut off?); nothing was "
+                           "stored. Send it again.", "incomplete_upload", "file")
+        purpose = self.fields.get("purpose", b"").decode(errors="replace").strip()
+        if not self.seen:
+            raise APIError(400, "Missing required parameter: 'file'.", "missing_required_parameter", "file")
+        if purpose not in PURPOSES:
+            raise APIError(400, f"'{purpose}' is not one of {sorted(PURPOSES)} - 'purpose'", "invalid_value",
+                           "purpose")
+        return purpose
+
+    def on_part_begin(self) -> None:
+        self._headers, self._header_field, self._header_value, self._name = {}, b"", b"", None
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._header_field += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._header_value += data[start:end]
+
+    def on_header_end(self) -> None:
+        self._headers[self._header_field.lower()] = self._header_value
+        self._header_field, self._header_value = b"", b""
+
+    def on_headers_finished(self) -> None:
+        _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
+        self._name = options.get(b"name", b"").decode()
+        if self._name == "file":
+            self.filename, self.seen = options.get(b"filename", b"upload").decode(errors="replace"), True
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        chunk = data[start:end]
+        if self._name != "file":
+            name = (self._name or "")[:64]
+            self.fields[name] = (self.fields.get(name, b"") + chunk)[:4096]  # form fields are short
+            return
+        self.size += len(chunk)
+        if self.size > self.max_bytes:
+            raise APIError(413, f"File is larger than the {self.max_bytes:,}-byte upload limit.", "file_too_large", "file")
+        self.digest.update(chunk)
+        self.out.write(chunk)
+
+    def on_end(self) -> None:
+        self.complete = True
+
+
 class FileStore:
     def __init__(self, db: Database, directory: Path, max_bytes: int):
         self.db, self.directory, self.max_bytes = db, directory, max_bytes
@@ -43,79 +120,25 @@ class FileStore:
         (size-checked per chunk), the other fields (``purpose``) are kept in memory. A body that
         ends before its closing boundary (a client cut off mid-upload) or does not parse is a 400
         and leaves nothing: records are never stored half-received."""
-        from python_multipart.exceptions import MultipartParseError
-        from python_multipart.multipart import MultipartParser, parse_options_header
-
         file_id = "file-" + secrets.token_hex(12)
         partial = self.directory / f".{file_id}.part"
-        part: dict = {}
-        fields: dict[str, bytes] = {}
-        upload = {"size": 0, "digest": hashlib.sha256(), "filename": None, "seen": False, "complete": False}
-
-        def on_part_begin():
-            part.clear()
-            part.update(headers={}, field=b"", value=b"")
-
-        def on_header_field(data, start, end):
-            part["field"] += data[start:end]
-
-        def on_header_value(data, start, end):
-            part["value"] += data[start:end]
-
-        def on_header_end():
-            part["headers"][part["field"].lower()] = part["value"]
-            part["field"], part["value"] = b"", b""
-
-        def on_headers_finished():
-            _, options = parse_options_header(part["headers"].get(b"content-disposition", b""))
-            part["name"] = options.get(b"name", b"").decode()
-            if part["name"] == "file":
-                upload["filename"], upload["seen"] = options.get(b"filename", b"upload").decode(errors="replace"), True
-
-        def on_part_data(data, start, end):
-            chunk = data[start:end]
-            if part.get("name") != "file":
-                name = part.get("name", "")[:64]
-                fields[name] = (fields.get(name, b"") + chunk)[:4096]  # form fields are short: keep 4 kB at most
-                return
-            upload["size"] += len(chunk)
-            if upload["size"] > self.max_bytes:
-                raise APIError(413, f"File is larger than the {self.max_bytes:,}-byte upload limit.",
-                               "file_too_large", "file")
-            upload["digest"].update(chunk)
-            out.write(chunk)
-
-        def on_end():
-            upload["complete"] = True
-
-        parser = MultipartParser(boundary, callbacks={
-            "on_part_begin": on_part_begin, "on_header_field": on_header_field, "on_header_value": on_header_value,
-            "on_header_end": on_header_end, "on_headers_finished": on_headers_finished, "on_part_data": on_part_data,
-            "on_end": on_end}, max_header_size=16 * 1024)  # room for a long file name, which is then cut to 255
         try:
             with open(partial, "wb") as out:
-                async for chunk in stream:
-                    try:
-                        parser.write(chunk)
-                    except MultipartParseError as e:
-                        raise APIError(400, f"The multipart body does not parse: {e}", "invalid_multipart") from None
-            if not upload["complete"]:
-                raise APIError(400, "The upload ended before its closing multipart boundary (cut off?); nothing was "
-                               "stored. Send it again.", "incomplete_upload", "file")
-            purpose = fields.get("purpose", b"").decode(errors="replace").strip()
-            if not upload["seen"]:
-                raise APIError(400, "Missing required parameter: 'file'.", "missing_required_parameter", "file")
-            if purpose not in PURPOSES:
-                raise APIError(400, f"'{purpose}' is not one of {sorted(PURPOSES)} - 'purpose'", "invalid_value",
-                               "purpose")
+                upload = _MultipartUpload(out, self.max_bytes)
+                await upload.receive(stream, boundary)
+            purpose = upload.purpose()
             os.replace(partial, self.path(file_id))
         finally:
             partial.unlink(missing_ok=True)  # an aborted, refused or over-limit upload leaves nothing behind
-        filename = sanitise_filename(upload["filename"])
+        return self._record_upload(file_id, upload, purpose, owner)
+
+    def _record_upload(self, file_id: str, upload: _MultipartUpload, purpose: str, owner: str | None) -> dict:
+        """The stored upload validated, then recorded under its sanitised name."""
+        filename = sanitise_filename(upload.filename)
         status, details = self._validate(file_id, purpose, filename)
         row = FileRow(id=file_id, filename=filename, purpose=purpose,
-                      bytes=upload["size"], created_at=int(time.time()), status=status, status_details=details,
-                      sha256=upload["digest"].hexdigest(), owner=owner)
+                      bytes=upload.size, created_at=int(time.time()), status=status, status_details=details,
+                      sha256=upload.digest.hexdigest(), owner=owner)
         with self.db.session() as session:
             session.add(row)
         return file_object(row)

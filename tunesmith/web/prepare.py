@@ -7,8 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tunesmith.errors import ConfigError, DataError
-from tunesmith.errors import APIError
+from tunesmith.errors import APIError, ConfigError, DataError
 from tunesmith.jobs.files import FileStore
 
 CLEAN_OPTIONS = {"fix_roles", "dedup_exact", "dedup_near", "label_conflicts", "pii", "min_tokens", "max_tokens",

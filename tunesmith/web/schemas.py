@@ -15,7 +15,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    model_validator,
+)
 
 from tunesmith.errors import APIError
 
@@ -137,6 +146,8 @@ class ClassificationRequest(Body):
 Auto = Literal["auto"]
 
 
+# The docstring below is this model's description in the OpenAPI schema, which clients read: it is
+# kept as it was (the ranges it points to are now checked in jobs/fine_tuning.py).
 class Hyperparameters(BaseModel):
     """Types only (``"auto"`` or a finite number); the ranges are checked by server/jobs.py,
     which also checks jobs made by tunesmith itself."""
@@ -227,14 +238,16 @@ def openapi_body(schema: type[BaseModel]) -> dict:
     themselves, to bound their size and shape the errors, so FastAPI cannot see them)."""
     tree = schema.model_json_schema()
     definitions = tree.pop("$defs", {})
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": _inline(tree, definitions)}}}}
 
-    def inline(node):
-        if isinstance(node, dict):
-            if "$ref" in node:
-                return inline(definitions[node["$ref"].rsplit("/", 1)[-1]])
-            return {k: inline(v) for k, v in node.items()}
-        return [inline(v) for v in node] if isinstance(node, list) else node
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": inline(tree)}}}}
+
+def _inline(node: Any, definitions: dict) -> Any:
+    """``node`` with every ``$ref`` replaced by the definition it names."""
+    if isinstance(node, dict):
+        if "$ref" in node:
+            return _inline(definitions[node["$ref"].rsplit("/", 1)[-1]], definitions)
+        return {k: _inline(v, definitions) for k, v in node.items()}
+    return [_inline(v, definitions) for v in node] if isinstance(node, list) else node
 
 
 def parse(schema: type[BaseModel], body: Any) -> Any:

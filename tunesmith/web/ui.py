@@ -13,7 +13,8 @@ UI_DIR = Path(__file__).parent / "ui"
 
 def mount_ui(app: FastAPI) -> None:
     app.mount("/ui", StaticFiles(directory=UI_DIR, html=True), name="ui")
+    app.add_api_route("/", home, methods=["GET"], include_in_schema=False)
 
-    @app.get("/", include_in_schema=False)
-    def home():
-        return RedirectResponse("/ui/")
+
+def home():
+    return RedirectResponse("/ui/")
