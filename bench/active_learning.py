@@ -72,7 +72,7 @@ def main() -> None:
             began = time.time()
             shared = _round_zero(previous | results) if round_ == 0 else None
             if shared:  # every strategy starts from the same labels and seed: the same model
-                from tunesmith.models.predict import load_classifier
+                from tunesmith.models.engine import load_classifier
                 from tunesmith.runs import find_run
 
                 classifier, accuracy = load_classifier(find_run(shared["run"], workspace), workspace), shared["accuracy"]
@@ -116,7 +116,7 @@ def train_classifier(train: list[dict], labelled: list[int], args, workspace, na
     from tunesmith import api
     from tunesmith.config import load_config
     from tunesmith.data.io import write_jsonl
-    from tunesmith.models.predict import load_classifier
+    from tunesmith.models.engine import load_classifier
 
     data = args.out / "data" / f"{name}.jsonl"
     write_jsonl(data, [train[i] for i in labelled])

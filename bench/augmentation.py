@@ -115,7 +115,7 @@ def train_once(path: Path, test: list[dict], args, workspace, name: str, seed: i
 
     from tunesmith import api
     from tunesmith.config import load_config
-    from tunesmith.models.predict import load_classifier
+    from tunesmith.models.engine import load_classifier
 
     config = load_config(None, [], base={
         "recipe": "classify", "model": "minilm-l6", "method": "full", "pooling": "mean", "run_name": f"aug-{name}-s{seed}",

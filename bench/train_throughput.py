@@ -340,7 +340,7 @@ def train_tunesmith_classifier(spec: dict):
         overrides.append(f"training.max_steps={spec['max_steps']}")
     workspace = Workspace(Path(spec["workdir"]) / "home")
     result = tunesmith.train(load_config(None, overrides), workspace=workspace)
-    from tunesmith.models.predict import load_classifier
+    from tunesmith.models.engine import load_classifier
 
     loaded = load_classifier(result.run, workspace)  # the saved weights, as `tunesmith predict` uses them
     return loaded.model, loaded.tokenizer, result.summary["train_seconds"], loaded.labels

@@ -13,11 +13,12 @@ ASK = [{"role": "user", "content": "Which colour is item 2?"}]
 
 def test_adapters_of_different_types_interleave(tiny_model_dir, chat_file, workspace, monkeypatch):
     from tunesmith.jobs.db import Database
+    from tunesmith.jobs.served_models import JobModels
     from tunesmith.serving.model_server import ModelServer, Target, _adapter_key
 
     runs = {m: tunesmith.train(tiny_config(tiny_model_dir, chat_file, f"method={m}", "training.max_steps=4"),
                                workspace=workspace).run for m in ("lora", "ia3", "prompt_tuning")}
-    server = ModelServer(workspace, Database.for_workspace(workspace))
+    server = ModelServer(workspace, JobModels(workspace, Database.for_workspace(workspace)))
     targets = [Target(m, str(tiny_model_dir), adapter_dir=run.final_dir) for m, run in runs.items()]
     monkeypatch.setattr(server, "targets", lambda: targets)
     served = {m: [server.complete(m, ASK, None, PARAMS)["texts"][0] for _ in range(2)] for m in ["lora", "ia3",

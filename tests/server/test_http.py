@@ -338,7 +338,7 @@ def slow_generation(monkeypatch):
     400-token answer runs 8 s, unless a disconnect stops it. Returns the token counter."""
     from transformers import LogitsProcessor, LogitsProcessorList
 
-    from tunesmith.serving import model_server as inference
+    from tunesmith.models import generation
     produced = {"tokens": 0}
 
     class Slow(LogitsProcessor):
@@ -347,12 +347,12 @@ def slow_generation(monkeypatch):
             time.sleep(0.02)
             return scores
 
-    original = inference._generation_kwargs
+    original = generation._generation_kwargs
 
     def slowed(tokenizer, params):
-        return original(tokenizer, params) | {"min_new_tokens": params["max_tokens"],
+        return original(tokenizer, params) | {"min_new_tokens": params.max_new_tokens,
                                               "logits_processor": LogitsProcessorList([Slow()])}
-    monkeypatch.setattr(inference, "_generation_kwargs", slowed)
+    monkeypatch.setattr(generation, "_generation_kwargs", slowed)
     return produced
 
 

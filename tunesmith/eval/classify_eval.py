@@ -36,7 +36,7 @@ def evaluate_classifier(run: Run, data: str | Path, workspace: Workspace, max_ex
                         baselines: bool = True, llm: str | None = DEFAULT_LLM, llm_examples: int = 200,
                         batch_size: int = 64, latency_examples: int = 100,
                         log: Callable[[str], None] = print) -> dict[str, Any]:
-    from tunesmith.models.predict import load_classifier
+    from tunesmith.models.engine import load_classifier
 
     classifier = load_classifier(run, workspace)
     labels = classifier.labels

@@ -28,7 +28,7 @@ def prelabel(model: str, path: str | Path, out: str | Path, workspace: Workspace
     texts = [pool.texts[i] for i in todo]
     run = find_run(model, workspace) if is_run_ref(model, workspace) else None
     if run is not None and not recipe_of(run).generates:
-        from tunesmith.models.predict import load_classifier
+        from tunesmith.models.engine import load_classifier
 
         classifier = load_classifier(run, workspace)
         probabilities = classifier.predict_proba(texts) if texts else None

@@ -71,7 +71,7 @@ def uncertainties(model: str, pool: Pool, strategy: str, workspace: Workspace,
     if run is not None and not recipe_of(run).generates:
         if strategy == "likelihood":
             raise ConfigError(f"{run.id} is a classifier: use entropy, margin or least_confidence (or random)")
-        from tunesmith.models.predict import load_classifier
+        from tunesmith.models.engine import load_classifier
 
         classifier = load_classifier(run, workspace)
         log(f"scoring {len(pool.texts):,} examples with {run.id}")

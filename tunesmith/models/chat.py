@@ -1,4 +1,5 @@
-"""Turning conversations into token ids and labels, with loss on assistant tokens only.
+"""Chat templates: conversations into token ids and labels (loss on assistant tokens only),
+prompts for generation, and where a reply ends (stop tokens, stop strings, streamed or not).
 
 TRL's ``assistant_only_loss`` needs ``{% generation %}`` markers in the chat template, which
 almost no template has (SmolLM2's doesn't; see huggingface/trl#4879). Instead we find each
@@ -11,7 +12,7 @@ prefixes stably (we check, and say so when one doesn't).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from tunesmith.errors import TemplateError
 
@@ -114,10 +115,52 @@ def stop_strings(tokenizer) -> list[str]:
     return []
 
 
-def strip_stop_strings(text: str, stops: list[str]) -> str:
-    for stop in stops:
-        text = text.split(stop, 1)[0]
-    return text
+def stops_for(tokenizer, extra: Sequence[str] = ()) -> list[str]:
+    """The strings that end a reply: a request's own (``extra``), then the template's end of turn
+    where it is plain text (``stop_strings``)."""
+    return list(extra) + stop_strings(tokenizer)
+
+
+def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
+    """The text before the earliest stop string in it, and whether there was one.
+
+    >>> cut_at_stop("card_arrival<|im_end|>\\n<|im_start|>user", ["\\n", "<|im_end|>"])
+    ('card_arrival', True)
+    >>> cut_at_stop("no stop here", ["<|im_end|>"])
+    ('no stop here', False)
+    """
+    found = [i for i in (text.find(stop) for stop in stops) if i >= 0]
+    return (text[:min(found)], True) if found else (text, False)
+
+
+def strip_stop_strings(text: str, stops: Sequence[str]) -> str:
+    return cut_at_stop(text, stops)[0]
+
+
+def cut_stream(pieces: Iterable[str], stops: Sequence[str], on_stop: Callable[[], None] = lambda: None) -> Iterator[str]:
+    """``pieces`` with the text from the first stop string on removed. As many characters as the
+    longest stop string could straddle are held back between pieces; at a stop, ``on_stop()``
+    (stop generating) and the end. Empty pieces are not passed on.
+
+    >>> list(cut_stream(["Hel", "lo<|im", "_end|>", "never"], ["<|im_end|>"]))
+    ['Hello']
+    >>> list(cut_stream(["a", "b"], []))
+    ['a', 'b']
+    """
+    longest, held = max((len(s) for s in stops), default=0), ""
+    for piece in pieces:
+        held += piece
+        cut, stopped = cut_at_stop(held, stops)
+        if stopped:
+            on_stop()
+            if cut:
+                yield cut
+            return
+        if len(held) > longest:
+            yield held[:len(held) - longest]
+            held = held[len(held) - longest:]
+    if held:
+        yield held
 
 
 def stop_token_ids(tokenizer) -> list[int]:

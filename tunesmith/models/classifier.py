@@ -75,18 +75,16 @@ def attach_mean_pooling(model) -> None:
         encoder.register_forward_hook(mean_into_first)
 
 
-def load_trained_classifier(final_dir: Path, base_path: str, labels: list[str], pooling: str, is_adapter: bool):
+def load_trained_classifier(final_dir: Path, base_path: str, labels: list[str], pooling: str, is_adapter: bool,
+                            pad_token_id: int | None = None):
     """The classifier a run saved: full weights from ``model/``, or the base model plus ``adapter/``
-    (LoRA and the trained head), merged for speed."""
+    (LoRA and the trained head), merged for speed. ``pad_token_id``: the run's tokenizer's (a
+    causal-LM head finds each row's last real token through it)."""
     if not is_adapter:
         return load_sequence_classifier(str(final_dir), labels, pooling)
     from peft import PeftModel
 
-    from tunesmith.models.loading import load_tokenizer
-    from tunesmith.models.store import ModelRef
-
-    tokenizer = load_tokenizer(ModelRef(str(final_dir), str(final_dir)))
-    base = load_sequence_classifier(base_path, labels, pooling, pad_token_id=tokenizer.pad_token_id)
+    base = load_sequence_classifier(base_path, labels, pooling, pad_token_id=pad_token_id)
     return PeftModel.from_pretrained(base, str(final_dir)).merge_and_unload()
 
 

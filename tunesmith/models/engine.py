@@ -1,24 +1,45 @@
-"""Loading a model for use, and running it: batched generation, streaming, and loss.
+"""Using a model: load it, generate from it (batched or streamed), score text with it.
 
-Shared by evaluation, ``tunesmith chat`` / ``generate`` and (later) the server. A *target* is a
-run (its base model plus its adapter, or its fully fine-tuned weights) or a model reference.
+The one model-use API of tunesmith: evaluation, labelling, preference training, ``tunesmith
+chat`` / ``generate`` and the server all load and run models through here. A *target* is a run
+(its base model plus its adapter, or its fully fine-tuned weights) or a model reference.
+
+One loading path per kind of model:
+
+- a base model or a fully fine-tuned one: ``load_model(ref)`` (the tokenizer given a chat
+  template when it has none, weights in ``inference_dtype()``, eval mode);
+- an adapter run (LoRA, IA3, prompt tuning ...): ``load_run``, the adapter on its base (or on the
+  run it started from, merged);
+- a classify run: ``load_classifier``.
+
+Generation itself is ``models/generation.py`` (the ``Engine`` interface over token ids and its
+transformers implementation); ``generate`` and ``stream`` below are its conversation-level use.
 """
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
+import numpy as np
+
+from tunesmith.config import load_config
 from tunesmith.errors import TunesmithError
-from tunesmith.models.loading import load_causal_lm, load_tokenizer
+from tunesmith.models.chat import ensure_chat_template, prompt_ids
+from tunesmith.models.classifier import load_trained_classifier, read_labels
+from tunesmith.models.collate import PadCollator, supports_loss_positions
+from tunesmith.models.generation import Completion, Engine, Sampling, TextStream, TransformersEngine
+from tunesmith.models.hardware import inference_dtype
+from tunesmith.models.loading import load_causal_lm, load_tokenizer, quiet_transformers
 from tunesmith.models.store import ModelRef, resolve_model
 from tunesmith.runs import Run, find_run, is_run_ref
-from tunesmith.models.collate import PadCollator, supports_loss_positions
-from tunesmith.models.hardware import inference_dtype
-from tunesmith.models.chat import ensure_chat_template, prompt_ids, stop_strings, stop_token_ids, strip_stop_strings
 from tunesmith.workspace import Workspace
 
+__all__ = ["Completion", "Engine", "Loaded", "LoadedClassifier", "Sampling", "TextStream", "TransformersEngine",
+           "base_model_of", "generate", "load", "load_classifier", "load_model", "load_run", "load_start",
+           "mean_nll", "sequence_logprobs", "stream"]
 
+
+# ── loading ─────────────────────────────────────────────────────────────────────────────────
 @dataclass
 class Loaded:
     """A model ready to use. For a LoRA run, ``model`` is a PeftModel: ``base_context()`` switches the adapter off."""
@@ -34,29 +55,34 @@ class Loaded:
             raise TunesmithError(f"{self.name} has no adapter to switch off")
         return self.model.disable_adapter()
 
+    def engine(self, batch_size: int = 8) -> TransformersEngine:
+        return TransformersEngine(self.model, self.tokenizer, batch_size)
+
 
 def load(target: str, workspace: Workspace, merge: bool = False) -> Loaded:
     """Load a run or a model. ``merge`` folds a LoRA adapter into the weights (faster decoding)."""
     if is_run_ref(target, workspace):
         return load_run(find_run(target, workspace), workspace, merge)
-    ref = resolve_model(target, workspace)
+    return load_model(resolve_model(target, workspace))
+
+
+def load_model(ref: ModelRef, dtype=None) -> Loaded:
+    """A base model, or a fully fine-tuned one (its own tokenizer and template), for inference."""
     tokenizer = load_tokenizer(ref)
     ensure_chat_template(tokenizer)
-    return Loaded(ref.name, _eval_mode(load_causal_lm(ref, inference_dtype())), tokenizer)
+    return Loaded(ref.name, _eval_mode(load_causal_lm(ref, dtype or inference_dtype())), tokenizer)
 
 
 def load_run(run: Run, workspace: Workspace, merge: bool = False, dtype=None) -> Loaded:
     """A run's trained model. A run that started from another run (preference tuning on top of
     an SFT run) has that run's weights, adapter merged, under its own adapter."""
-    final = run.final_dir
-    if not final.exists():
-        raise TunesmithError(f"run {run.id} has no trained weights yet ({final} is missing); "
-                             f"finish it with: tunesmith train --resume {run.id}")
+    final = _final_dir(run)
     info = run.info()
+    if info.get("method") == "full":
+        full = load_model(ModelRef(run.id, str(final)), dtype)
+        return Loaded(run.id, full.model, full.tokenizer, run=run)
     dtype = dtype or inference_dtype()
     tokenizer = load_tokenizer(ModelRef(run.id, str(final)))  # the tokenizer and template it was trained with
-    if info.get("method") == "full":
-        return Loaded(run.id, _eval_mode(load_causal_lm(ModelRef(run.id, str(final)), dtype)), tokenizer, run=run)
     if info.get("start_run"):
         base = load_run(find_run(info["start_run"], workspace), workspace, merge=True, dtype=dtype).model
     else:
@@ -83,87 +109,79 @@ def base_model_of(run: Run, workspace: Workspace) -> ModelRef:
     return resolve_model(info.get("base_model") or info["base_model_path"], workspace)
 
 
+@dataclass
+class LoadedClassifier:
+    name: str
+    model: Any
+    tokenizer: Any
+    labels: list[str]
+    max_length: int
+
+    def predict_proba(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Label probabilities, one row per text. Texts are batched by length (less padding)."""
+        import torch
+
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                chunk = order[start:start + batch_size]
+                batch = self.tokenizer([texts[i] for i in chunk], truncation=True, max_length=self.max_length,
+                                       padding=True, return_tensors="pt")
+                logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+                out[chunk] = torch.softmax(logits, dim=-1).numpy()
+        return out
+
+
+def load_classifier(run: Run, workspace: Workspace) -> LoadedClassifier:
+    """A classify run's model (its full weights, or its adapter and head on the base, merged)."""
+    quiet_transformers()
+    info = run.info()
+    if info.get("recipe") != "classify":
+        raise TunesmithError(f"run {run.id} is a {info.get('recipe', 'sft')} run, not a classifier; "
+                             f"use `tunesmith generate {run.id}` for text generation")
+    final = _final_dir(run)
+    meta = read_labels(final)
+    tokenizer = load_tokenizer(ModelRef(run.id, str(final)))
+    model = load_trained_classifier(final, info["base_model_path"], meta["labels"], meta.get("pooling", "model"),
+                                    is_adapter=final.name == "adapter", pad_token_id=tokenizer.pad_token_id)
+    return LoadedClassifier(run.id, _eval_mode(model), tokenizer, meta["labels"],
+                            load_config(run.config_path).data.max_length)
+
+
+def _final_dir(run: Run):
+    if not run.final_dir.exists():
+        raise TunesmithError(f"run {run.id} has no trained weights yet ({run.final_dir} is missing); "
+                             f"finish it with: tunesmith train --resume {run.id}")
+    return run.final_dir
+
+
 def _eval_mode(model):
     model.eval()
     return model
 
 
+# ── generating ──────────────────────────────────────────────────────────────────────────────
 def generate(loaded: Loaded, conversations: list[list[dict[str, str]]], max_new_tokens: int = 256,
              batch_size: int = 8, temperature: float = 0.0) -> list[str]:
-    """Assistant replies for many conversations: batched (left-padded, length-sorted), KV-cached."""
-    import torch
-
-    tokenizer = loaded.tokenizer
-    encoded = [prompt_ids(tokenizer, c) for c in conversations]
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-    replies: list[str] = [""] * len(encoded)
-    texts = stop_strings(tokenizer)
-    for start in range(0, len(order), batch_size):
-        batch = order[start:start + batch_size]
-        width = max(len(encoded[i]) for i in batch)
-        ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(encoded[i])) + encoded[i] for i in batch])
-        mask = torch.tensor([[0] * (width - len(encoded[i])) + [1] * len(encoded[i]) for i in batch])
-        with torch.inference_mode():
-            out = loaded.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                        **_stopping(tokenizer), **_sampling(temperature))
-        for row, i in enumerate(batch):
-            text = tokenizer.decode(out[row, width:], skip_special_tokens=True)
-            replies[i] = strip_stop_strings(text, texts).strip()
-    return replies
+    """Assistant replies for many conversations (batched, length-sorted, KV-cached), whitespace stripped."""
+    prompts = [prompt_ids(loaded.tokenizer, c) for c in conversations]
+    choices = loaded.engine(batch_size).generate(prompts, Sampling(max_new_tokens, temperature))
+    return [completions[0].text.strip() for completions in choices]
 
 
 def stream(loaded: Loaded, conversation: list[dict[str, str]], max_new_tokens: int = 256,
            temperature: float = 0.0) -> Iterator[str]:
-    """The assistant's reply to one conversation, piece by piece as it is generated."""
-    import torch
-    from transformers import TextIteratorStreamer
-
-    tokenizer = loaded.tokenizer
-    ids = torch.tensor([prompt_ids(tokenizer, conversation)])
-    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-    kwargs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                  streamer=streamer, **_stopping(tokenizer), **_sampling(temperature))
-    worker = threading.Thread(target=lambda: _generate_quietly(loaded.model, kwargs), daemon=True)
-    worker.start()
-    texts, held = stop_strings(tokenizer), ""
-    for piece in streamer:
-        if not texts:
-            yield piece
-            continue
-        # Hold back text that could be the start of a stop string; stop at a complete one.
-        held += piece
-        cut = strip_stop_strings(held, texts)
-        if cut != held:
-            yield cut
-            break
-        safe = len(held) - max(len(t) for t in texts)
-        if safe > 0:
-            yield held[:safe]
-            held = held[safe:]
-    else:
-        yield held
-    worker.join()
+    """The assistant's reply to one conversation, piece by piece as it is generated; generation
+    stops when the reader stops reading."""
+    text = loaded.engine().stream(prompt_ids(loaded.tokenizer, conversation), Sampling(max_new_tokens, temperature))
+    try:
+        yield from text
+    finally:
+        text.cancel()
 
 
-def _generate_quietly(model, kwargs) -> None:
-    import torch
-
-    with torch.inference_mode():
-        model.generate(**kwargs)
-
-
-def _stopping(tokenizer) -> dict[str, Any]:
-    stops = {"eos_token_id": stop_token_ids(tokenizer), "pad_token_id": tokenizer.pad_token_id}
-    texts = stop_strings(tokenizer)
-    return {**stops, "stop_strings": texts, "tokenizer": tokenizer} if texts else stops
-
-
-def _sampling(temperature: float) -> dict[str, Any]:
-    if temperature <= 0:
-        return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-    return {"do_sample": True, "temperature": temperature}
-
-
+# ── scoring ─────────────────────────────────────────────────────────────────────────────────
 def mean_nll(loaded: Loaded, examples: list[dict[str, list[int]]], batch_size: int = 8) -> tuple[float, int]:
     """Token-weighted mean negative log-likelihood over label tokens, and the token count."""
     import torch

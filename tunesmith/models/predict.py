@@ -1,66 +1,17 @@
-"""Using a trained classifier: load a classify run, predict labels with probabilities, for
-texts or a whole file. Shared by ``tunesmith predict``, evaluation and (later) the server."""
+"""Predicting with a trained classifier (loaded by ``models/engine.py``'s ``load_classifier``):
+labels with probabilities, for texts or a whole file. Shared by ``tunesmith predict``, evaluation,
+labelling and the server's ``/v1/classifications``."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from tunesmith.config import load_config
 from tunesmith.data.io import is_csv, read_rows, write_csv, write_jsonl
-from tunesmith.errors import DataError, TunesmithError
-from tunesmith.runs import Run
-from tunesmith.workspace import Workspace
-
-
-@dataclass
-class LoadedClassifier:
-    name: str
-    model: Any
-    tokenizer: Any
-    labels: list[str]
-    max_length: int
-
-    def predict_proba(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """Label probabilities, one row per text. Texts are batched by length (less padding)."""
-        import torch
-
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
-        with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                chunk = order[start:start + batch_size]
-                batch = self.tokenizer([texts[i] for i in chunk], truncation=True, max_length=self.max_length,
-                                       padding=True, return_tensors="pt")
-                logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
-                out[chunk] = torch.softmax(logits, dim=-1).numpy()
-        return out
-
-
-def load_classifier(run: Run, workspace: Workspace) -> LoadedClassifier:
-    from tunesmith.models.classifier import load_trained_classifier
-    from tunesmith.models.loading import load_tokenizer, quiet_transformers
-    from tunesmith.models.store import ModelRef
-    from tunesmith.models.classifier import read_labels
-
-    quiet_transformers()
-    info = run.info()
-    if info.get("recipe") != "classify":
-        raise TunesmithError(f"run {run.id} is a {info.get('recipe', 'sft')} run, not a classifier; "
-                             f"use `tunesmith generate {run.id}` for text generation")
-    final = run.final_dir
-    if not final.exists():
-        raise TunesmithError(f"run {run.id} has no trained weights yet ({final} is missing); "
-                             f"finish it with: tunesmith train --resume {run.id}")
-    meta = read_labels(final)
-    tokenizer = load_tokenizer(ModelRef(run.id, str(final)))
-    model = load_trained_classifier(final, info["base_model_path"], meta["labels"], meta.get("pooling", "model"),
-                                    is_adapter=final.name == "adapter")
-    model.eval()
-    return LoadedClassifier(run.id, model, tokenizer, meta["labels"], load_config(run.config_path).data.max_length)
+from tunesmith.errors import DataError
+from tunesmith.models.engine import LoadedClassifier
 
 
 def predict_texts(classifier: LoadedClassifier, texts: Sequence[str], top_k: int = 3) -> list[dict[str, Any]]:
