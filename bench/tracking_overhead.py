@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tunesmith.workspace import Workspace
+
 ROOT = Path(__file__).resolve().parents[1]
 SYSTEMS = ["none", "tunesmith", "hf-mlflow"]
 
@@ -47,7 +49,7 @@ def main() -> None:
     for round_ in range(args.repeats):
         for system in SYSTEMS:
             home = Path(tempfile.mkdtemp(prefix=f"tunesmith-track-{system}-"))
-            models = Path(os.environ.get("TUNESMITH_HOME", Path.home() / ".cache" / "tunesmith")) / "models"
+            models = Workspace.default().models_dir
             (home / "models").parent.mkdir(parents=True, exist_ok=True)
             (home / "models").symlink_to(models)  # the pulled models, without copying them
             out = subprocess.run([sys.executable, __file__, "--worker", system, "--model", args.model,

@@ -83,7 +83,7 @@ def compare_runs(runs: list[Run], out: Path | None, workspace: Workspace) -> dic
     """The table, also written as compare.md / .csv / .json to ``out``."""
     table = comparison(runs)
     rows, keys = table["runs"], table["keys"]
-    out = out or workspace.home / "compare" / time.strftime("%Y%m%d-%H%M%S")
+    out = out or workspace.compare_dir / time.strftime("%Y%m%d-%H%M%S")
     written = write_bundle(out, "compare", data=rows, markdown="\n".join(markdown_table(table["columns"], table["rows"])) + "\n")
     table["files"] = {"md": written["markdown"], "csv": str(write_csv(out / "compare.csv", keys, rows)),
                       "json": written["json"]}

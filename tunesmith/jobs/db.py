@@ -188,7 +188,7 @@ class KeyRow(Base):
 def database_url(workspace: Workspace) -> str:
     import os
 
-    return os.environ.get("TUNESMITH_DATABASE_URL") or f"sqlite:///{workspace.home / 'tunesmith.db'}"
+    return os.environ.get("TUNESMITH_DATABASE_URL") or f"sqlite:///{workspace.database_path}"
 
 
 def make_engine(url: str) -> Engine:

@@ -49,6 +49,6 @@ def judge_job(workspace: Workspace, job, candidate: Run, log: Callable[[str], No
     folder = (job.job_metadata or {}).get(RETRAIN_KEY)
     if not folder:
         return None
-    out = workspace.home / "retrain" / Path(folder).name
+    out = workspace.retrain_dir / Path(folder).name
     plan = json.loads((out / "retrain.json").read_text(encoding="utf-8"))
     return judge(plan | {"job": job.id}, candidate, workspace, out, log)

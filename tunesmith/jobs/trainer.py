@@ -106,7 +106,7 @@ def train_attempt(workspace: Workspace, db: Database, lease: Lease) -> None:
 
 def _train(workspace: Workspace, db: Database, lease: Lease, job: JobRow) -> Run | None:
     """The recipe run, then the outcome recorded; the run when the job succeeded."""
-    files_dir = workspace.home / "files"
+    files_dir = workspace.files_dir
     n_examples = len(validate_file(files_dir / job.training_file).records)
     config, hyper = job_config(job, files_dir, n_examples)
     run = _run_of(workspace, lease, job, hyper)
@@ -229,7 +229,7 @@ def without_server_paths(error: dict, workspace: Workspace, job: JobRow) -> dict
     """
     message = error["message"]
     for file_id in filter(None, (job.training_file, job.validation_file)):
-        message = message.replace(str(workspace.home / "files" / file_id), file_id)
+        message = message.replace(str(workspace.files_dir / file_id), file_id)
     return error | {"message": message.replace(str(workspace.home), "<home>")}
 
 

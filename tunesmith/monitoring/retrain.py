@@ -63,7 +63,7 @@ def retrain(model: str, workspace: Workspace, fresh: list[str | Path] | None = N
     test = test or config.data.test
     if not test:
         raise ConfigError(f"give --test FILE: {current.id}'s config has no data.test to compare the models on")
-    out = workspace.home / "retrain" / f"{current.id}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = workspace.retrain_dir / f"{current.id}-{time.strftime('%Y%m%d-%H%M%S')}"
     if submit:
         _refuse_a_second_job(db, current.id)
     built = build_dataset(model, current, db, fresh or [], replay, test, seed, out / "train.jsonl", log)
@@ -84,7 +84,7 @@ def _submit(plan: dict[str, Any], config, workspace: Workspace, db: Database, ou
     from tunesmith.jobs.files import FileStore
     from tunesmith.jobs.fine_tuning import create_job
 
-    store = FileStore(db, workspace.home / "files", max_bytes=1 << 40)
+    store = FileStore(db, workspace.files_dir, max_bytes=1 << 40)
     filed = store.save_bytes(f"retrain-{plan['current'][-24:]}.jsonl", (out / "train.jsonl").read_bytes())
     if filed["status"] != "processed":
         raise DataError(f"the retraining data did not validate: {filed.get('status_details')}")

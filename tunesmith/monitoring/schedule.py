@@ -46,7 +46,7 @@ class Schedule:
 
 
 def state_path(workspace: Workspace) -> Path:
-    return workspace.home / "monitor" / "schedule.json"
+    return workspace.monitor_schedule_path
 
 
 def read_state(workspace: Workspace) -> dict:

@@ -32,10 +32,10 @@ def destination(workspace: Workspace, tracking_uri: str | None = None, experimen
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     artifact_root = None
     if not uri:
-        uri = f"sqlite:///{workspace.home / 'mlflow.db'}"
+        uri = f"sqlite:///{workspace.mlflow_db_path}"
         # Without an explicit location MLflow puts artefacts in ./mlartifacts of whatever
         # directory the command ran in; a home-wide store keeps them in the home.
-        artifact_root = (workspace.home / "mlartifacts").as_uri()
+        artifact_root = workspace.mlflow_artifacts_dir.as_uri()
     return Destination(uri, experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT, artifact_root)
 
 

@@ -42,7 +42,7 @@ def clean_first(config: RecipeConfig, workspace: Workspace, console: Console) ->
         source = getattr(config.data, field_name)
         if not source:
             continue
-        out = workspace.home / "cleaned" / f"{sha256_file(source)[:16]}.jsonl"
+        out = workspace.cleaned_dir / f"{sha256_file(source)[:16]}.jsonl"
         summary = clean_file(source, out, settings)
         console.print(f"cleaned {source}: {summary.input_records} in = {summary.kept} kept + {summary.removed} removed "
                       f"(rejects: {out.with_suffix('.rejects.jsonl')})", markup=False, highlight=False)

@@ -50,7 +50,7 @@ def compare_methods(config_path: str | Path, methods: list[str] | None, override
         why = " (qlora needs a CUDA GPU)" if "qlora" in unknown else ""
         raise TunesmithError(f"method(s) {', '.join(unknown)} cannot run for recipe {config.recipe} here{why}; "
                              f"choose from {', '.join(allowed)}")
-    out = out or workspace.home / "compare" / f"methods-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = out or workspace.compare_dir / f"methods-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for i, method in enumerate(methods, 1):

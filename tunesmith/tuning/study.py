@@ -42,7 +42,7 @@ def storage_url(workspace: Workspace, storage: str | None) -> str:
     if storage:
         return storage
     workspace.home.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{workspace.home / 'studies.db'}"
+    return f"sqlite:///{workspace.studies_db_path}"
 
 
 def open_storage(url: str):
