@@ -26,7 +26,7 @@ def build_home(jobs: int, checkpoints: int):
     from tunesmith.workspace import Workspace
 
     home = Workspace(Path(tempfile.mkdtemp(prefix="tunesmith-names-")))
-    model = build_tiny_model(home.home / "models" / "tiny-chat")
+    model = build_tiny_model(home.model_dir("tiny-chat"))
     (model / "tunesmith-model.json").write_text(json.dumps({"description": "tiny", "architecture": "llama",
                                                             "task": "causal-lm"}))
     db = Database.for_workspace(home)

@@ -211,5 +211,4 @@ def write(report: dict[str, Any], figures: dict[str, bytes], out: Path) -> dict[
 
 
 def _default_out(workspace: Workspace, model: str) -> Path:
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("._") or "model"
-    return workspace.home / "monitor" / slug / time.strftime("%Y%m%d-%H%M%S")
+    return workspace.monitor_dir(model) / time.strftime("%Y%m%d-%H%M%S")

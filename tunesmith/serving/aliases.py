@@ -16,7 +16,7 @@ def set_alias(workspace: Workspace, alias: str, target: str) -> None:
 
     if not is_safe_name(alias) or alias.startswith("ft:"):
         raise ConfigError(f"alias {alias!r}: use letters, digits, '.', '-' and '_'")
-    path = workspace.home / "aliases.json"
+    path = workspace.aliases_path
     aliases = json.loads(path.read_text()) if path.exists() else {}
     aliases[alias] = {"model": target, "since": time.time(), "previous": (aliases.get(alias) or {}).get("model")}
     write_json_atomic(path, aliases)
@@ -24,7 +24,7 @@ def set_alias(workspace: Workspace, alias: str, target: str) -> None:
 
 def remove_alias(workspace: Workspace, alias: str) -> bool:
     """Delete the alias only: the model it points at stays. False when there was none."""
-    path = workspace.home / "aliases.json"
+    path = workspace.aliases_path
     aliases = json.loads(path.read_text()) if path.exists() else {}
     if aliases.pop(alias, None) is None:
         return False
@@ -33,5 +33,5 @@ def remove_alias(workspace: Workspace, alias: str) -> bool:
 
 
 def read_aliases(workspace: Workspace) -> dict[str, str]:
-    path = workspace.home / "aliases.json"
+    path = workspace.aliases_path
     return {name: entry["model"] for name, entry in json.loads(path.read_text()).items()} if path.exists() else {}
