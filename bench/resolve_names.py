@@ -57,10 +57,11 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=300)
     parser.add_argument("--checkpoints", type=int, default=3)
     args = parser.parse_args()
+    from tunesmith.jobs.served_models import JobModels
     from tunesmith.serving.model_server import ModelServer
 
     home, db = build_home(args.jobs, args.checkpoints)
-    server = ModelServer(home, db)
+    server = ModelServer(home, JobModels(home, db))
     name = f"ft:tiny-chat:tunesmith::{args.jobs // 2:08d}"
     scan = per_call(lambda: server.targets(fresh=True), 10)
     server.resolve(name)

@@ -16,12 +16,12 @@ import numpy as np
 
 from tunesmith.errors import ConfigError
 from tunesmith.files import write_atomic
+from tunesmith.jobs.db import Database
 from tunesmith.monitoring import drift, plots
 from tunesmith.monitoring.reference import Reference, load_reference
 from tunesmith.monitoring.settings import MonitorSettings
 from tunesmith.monitoring.traffic import feedback, logged_requests, models_with_traffic, traffic
 from tunesmith.reports import write_bundle
-from tunesmith.jobs.db import Database
 from tunesmith.training.recipes import recipe_of
 from tunesmith.workspace import Workspace
 
@@ -158,7 +158,7 @@ def _reference_confidence(reference: Reference, settings: MonitorSettings, works
     """The classifier's confidence on (a sample of) its training inputs: what 'sure' means for it."""
     if reference.run is None or recipe_of(reference.run).generates:
         return None
-    from tunesmith.models.predict import load_classifier
+    from tunesmith.models.engine import load_classifier
 
     rng = np.random.default_rng(settings.seed)
     picked = rng.choice(len(reference.inputs), min(len(reference.inputs), settings.max_samples), replace=False)

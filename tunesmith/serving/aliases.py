@@ -6,14 +6,12 @@ from __future__ import annotations
 import json
 import time
 
+from tunesmith.errors import ConfigError
 from tunesmith.files import write_json_atomic
-from tunesmith.workspace import Workspace
+from tunesmith.workspace import Workspace, is_safe_name
 
 
 def set_alias(workspace: Workspace, alias: str, target: str) -> None:
-    from tunesmith.errors import ConfigError
-    from tunesmith.workspace import is_safe_name
-
     if not is_safe_name(alias) or alias.startswith("ft:"):
         raise ConfigError(f"alias {alias!r}: use letters, digits, '.', '-' and '_'")
     path = workspace.aliases_path
