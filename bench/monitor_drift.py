@@ -41,9 +41,9 @@ def main() -> None:
     from fastapi.testclient import TestClient
 
     from tunesmith import api
+    from tunesmith.jobs.request_log import LogSettings
     from tunesmith.runs import all_runs
     from tunesmith.web.app import ServerSettings, create_app
-    from tunesmith.jobs.request_log import LogSettings
     from tunesmith.workspace import Workspace
 
     workspace = Workspace(args.home.resolve())

@@ -41,10 +41,10 @@ def main() -> None:
     from tunesmith import api
     from tunesmith.config import load_config
     from tunesmith.data.io import read_rows, write_jsonl
-    from tunesmith.runs import find_run
     from tunesmith.jobs.db import Database
     from tunesmith.jobs.fine_tuning import get_job, list_events
     from tunesmith.jobs.worker import Worker
+    from tunesmith.runs import find_run
     from tunesmith.workspace import Workspace
 
     args.out.mkdir(parents=True, exist_ok=True)

@@ -308,8 +308,13 @@ def _csv(path: str) -> list[dict]:
 
 def train_plain_classifier(spec: dict):
     from datasets import Dataset
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
-                              TrainingArguments)
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+    )
 
     rows = _csv(spec["train"])
     labels = sorted({r["label"] for r in rows})

@@ -7,8 +7,8 @@ import pytest
 
 import tunesmith
 from tests.conftest import write_jsonl
-from tunesmith.models import engine
 from tunesmith.config import load_config
+from tunesmith.models import engine
 from tunesmith.workspace import Workspace
 
 pytestmark = pytest.mark.integration

@@ -14,12 +14,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from tunesmith.catalog import DEFAULT_MODEL
 from tunesmith.config import ClassifyConfig, PreferenceConfig, RecipeConfig, SFTConfig, load_config
 from tunesmith.data.card import DatasetCard
 from tunesmith.data.formats import Format  # noqa: F401 - the CLI names formats through the facade
 from tunesmith.data.validate import DEFAULT_MIN_EXAMPLES, ValidationReport, validate_file
 from tunesmith.errors import DataError
-from tunesmith.catalog import DEFAULT_MODEL
 from tunesmith.models.store import ModelListing
 from tunesmith.runs import Run, find_run
 from tunesmith.training.distributed import Distributed

@@ -6,8 +6,8 @@ import pytest
 
 from tests.conftest import chat_records, classification_records, write_jsonl
 from tunesmith import api
-from tunesmith.labeling.augment import Candidate, _clean, _filter, _pair_from
 from tunesmith.data.formats import Format
+from tunesmith.labeling.augment import Candidate, _clean, _filter, _pair_from
 
 
 def test_the_filter_drops_duplicates_test_leaks_and_overlong_texts():

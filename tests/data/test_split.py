@@ -34,11 +34,10 @@ def test_bad_ratios(text):
 
 def test_split_keeps_near_duplicate_groups_whole_is_stratified_and_does_not_leak(tmp_path):
     import json
+    import random
 
     import tunesmith
     from tests.data.test_clean import TOPICS
-
-    import random
 
     rng = random.Random(0)
     vocabulary = " ".join(TOPICS).lower().split()

@@ -6,9 +6,9 @@ import pytest
 import tunesmith
 from tests.conftest import chat_records, write_jsonl
 from tests.training.test_sft import tiny_config
+from tunesmith.data.general import GENERAL_DIR
 from tunesmith.errors import ConfigError, DataError
 from tunesmith.eval.forgetting import answered
-from tunesmith.data.general import GENERAL_DIR
 from tunesmith.training.replay import replay_count
 
 pytestmark = pytest.mark.slow

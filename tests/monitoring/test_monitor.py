@@ -12,9 +12,9 @@ from tests.conftest import classification_records, write_jsonl
 from tests.training.test_classify import classify_config
 from tests.training.test_sft import tiny_config
 from tunesmith import api
-from tunesmith.web.app import ServerSettings, create_app
 from tunesmith.jobs.db import Database, RequestRow
 from tunesmith.jobs.request_log import LogSettings
+from tunesmith.web.app import ServerSettings, create_app
 
 pytestmark = pytest.mark.slow
 

@@ -10,9 +10,9 @@ from tests.conftest import classification_records, write_jsonl
 from tests.training.test_classify import classify_config
 from tunesmith import api
 from tunesmith.errors import ConfigError
+from tunesmith.jobs.request_log import LogSettings
 from tunesmith.serving.aliases import read_aliases
 from tunesmith.web.app import ServerSettings, create_app
-from tunesmith.jobs.request_log import LogSettings
 
 pytestmark = pytest.mark.slow
 

@@ -7,9 +7,9 @@ import pytest
 
 from tests.conftest import classification_records, write_jsonl
 from tests.monitoring.test_monitor import MOVED, classifier, classify, client_for  # noqa: F401 (fixture)
-from tunesmith.monitoring.schedule import Schedule, check, due, read_state
 from tunesmith.jobs.db import Database
 from tunesmith.jobs.fine_tuning import get_job
+from tunesmith.monitoring.schedule import Schedule, check, due, read_state
 
 pytestmark = pytest.mark.slow
 

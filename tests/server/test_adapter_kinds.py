@@ -5,6 +5,7 @@ import pytest
 import tunesmith
 from tests.training.test_sft import tiny_config
 from tunesmith.models import engine
+
 pytestmark = pytest.mark.slow
 
 PARAMS = {"max_tokens": 6, "temperature": 0, "top_p": 1, "n": 1, "stop": None, "seed": None}

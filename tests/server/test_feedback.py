@@ -3,9 +3,9 @@ import json
 
 import pytest
 
+from tunesmith.errors import APIError
 from tunesmith.jobs import feedback
 from tunesmith.jobs.db import Database
-from tunesmith.errors import APIError
 from tunesmith.jobs.files import FileStore
 
 ASKED = [{"role": "user", "content": "Where is my card?"}]

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from tunesmith.jobs.db import JobRow
 from tunesmith.errors import APIError
+from tunesmith.jobs.db import JobRow
 from tunesmith.jobs.fine_tuning import _method, _settings, job_config
 
 

@@ -14,9 +14,9 @@ import psutil
 import pytest
 from sqlalchemy.exc import OperationalError
 
+from tunesmith.errors import APIError
 from tunesmith.jobs import fine_tuning as jobs
 from tunesmith.jobs.db import Database, DatabaseUnavailable, EventRow, JobRow, LeaseLost, retrying
-from tunesmith.errors import APIError
 from tunesmith.jobs.leases import Heartbeat, Lease, reclaim_expired
 from tunesmith.jobs.worker import Worker, WorkerSettings
 from tunesmith.workspace import Workspace

@@ -194,8 +194,8 @@ def test_classifier_endpoint(live, tiny_encoder_dir, tiny_model_dir, tmp_path):
 
 
 def test_two_fine_tunes_interleave_on_one_loaded_base(live, tmp_path):
-    from tunesmith.models import engine
     from tunesmith.jobs.db import JobRow
+    from tunesmith.models import engine
     from tunesmith.workspace import Workspace
 
     client, _, home = live

@@ -4,10 +4,10 @@ import json
 import pytest
 
 from tests.conftest import chat_records
-from tunesmith.web import prepare
-from tunesmith.jobs.db import Database
 from tunesmith.errors import APIError
+from tunesmith.jobs.db import Database
 from tunesmith.jobs.files import FileStore
+from tunesmith.web import prepare
 
 
 @pytest.fixture

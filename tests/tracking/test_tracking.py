@@ -5,10 +5,10 @@ import time
 import pytest
 
 import tunesmith
+from tests.conftest import chat_records, write_jsonl
 from tunesmith.config import load_config
 from tunesmith.files import sha256_file
 from tunesmith.tracking import store
-from tests.conftest import chat_records, write_jsonl
 
 pytestmark = pytest.mark.slow
 

@@ -6,8 +6,8 @@ import pytest
 
 import tunesmith
 from tests.conftest import chat_records, write_jsonl
-from tunesmith.training.distributed import Distributed
 from tunesmith.config import load_config
+from tunesmith.training.distributed import Distributed
 
 SETTINGS = ["training.batch_size=4", "training.learning_rate=0.01", "training.max_steps=6", "training.logging_steps=1",
             "training.eval_steps=3", "training.pack_length=128", "training.threads=1", "lora.r=8", "lora.dropout=0"]

@@ -3,8 +3,8 @@ import pytest
 
 import tunesmith
 from tests.training.test_sft import tiny_config
-from tunesmith.models import engine
 from tunesmith.errors import ConfigError
+from tunesmith.models import engine
 
 PROMPT = [[{"role": "user", "content": "Which colour is item 3?"}]]
 

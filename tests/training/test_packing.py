@@ -3,12 +3,12 @@ import pytest
 import torch
 
 from tests.conftest import build_tiny_model, byte_tokenizer, chat_records
-from tunesmith.training import fused_loss
+from tunesmith.models.chat import IGNORE, encode_chat
 from tunesmith.models.collate import PadCollator
+from tunesmith.training import fused_loss
 from tunesmith.training.fused_loss import fused_linear_cross_entropy
 from tunesmith.training.packing import PackedCollator, pack_examples, packed_rows, packing_is_exact
 from tunesmith.training.sft_trainer import fused_head, head_returns_hidden
-from tunesmith.models.chat import IGNORE, encode_chat
 
 
 @pytest.mark.parametrize("weight_grad", [False, True])

@@ -7,9 +7,9 @@ import pytest
 import tunesmith
 from tests.conftest import write_jsonl
 from tests.training.test_sft import tiny_config
-from tunesmith.models import engine
 from tunesmith.config import load_config
 from tunesmith.errors import DataError
+from tunesmith.models import engine
 
 pytestmark = pytest.mark.slow
 

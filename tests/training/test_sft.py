@@ -4,9 +4,9 @@ import json
 import pytest
 
 import tunesmith
+from tests.conftest import chat_records, write_jsonl
 from tunesmith.config import load_config
 from tunesmith.errors import DataError
-from tests.conftest import chat_records, write_jsonl
 
 pytestmark = pytest.mark.slow
 

@@ -10,8 +10,8 @@ import time
 import pytest
 
 from tests.conftest import chat_records, write_jsonl
-from tests.ui.conftest import SHOTS
 from tests.server.test_openai_sdk import free_port, install_model
+from tests.ui.conftest import SHOTS
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.slow

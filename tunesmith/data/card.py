@@ -10,6 +10,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
+from tunesmith.data.pii import find_pii
+
 
 @dataclass
 class LengthStats:
@@ -82,8 +84,6 @@ def personal_data_counts(records: Sequence[Any]) -> dict[str, int]:
     >>> personal_data_counts([{"text": "mail jo@example.com"}, {"text": "no"}, ["a@b.io", "c@d.io"]])
     {'email': 2}
     """
-    from tunesmith.data.pii import find_pii
-
     counts: Counter = Counter()
     for record in records:
         kinds = {kind for text in _strings(record) for _, _, kind in find_pii(text)}

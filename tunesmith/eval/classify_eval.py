@@ -20,13 +20,16 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from tunesmith import confusion as cm
 from tunesmith.config import load_config
 from tunesmith.errors import DataError, TunesmithError
-from tunesmith import confusion as cm
 from tunesmith.eval.baselines import SystemOutput, majority, tfidf_logistic_regression, time_one_at_a_time
+from tunesmith.eval.prompted import pick_shots, prompted_baseline
 from tunesmith.files import sha256_file
+from tunesmith.models import engine
+from tunesmith.models.engine import load_classifier
 from tunesmith.runs import Run
-from tunesmith.training.classify import Example, read_examples, read_splits
+from tunesmith.training.classify import Example, is_causal_lm, read_examples, read_splits
 from tunesmith.workspace import Workspace
 
 DEFAULT_LLM = "smollm2-135m-instruct"
@@ -36,8 +39,6 @@ def evaluate_classifier(run: Run, data: str | Path, workspace: Workspace, max_ex
                         baselines: bool = True, llm: str | None = DEFAULT_LLM, llm_examples: int = 200,
                         batch_size: int = 64, latency_examples: int = 100,
                         log: Callable[[str], None] = print) -> dict[str, Any]:
-    from tunesmith.models.engine import load_classifier
-
     classifier = load_classifier(run, workspace)
     labels = classifier.labels
     test = _test_examples(data, labels, max_examples)
@@ -133,10 +134,6 @@ def _classic_baselines(train: list[Example], labels: list[str], texts: list[str]
 
 def _llm_baselines(run: Run, train: list[Example], labels: list[str], texts: list[str], llm: str | None,
                    workspace: Workspace, notes: list[str], log: Callable[[str], None]) -> list[SystemOutput]:
-    from tunesmith.models import engine
-    from tunesmith.eval.prompted import pick_shots, prompted_baseline
-    from tunesmith.training.classify import is_causal_lm
-
     info = run.info()
     name = info["base_model"] if is_causal_lm(info["base_model_path"]) else llm
     if not name:

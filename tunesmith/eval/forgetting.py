@@ -15,14 +15,14 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from tunesmith.models import engine
+from tunesmith.data.general import GENERAL_DIR
 from tunesmith.data.io import read_rows
 from tunesmith.data.validate import validate_file
 from tunesmith.errors import DataError
 from tunesmith.eval import metrics
+from tunesmith.models import engine
 from tunesmith.runs import Run
 from tunesmith.training.dataset import encode_records
-from tunesmith.data.general import GENERAL_DIR
 from tunesmith.workspace import Workspace
 
 ANSWER_TOKENS = 32  # the known answers are a word or a number

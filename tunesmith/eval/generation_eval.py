@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from tunesmith.models import engine
 from tunesmith.config import load_config
 from tunesmith.data.formats import SFT_FORMATS, split_prompt_and_reference, to_messages
 from tunesmith.data.validate import validate_file
 from tunesmith.errors import DataError
 from tunesmith.eval import metrics
+from tunesmith.models import engine
+from tunesmith.models.chat import encode_chat
 from tunesmith.runs import Run
 from tunesmith.training.dataset import encode_records
 from tunesmith.workspace import Workspace
@@ -119,8 +120,6 @@ def pick_shot_conversations(config, count: int, log: Callable[[str], None] = pri
 
 def _with_shots(shots, report, tokenizer, max_length: int):
     """Each test conversation after the demonstrations (their answers carry no loss: weight 0)."""
-    from tunesmith.models.chat import encode_chat
-
     prefix = [dict(m, weight=0) if m["role"] == "assistant" else dict(m)
               for shot in shots for m in shot if m["role"] != "system"]
     examples, items = [], []

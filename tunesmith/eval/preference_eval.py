@@ -21,12 +21,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from tunesmith.models import engine
 from tunesmith.config import load_config
 from tunesmith.eval import metrics
+from tunesmith.models import engine
+from tunesmith.models.chat import encode_chat
 from tunesmith.runs import Run
 from tunesmith.training.preference import Pair, read_pairs
-from tunesmith.models.chat import encode_chat
 from tunesmith.workspace import Workspace
 
 # ORPO has no reference model or beta of its own in the reward: report DPO's usual beta.

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from tunesmith.eval.baselines import SystemOutput, time_one_at_a_time
 from tunesmith.models.chat import render
 
 QUERY = "\x00QUERY\x00"  # a placeholder no real text contains, to split the rendered prompt
@@ -181,8 +182,6 @@ class PromptedClassifier:
 def prompted_baseline(model, tokenizer, labels: Sequence[str], test_texts: Sequence[str],
                       shots: Sequence[tuple[str, str]], name: str, batch_size: int = 8,
                       latency_examples: int = 20, log: Callable[[str], None] | None = None):
-    from tunesmith.eval.baselines import SystemOutput, time_one_at_a_time
-
     classifier = PromptedClassifier(model, tokenizer, labels, shots)
     classifier.shared_cache(batch_size)  # once, outside the timings
     classifier.shared_cache(1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tunesmith.eval import classify_report
 from tunesmith.reports import html, markdown_table, write_bundle
 
 # (key, label, format, higher is better)
@@ -135,8 +136,6 @@ def to_html(report: dict[str, Any]) -> str:
 def write(report: dict[str, Any], directory: Path) -> dict[str, str]:
     """Write every report file; returns their paths by kind."""
     if report.get("kind") == "classification":
-        from tunesmith.eval import classify_report
-
         return write_bundle(directory, "report", data=report) | classify_report.write(report, directory)
     return write_bundle(directory, "report", data=report, markdown=to_markdown(report) + "\n", html=to_html(report))
 

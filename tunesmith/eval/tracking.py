@@ -8,17 +8,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tunesmith.config import load_config
+from tunesmith.eval.compare import run_row
 from tunesmith.runs import Run
 from tunesmith.tracking import store
-from tunesmith.tracking.tracker import Tracker, is_number, flatten, read_tracking
+from tunesmith.tracking.tracker import Tracker, flatten, is_number, read_tracking
 from tunesmith.workspace import Workspace
 
 
 def log_evaluation(run: Run, report: dict[str, Any], report_files: dict[str, str] | list, workspace: Workspace,
                    warn: Callable[[str], None]) -> str | None:
     """Log one evaluation; returns the eval's MLflow run id (None when tracking is off or failed)."""
-    from tunesmith.eval.compare import run_row
-
     settings = load_config(run.config_path).tracking
     if "mlflow" not in settings.report_to:
         return None

@@ -21,8 +21,7 @@ from typing import Callable, Iterator, TypeVar
 
 from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, create_engine, event, select, text, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError, TimeoutError as PoolTimeout
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from tunesmith.workspace import Workspace

@@ -19,14 +19,14 @@ from typing import Any
 
 from sqlalchemy import select
 
+from tunesmith.config import load_config
 from tunesmith.data.validate import validate_file
-from tunesmith.errors import RunNotFound
+from tunesmith.errors import APIError, RunNotFound, not_found
 from tunesmith.eval.compare import comparison, run_row
 from tunesmith.files import write_json_atomic
-from tunesmith.runs import Run, all_runs, find_run
 from tunesmith.jobs.db import Database, JobRow
-from tunesmith.errors import APIError, not_found
 from tunesmith.jobs.files import FileStore
+from tunesmith.runs import Run, all_runs, find_run
 from tunesmith.workspace import Workspace
 
 LOG_TAIL_LINES = 40
@@ -43,8 +43,6 @@ def list_runs(workspace: Workspace, db: Database) -> list[dict[str, Any]]:
 
 def run_object(workspace: Workspace, db: Database, run_id: str) -> dict[str, Any]:
     """One run, with the held-out data its config names (``test_data``: null when none)."""
-    from tunesmith.config import load_config
-
     run = _run(workspace, run_id)
     test = load_config(run.config_path).data.test if run.config_path.exists() else None
     return _run_object(run, _jobs_by_run(db).get(run.id)) | {"test_data": Path(test).name if test else None}

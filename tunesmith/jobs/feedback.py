@@ -14,8 +14,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from tunesmith.jobs.db import Database, FeedbackRow
 from tunesmith.errors import APIError, not_found
+from tunesmith.jobs.db import Database, FeedbackRow, RequestRow
 from tunesmith.jobs.files import FileStore
 
 STATUSES = ("new", "accepted", "rejected", "exported")
@@ -126,7 +126,6 @@ def target_answer(row: FeedbackRow) -> str | None:
 def _logged(db: Database, request_id: Any):
     if request_id is None:
         return None
-    from tunesmith.jobs.db import RequestRow
 
     with db.session() as session:
         rows = list(session.scalars(select(RequestRow).where(

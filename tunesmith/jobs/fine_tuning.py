@@ -14,9 +14,8 @@ from typing import Any
 from sqlalchemy import select, update
 
 from tunesmith.config import RecipeConfig, default_learning_rate, load_config
-from tunesmith.errors import ConfigError
+from tunesmith.errors import APIError, ConfigError, not_found
 from tunesmith.jobs.db import Database, EventRow, FileRow, JobRow
-from tunesmith.errors import APIError, not_found
 from tunesmith.training.checkpoints import checkpoints_by_step, problems_with
 from tunesmith.training.recipes import DPO, recipe_of_job_method
 from tunesmith.workspace import Workspace

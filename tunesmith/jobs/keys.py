@@ -6,8 +6,8 @@ admins. Keys made before roles existed stay admin (migration 0006)."""
 from __future__ import annotations
 
 import hashlib
-import secrets
 import hmac
+import secrets
 import time
 from dataclasses import dataclass
 

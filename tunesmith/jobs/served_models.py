@@ -13,6 +13,7 @@ from tunesmith.jobs.db import Database, JobRow
 from tunesmith.jobs.fine_tuning import checkpoint_dirs, fine_tuned_name
 from tunesmith.runs import Run
 from tunesmith.serving.names import Target, trained
+from tunesmith.training.recipes import recipe_named
 from tunesmith.workspace import Workspace
 
 
@@ -24,7 +25,7 @@ class JobModels:
         """Each job's fine-tuned language model (once it succeeded) and its checkpoints."""
         found = []
         for job in self._jobs_with_runs():
-            if (job.settings or {}).get("recipe") == "classify":  # a retrained classifier: /v1/classifications
+            if not recipe_named((job.settings or {}).get("recipe")).generates:  # a classifier: /v1/classifications
                 continue
             final = Run(self.workspace.run_dir(job.run_id)).final_dir
             if job.fine_tuned_model and job.status == "succeeded" and final.exists():

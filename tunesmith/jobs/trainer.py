@@ -23,11 +23,11 @@ from transformers import TrainerCallback
 
 from tunesmith.data.validate import validate_file
 from tunesmith.errors import DiskFull, TrainingDiverged
-from tunesmith.runs import Run, new_run
 from tunesmith.jobs.db import Database, DatabaseUnavailable, FileRow, JobRow, LeaseLost, retrying
-from tunesmith.jobs.fine_tuning import add_event, event_row, fine_tuned_name, get_job, job_config
+from tunesmith.jobs.fine_tuning import add_event, fine_tuned_name, get_job, job_config
 from tunesmith.jobs.leases import Lease
 from tunesmith.jobs.promotion import judge_job
+from tunesmith.runs import Run, new_run
 from tunesmith.tracking.tracker import read_events
 from tunesmith.training.recipes import recipe_for
 from tunesmith.workspace import Workspace

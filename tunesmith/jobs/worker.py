@@ -35,8 +35,10 @@ from typing import Callable, Mapping
 
 from tunesmith.errors import ConfigError
 from tunesmith.jobs.db import DEFAULT_LEASE_SECONDS, Database, DatabaseUnavailable, JobRow, LeaseLost, retrying
+from tunesmith.jobs.fine_tuning import get_job
 from tunesmith.jobs.leases import OUTCOME_ATTEMPTS, Heartbeat, Lease, reclaim_expired
 from tunesmith.jobs.supervisor import dies_with_parent, stop_group
+from tunesmith.jobs.trainer import train_attempt
 from tunesmith.workspace import Workspace
 
 TRAINER = [sys.executable, "-m", "tunesmith.jobs.trainer"]
@@ -128,8 +130,6 @@ class Worker:
         return True
 
     def _in_process(self, lease: Lease) -> None:
-        from tunesmith.jobs.trainer import train_attempt
-
         with Heartbeat(lease, self.settings.lease_seconds):
             train_attempt(self.workspace, self.db, lease)
 
@@ -234,14 +234,10 @@ def _still_held(lease: Lease) -> bool:
 def _taken_over(lease: Lease) -> bool:
     """A lease found gone: the job is (or is about to be) another worker's, rather than ended by
     this attempt (succeeded, failed, cancelled, paused), which leaves the trainer to finish."""
-    from tunesmith.jobs.fine_tuning import get_job
-
     return retrying(lambda: get_job(lease.db, lease.job_id)).status in ("queued", "running")
 
 
 def _row(lease: Lease) -> JobRow | None:
-    from tunesmith.jobs.fine_tuning import get_job
-
     try:
         return get_job(lease.db, lease.job_id)
     except DatabaseUnavailable:

@@ -24,10 +24,12 @@ from typing import Any, Callable
 import numpy as np
 
 from tunesmith.data.dedup import MinHasher, candidate_pairs, exact_key, fold, is_near_duplicate
-from tunesmith.data.formats import Format, SFT_FORMATS, detect_format, last_user_text, to_messages
+from tunesmith.data.formats import SFT_FORMATS, Format, detect_format, last_user_text, to_messages
 from tunesmith.data.io import write_jsonl
 from tunesmith.data.validate import validate_file
 from tunesmith.errors import ConfigError, DataError
+from tunesmith.models import engine
+from tunesmith.models.embeddings import embed, load_encoder
 
 METHODS = ("paraphrase", "self-instruct")
 PARAPHRASE = ("Rewrite the following message in different words, as the same person might have written it. "
@@ -64,7 +66,6 @@ def augment(path: str | Path, out: str | Path, method: str, model: str, n: int, 
     fmt = report.format
     if fmt not in (Format.CLASSIFICATION, *SFT_FORMATS):
         raise ConfigError(f"{path}: {fmt.value} records cannot be augmented (classification or chat / instruction data)")
-    from tunesmith.models import engine
     import torch
 
     torch.manual_seed(seed)
@@ -80,8 +81,6 @@ def augment(path: str | Path, out: str | Path, method: str, model: str, n: int, 
     dropped["unparsable"] = len(prompts) - len(candidates)
     threshold = (0.7 if method == "paraphrase" else 0.5) if min_similarity is None else min_similarity
     if threshold > 0 and kept:
-        from tunesmith.models.embeddings import load_encoder
-
         encoder = load_encoder(embedding_model, workspace, log)
         on_topic = [c for c, similarity in zip(kept, _similarities(kept, encoder)) if similarity >= threshold]
         dropped["off_topic"] = len(kept) - len(on_topic)
@@ -117,8 +116,6 @@ def _generate(engine, loaded, prompts: list[str], max_new_tokens: int, batch_siz
 
 def _similarities(candidates: list[Candidate], encoder) -> list[float]:
     """Cosine of each candidate's input with the mean embedding of its anchor texts."""
-    from tunesmith.models.embeddings import embed
-
     tokenizer, model = encoder
     anchors = sorted({text for c in candidates for text in c.anchor})
     vectors = dict(zip(anchors, embed(anchors, tokenizer, model)))

@@ -11,7 +11,10 @@ from typing import Any, Callable
 
 from tunesmith.data.io import read_rows, write_jsonl
 from tunesmith.errors import ConfigError
+from tunesmith.eval.prompted import PromptedClassifier, pick_shots
 from tunesmith.labeling.suggest import read_pool
+from tunesmith.models import engine
+from tunesmith.models.engine import load_classifier
 from tunesmith.runs import find_run, is_run_ref
 from tunesmith.training.recipes import recipe_of
 from tunesmith.workspace import Workspace
@@ -28,8 +31,6 @@ def prelabel(model: str, path: str | Path, out: str | Path, workspace: Workspace
     texts = [pool.texts[i] for i in todo]
     run = find_run(model, workspace) if is_run_ref(model, workspace) else None
     if run is not None and not recipe_of(run).generates:
-        from tunesmith.models.engine import load_classifier
-
         classifier = load_classifier(run, workspace)
         probabilities = classifier.predict_proba(texts) if texts else None
         proposals = [(classifier.labels[int(p.argmax())], round(float(p.max()), 6)) for p in probabilities] \
@@ -52,9 +53,6 @@ def prelabel(model: str, path: str | Path, out: str | Path, workspace: Workspace
 
 def _prompted(model: str, texts: list[str], labels: list[str] | None, examples: str | Path | None,
               shots_per_label: int, workspace: Workspace, log) -> list[tuple[str, None]]:
-    from tunesmith.models import engine
-    from tunesmith.eval.prompted import PromptedClassifier, pick_shots
-
     labelled = [(str(r.value["text"]), str(r.value["label"]).strip()) for r in read_rows(Path(examples))
                 if not r.error and isinstance(r.value, dict) and "text" in r.value and "label" in r.value] if examples else []
     label_set = labels or sorted({label for _, label in labelled})

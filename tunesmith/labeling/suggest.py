@@ -16,6 +16,11 @@ import numpy as np
 from tunesmith.data.io import read_rows, write_jsonl
 from tunesmith.errors import ConfigError, DataError
 from tunesmith.labeling.uncertainty import CLASSIFIER_MEASURES, from_probabilities, generation_uncertainty
+from tunesmith.models import engine
+from tunesmith.models.chat import prompt_ids
+from tunesmith.models.embeddings import embed, load_encoder
+from tunesmith.models.engine import load_classifier
+from tunesmith.models.store import resolve_model
 from tunesmith.runs import find_run, is_run_ref
 from tunesmith.training.recipes import recipe_of
 from tunesmith.workspace import Workspace
@@ -71,7 +76,6 @@ def uncertainties(model: str, pool: Pool, strategy: str, workspace: Workspace,
     if run is not None and not recipe_of(run).generates:
         if strategy == "likelihood":
             raise ConfigError(f"{run.id} is a classifier: use entropy, margin or least_confidence (or random)")
-        from tunesmith.models.engine import load_classifier
 
         classifier = load_classifier(run, workspace)
         log(f"scoring {len(pool.texts):,} examples with {run.id}")
@@ -80,14 +84,10 @@ def uncertainties(model: str, pool: Pool, strategy: str, workspace: Workspace,
         proposed = {"labels": [classifier.labels[i] for i in best], "confidence": probabilities.max(1).tolist()}
         return from_probabilities(probabilities, "entropy" if strategy == "random" else strategy), proposed
     if run is None:
-        from tunesmith.models.store import resolve_model
-
         resolve_model(model, workspace)  # an unknown name is "no such model", not a wrong strategy
     if strategy in CLASSIFIER_MEASURES:
         raise ConfigError(f"{model} generates text: its uncertainty is `likelihood` (or random); "
                           f"{strategy} needs a classify run")
-    from tunesmith.models import engine
-    from tunesmith.models.chat import prompt_ids
 
     loaded = engine.load(model, workspace)
     log(f"generating an answer to each of {len(pool.texts):,} prompts with {loaded.name} to score it")
@@ -133,8 +133,6 @@ def suggest(model: str, path: str | Path, budget: int, out: str | Path, workspac
         uncertainties(model, pool, strategy, workspace, log)
     embeddings = None
     if strategy != "random" and diversity > 1 and budget > 1:
-        from tunesmith.models.embeddings import embed, load_encoder
-
         tokenizer, encoder = load_encoder(embedding_model, workspace, log)
         ranked = np.argsort(-uncertainty, kind="stable")[: int(round(budget * diversity))]
         vectors = embed([pool.texts[i] for i in ranked], tokenizer, encoder)

@@ -7,6 +7,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from tunesmith.catalog import BUILTIN_MODELS
+from tunesmith.errors import ModelNotFound
+from tunesmith.models.pull import pull
+from tunesmith.models.store import resolve_model
 from tunesmith.workspace import Workspace
 
 
@@ -14,16 +18,11 @@ def load_encoder(name: str, workspace: Workspace, log: Callable[[str], None] = p
     """(tokenizer, model) of a name, pulled model or directory; a built-in model is pulled on first use."""
     from transformers import AutoModel, AutoTokenizer
 
-    from tunesmith.errors import ModelNotFound
-    from tunesmith.catalog import BUILTIN_MODELS
-    from tunesmith.models.store import resolve_model
-
     try:
         ref = resolve_model(name, workspace)
     except ModelNotFound:
         if name not in BUILTIN_MODELS:
             raise
-        from tunesmith.models.pull import pull
 
         log(f"pulling {name} for sentence embeddings (once)")
         pull(BUILTIN_MODELS[name], workspace, progress=log)

@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from tunesmith.catalog import BUILTIN_MODELS, ModelSpec, SourceKind
 from tunesmith.errors import ModelNotFound, TunesmithError
 from tunesmith.files import sha256_file
-from tunesmith.catalog import BUILTIN_MODELS, ModelSpec, SourceKind
 from tunesmith.workspace import Workspace
 
 MANIFEST = "tunesmith-model.json"

@@ -9,9 +9,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from tunesmith.catalog import BUILTIN_MODELS
 from tunesmith.errors import ModelNotFound
 from tunesmith.models.pull import MANIFEST
-from tunesmith.catalog import BUILTIN_MODELS
 from tunesmith.workspace import Workspace, is_safe_name
 
 

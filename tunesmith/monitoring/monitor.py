@@ -17,7 +17,10 @@ import numpy as np
 from tunesmith.errors import ConfigError
 from tunesmith.files import write_atomic
 from tunesmith.jobs.db import Database
+from tunesmith.models.embeddings import embed, load_encoder
+from tunesmith.models.engine import load_classifier
 from tunesmith.monitoring import drift, plots
+from tunesmith.monitoring.html import to_html
 from tunesmith.monitoring.reference import Reference, load_reference
 from tunesmith.monitoring.settings import MonitorSettings
 from tunesmith.monitoring.traffic import feedback, logged_requests, models_with_traffic, traffic
@@ -127,7 +130,6 @@ def _input_drift(reference: Reference, live: list[str], settings: MonitorSetting
     report["drift"]["length"] = drift.length_drift(reference.inputs, live)
     report["drift"]["vocabulary"] = drift.vocabulary_drift(reference.inputs, live)
     figures["lengths"] = plots.lengths(reference.inputs, live)
-    from tunesmith.models.embeddings import embed, load_encoder
 
     rng = np.random.default_rng(settings.seed)
 
@@ -158,7 +160,6 @@ def _reference_confidence(reference: Reference, settings: MonitorSettings, works
     """The classifier's confidence on (a sample of) its training inputs: what 'sure' means for it."""
     if reference.run is None or recipe_of(reference.run).generates:
         return None
-    from tunesmith.models.engine import load_classifier
 
     rng = np.random.default_rng(settings.seed)
     picked = rng.choice(len(reference.inputs), min(len(reference.inputs), settings.max_samples), replace=False)
@@ -201,8 +202,6 @@ def alerts(report: dict[str, Any], s: MonitorSettings) -> list[dict[str, Any]]:
 
 
 def write(report: dict[str, Any], figures: dict[str, bytes], out: Path) -> dict[str, str]:
-    from tunesmith.monitoring.html import to_html
-
     out.mkdir(parents=True, exist_ok=True)
     files = {name: str(write_atomic(out / f"{name}.png", png)) for name, png in figures.items()}
     files |= {"html": str(out / "report.html"), "json": str(out / "report.json")}  # the JSON lists itself

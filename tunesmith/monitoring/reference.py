@@ -10,11 +10,13 @@ from pathlib import Path
 from sqlalchemy import select
 
 from tunesmith.config import load_config
-from tunesmith.data.formats import Format, SFT_FORMATS, as_preference, last_user_text, to_messages
+from tunesmith.data.formats import SFT_FORMATS, Format, as_preference, last_user_text, to_messages
 from tunesmith.data.validate import validate_file
 from tunesmith.errors import ConfigError, DataError, RunNotFound
-from tunesmith.runs import Run, find_run
 from tunesmith.jobs.db import Database, JobRow
+from tunesmith.jobs.fine_tuning import fine_tuned_name
+from tunesmith.runs import Run, find_run
+from tunesmith.serving.aliases import read_aliases
 from tunesmith.workspace import Workspace
 
 
@@ -28,12 +30,9 @@ class Reference:
 
 def run_of_model(model: str, workspace: Workspace, db: Database) -> Run | None:
     """The run behind a served model name (or serving alias), or None for a base model."""
-    from tunesmith.serving.aliases import read_aliases
-
     model = read_aliases(workspace).get(model, model)
     if model.startswith("ft:"):
         name = model.split(":ckpt-step-")[0]
-        from tunesmith.jobs.fine_tuning import fine_tuned_name
 
         with db.session() as session:
             for job in session.scalars(select(JobRow).where(JobRow.run_id.is_not(None))):

@@ -21,7 +21,6 @@ shows in the UI, can be paused and resumes after a crash; the worker that finish
 """
 from __future__ import annotations
 
-import json
 import random
 import time
 from pathlib import Path
@@ -31,18 +30,20 @@ from sqlalchemy import select
 
 from tunesmith.config import load_config
 from tunesmith.data.dedup import fold
-from tunesmith.data.formats import Format, SFT_FORMATS, to_messages
+from tunesmith.data.formats import SFT_FORMATS, Format, to_messages
 from tunesmith.data.io import read_rows, write_jsonl
 from tunesmith.data.validate import validate_file
 from tunesmith.errors import ConfigError, DataError
 from tunesmith.files import write_json_atomic
+from tunesmith.jobs.db import Database, FeedbackRow, JobRow
+from tunesmith.jobs.feedback import record as feedback_record, target_answer
+from tunesmith.jobs.files import FileStore
+from tunesmith.jobs.fine_tuning import TERMINAL, create_job
 from tunesmith.jobs.promotion import RETRAIN_KEY, judge
-from tunesmith.serving.aliases import set_alias
 from tunesmith.monitoring.reference import run_of_model
 from tunesmith.runs import Run
 from tunesmith.training.launch import train
 from tunesmith.training.recipes import recipe_for
-from tunesmith.jobs.db import Database, FeedbackRow
 from tunesmith.workspace import Workspace
 
 
@@ -81,9 +82,6 @@ def retrain(model: str, workspace: Workspace, fresh: list[str | Path] | None = N
 
 def _submit(plan: dict[str, Any], config, workspace: Workspace, db: Database, out: Path, seed: int,
             log: Callable[[str], None]) -> dict[str, Any]:
-    from tunesmith.jobs.files import FileStore
-    from tunesmith.jobs.fine_tuning import create_job
-
     store = FileStore(db, workspace.files_dir, max_bytes=1 << 40)
     filed = store.save_bytes(f"retrain-{plan['current'][-24:]}.jsonl", (out / "train.jsonl").read_bytes())
     if filed["status"] != "processed":
@@ -103,9 +101,6 @@ def _submit(plan: dict[str, Any], config, workspace: Workspace, db: Database, ou
 
 def pending_retraining(db: Database, run_id: str) -> str | None:
     """The id of a retraining job of ``run_id`` that has not finished, if any."""
-    from tunesmith.jobs.db import JobRow
-    from tunesmith.jobs.fine_tuning import TERMINAL
-
     with db.session() as session:
         for job in session.scalars(select(JobRow).where(JobRow.status.not_in(TERMINAL))):
             if (job.job_metadata or {}).get("retrain_of") == run_id:
@@ -189,12 +184,10 @@ def build_dataset(model: str, current: Run, db: Database, fresh: list[str | Path
 
 
 def _feedback_records(db: Database, model: str, classify: bool) -> list[dict[str, Any]]:
-    from tunesmith.jobs.feedback import record, target_answer
-
     with db.session() as session:
         rows = list(session.scalars(select(FeedbackRow).where(FeedbackRow.model == model,
                                                               FeedbackRow.status.in_(("accepted", "exported")))))
-    return [record(r) for r in rows if target_answer(r) is not None and (r.label is not None) == classify]
+    return [feedback_record(r) for r in rows if target_answer(r) is not None and (r.label is not None) == classify]
 
 
 def _input_key(record: dict[str, Any], fmt: Format) -> str:

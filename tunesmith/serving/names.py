@@ -23,6 +23,7 @@ from tunesmith.models.pull import MANIFEST
 from tunesmith.models.store import list_models
 from tunesmith.runs import all_runs
 from tunesmith.serving.aliases import read_aliases
+from tunesmith.training.recipes import recipe_of
 from tunesmith.workspace import Workspace
 
 RESCAN_SECONDS = 30.0
@@ -108,7 +109,7 @@ class ModelNames:
         found = []
         for run in all_runs(self.workspace):
             info = run.info()
-            if (run.id in job_runs or info.get("status") != "succeeded" or info.get("recipe", "sft") == "classify"
+            if (run.id in job_runs or info.get("status") != "succeeded" or not recipe_of(run).generates
                     or not run.final_dir.exists()):
                 continue
             found.append(trained(run.id, info["base_model"], run.final_dir, int(info.get("finished_at") or 0)))

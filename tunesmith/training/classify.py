@@ -9,7 +9,6 @@ states (what sentence encoders such as all-MiniLM-L6-v2 were trained to produce)
 """
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections import Counter
@@ -20,22 +19,30 @@ from typing import Any
 from rich.console import Console
 
 from tunesmith.config import ClassifyConfig
+from tunesmith.confusion import confusion, scores
 from tunesmith.data.formats import Format
 from tunesmith.data.split import split_indices
 from tunesmith.data.validate import validate_file
 from tunesmith.errors import DataError
 from tunesmith.files import sha256_file, write_json_atomic
-from tunesmith.models.classifier import LABELS_FILE
+from tunesmith.models.classifier import LABELS_FILE, load_sequence_classifier
+from tunesmith.models.hardware import resolve_precision
 from tunesmith.models.loading import count_parameters, load_tokenizer
 from tunesmith.models.store import ModelRef, resolve_model
 from tunesmith.runs import Run
-from tunesmith.training.distributed import is_main_process
-from tunesmith.models.hardware import resolve_precision
 from tunesmith.tracking.callback import hf_report_to, tracking_callbacks
-from tunesmith.training.steps import (clean_first, finish_run, fit, open_run, prepare_process, save_final, standard_callbacks,
-                                       training_arguments)
+from tunesmith.training.distributed import is_main_process
+from tunesmith.training.steps import (
+    clean_first,
+    finish_run,
+    fit,
+    open_run,
+    prepare_process,
+    save_final,
+    standard_callbacks,
+    training_arguments,
+)
 from tunesmith.workspace import Workspace
-
 
 
 @dataclass(frozen=True)
@@ -200,8 +207,6 @@ def resolved_pooling(config: ClassifyConfig, model_ref: ModelRef) -> str:
 
 
 def build_classifier(config: ClassifyConfig, model_ref: ModelRef, labels: list[str], tokenizer):
-    from tunesmith.models.classifier import load_sequence_classifier
-
     model = load_sequence_classifier(model_ref.path, labels, resolved_pooling(config, model_ref),
                                      pad_token_id=tokenizer.pad_token_id, local=model_ref.local)
     if config.method == "lora":
@@ -247,8 +252,6 @@ def class_weighted_loss(splits: ClassificationSplits):
 
 
 def _metrics_for(labels: list[str]):
-    from tunesmith.confusion import confusion, scores
-
     def compute(eval_pred) -> dict[str, float]:
         logits, label_ids = eval_pred.predictions, eval_pred.label_ids
         if isinstance(logits, tuple):

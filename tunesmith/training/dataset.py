@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from tunesmith.data.formats import to_messages
 from tunesmith.data.validate import ValidationReport

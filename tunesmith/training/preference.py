@@ -28,18 +28,26 @@ from tunesmith.data.split import split_indices
 from tunesmith.data.validate import validate_file
 from tunesmith.errors import ConfigError, DataError
 from tunesmith.files import sha256_file
-from tunesmith.models import adapters
+from tunesmith.models import adapters, engine
+from tunesmith.models.chat import ensure_chat_template
 from tunesmith.models.classifier import LABELS_FILE
+from tunesmith.models.hardware import resolve_precision
 from tunesmith.models.loading import count_parameters, load_causal_lm, load_tokenizer
 from tunesmith.models.store import ModelRef, resolve_model
 from tunesmith.runs import Run, find_run, is_run_ref
-from tunesmith.training.distributed import is_main_process
-from tunesmith.models.hardware import resolve_precision
 from tunesmith.tracking.callback import hf_report_to, tracking_callbacks
-from tunesmith.training.steps import (clean_first, finish_run, fit, open_run, prepare_process, save_final, standard_callbacks,
-                                       training_arguments)
+from tunesmith.training.distributed import is_main_process
 from tunesmith.training.sft import RunResult
-from tunesmith.models.chat import ensure_chat_template
+from tunesmith.training.steps import (
+    clean_first,
+    finish_run,
+    fit,
+    open_run,
+    prepare_process,
+    save_final,
+    standard_callbacks,
+    training_arguments,
+)
 from tunesmith.workspace import Workspace
 
 Pair = dict[str, list[dict[str, str]]]  # prompt, chosen, rejected: lists of chat messages
@@ -170,7 +178,6 @@ def load_start(start: StartingPoint, config: PreferenceConfig, workspace: Worksp
     import torch
 
     if start.run is not None:
-        from tunesmith.models import engine
         loaded = engine.load_run(start.run, workspace, merge=True, dtype=torch.float32)
         return loaded.model.train(), loaded.tokenizer
     return (load_causal_lm(start.ref, quantization=adapters.quantization_config(config.method)),

@@ -8,13 +8,13 @@ are drawn with a fixed seed, and repeated in turn when the replay file is smalle
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 from tunesmith.config import ReplaySettings
 from tunesmith.data.general import replay_path
 from tunesmith.data.validate import validate_file
 from tunesmith.errors import DataError
 from tunesmith.training.dataset import EncodedSet, encode_records
+
 
 def replay_count(train_examples: int, fraction: float) -> int:
     """How many replayed examples make them ``fraction`` of the total.

@@ -15,27 +15,35 @@ from typing import Any
 from rich.console import Console
 
 from tunesmith.config import SFTConfig
+from tunesmith.data.general import replay_path
 from tunesmith.data.split import split_indices
 from tunesmith.data.validate import ValidationReport, validate_file
 from tunesmith.errors import DataError
+from tunesmith.files import sha256_file
 from tunesmith.models import adapters
+from tunesmith.models.chat import ensure_chat_template
+from tunesmith.models.collate import PadCollator, supports_loss_positions
+from tunesmith.models.hardware import resolve_precision
 from tunesmith.models.loading import count_parameters, load_causal_lm, load_tokenizer
 from tunesmith.models.store import resolve_model
-from tunesmith.files import sha256_file
 from tunesmith.runs import Run
-from tunesmith.models.collate import PadCollator, supports_loss_positions
+from tunesmith.tracking.callback import hf_report_to, tracking_callbacks
 from tunesmith.training.dataset import EncodedSet, encode_records
 from tunesmith.training.distributed import is_main_process, world_size
-from tunesmith.models.hardware import resolve_precision
 from tunesmith.training.packed_attention import training_attention
 from tunesmith.training.packing import PackedCollator, packed_rows, packing_is_exact
-from tunesmith.tracking.callback import hf_report_to, tracking_callbacks
-from tunesmith.training.steps import (clean_first, finish_run, fit, open_run, prepare_process, save_final, standard_callbacks,
-                                       training_arguments)
-from tunesmith.data.general import replay_path
 from tunesmith.training.replay import replay_examples
 from tunesmith.training.sft_trainer import FusedLossTrainer
-from tunesmith.models.chat import ensure_chat_template
+from tunesmith.training.steps import (
+    clean_first,
+    finish_run,
+    fit,
+    open_run,
+    prepare_process,
+    save_final,
+    standard_callbacks,
+    training_arguments,
+)
 from tunesmith.workspace import Workspace
 
 

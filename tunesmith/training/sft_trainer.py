@@ -13,6 +13,8 @@ import contextlib
 
 from transformers import Trainer
 
+from tunesmith.training.fused_loss import fused_linear_cross_entropy
+
 
 def fused_head(model):
     """The output projection, when the fused loss can stand in for it exactly: a plain bias-free
@@ -67,8 +69,6 @@ class FusedLossTrainer(Trainer):
                             num_items_in_batch=num_items_in_batch)
             loss = outputs.loss
         else:
-            from tunesmith.training.fused_loss import fused_linear_cross_entropy
-
             with head_returns_hidden(self.head):
                 outputs = model(**batch, use_cache=False)
             total = fused_linear_cross_entropy(outputs.logits, self.head.weight, targets)

@@ -12,6 +12,7 @@ from typing import Any
 from rich.console import Console
 
 from tunesmith.config import CleanConfig, RecipeConfig, TrainingSettings, save_config
+from tunesmith.data.clean import clean_file
 from tunesmith.errors import DiskFull, TunesmithError
 from tunesmith.files import sha256_file, write_json_atomic
 from tunesmith.models.loading import quiet_transformers
@@ -19,7 +20,7 @@ from tunesmith.runs import Run, new_run
 from tunesmith.tracking.callback import TrainingTracker
 from tunesmith.training.callbacks import CompletenessMarker, DivergenceGuard, MetricsLog, ProgressDisplay
 from tunesmith.training.checkpoints import free_incomplete, last_complete_checkpoint
-from tunesmith.training.distributed import is_main_process
+from tunesmith.training.distributed import is_main_process, world_size
 from tunesmith.workspace import Workspace
 
 
@@ -34,8 +35,6 @@ def prepare_process(config: RecipeConfig) -> None:
 def clean_first(config: RecipeConfig, workspace: Workspace, console: Console) -> RecipeConfig:
     """Run `data clean` on the training (and validation) file; the config then points at the
     cleaned copies, stored by content hash so a resumed run finds the same ones."""
-    from tunesmith.data.clean import clean_file
-
     settings = config.data.clean if isinstance(config.data.clean, CleanConfig) else CleanConfig()
     data = config.data.model_copy()
     for field_name in ("train", "validation"):
@@ -267,8 +266,6 @@ def _checkpointing_args(enabled: bool) -> dict[str, Any]:
 def _strategy_args(strategy: str) -> dict[str, Any]:
     """FSDP or DeepSpeed through the Trainer's own integrations; DDP needs nothing (torchrun's
     environment is enough). Ignored by a single process."""
-    from tunesmith.training.distributed import world_size
-
     if strategy == "ddp" or world_size() == 1:
         return {}
     if strategy == "fsdp":

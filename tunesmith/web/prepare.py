@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from tunesmith import api
 from tunesmith.errors import APIError, ConfigError, DataError
 from tunesmith.jobs.files import FileStore
 
@@ -17,8 +18,6 @@ CLEAN_OPTIONS = {"fix_roles", "dedup_exact", "dedup_near", "label_conflicts", "p
 def clean(files: FileStore, file_id: str, options: dict[str, Any]) -> dict:
     """The cleaned file (validated, ready to train on), its rejects (every removed or changed
     record with its line, step and reason) and the clean card's counts."""
-    from tunesmith import api
-
     row = files.get(file_id)
     unknown = sorted(set(options) - CLEAN_OPTIONS)
     if unknown:
@@ -40,8 +39,6 @@ def clean(files: FileStore, file_id: str, options: dict[str, Any]) -> dict:
 
 def split(files: FileStore, file_id: str, body: dict[str, Any]) -> dict:
     """Train / validation (/ test) files, near-duplicates kept in one split, leakage checked."""
-    from tunesmith import api
-
     row = files.get(file_id)
     with tempfile.TemporaryDirectory() as scratch:
         source = Path(scratch) / f"{Path(row.filename).stem}.jsonl"
