@@ -311,3 +311,18 @@ def test_an_unexpected_error_is_one_line_not_a_traceback(tmp_path, workspace, cl
     blocker.write_text("")
     code, _, err = cli("data", "split", write_jsonl(tmp_path / "d.jsonl", chat_records(20)), "-o", blocker / "out")
     assert code == 1 and "a-file" in _unwrapped(err) and "Traceback" not in err  # the system's reason, one line
+
+
+def test_a_missing_optional_extra_is_named_with_its_install_command(tmp_path, workspace, cli, monkeypatch):
+    from tunesmith import api
+
+    def no_optuna(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'optuna'", name="optuna")
+
+    monkeypatch.setattr(api, "tune", no_optuna)
+    config = tmp_path / "c.yaml"
+    config.write_text("data:\n  train: t.jsonl\n")
+    code, _, err = cli("tune", config, "--trials", "1")
+    assert code == 1
+    assert 'pip install "tunesmith[search]"' in " ".join(err.split())
+    assert "Traceback" not in err

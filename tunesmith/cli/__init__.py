@@ -567,6 +567,11 @@ def keys_revoke(key_id: str = typer.Argument(..., help="The key id (see `tunesmi
     out.print(f"revoked {key_id}")
 
 
+# The optional extras of pyproject.toml, by the module whose absence says one is missing.
+EXTRAS = {"fastapi": "server", "uvicorn": "server", "multipart": "server", "python_multipart": "server",
+          "optuna": "search", "psycopg": "postgres", "wandb": "wandb"}
+
+
 def main() -> None:
     """The command, its errors as one line and an exit code: a TunesmithError's own; 1 for a file
     the system refused (its words say why) or for a bug, whose traceback only TUNESMITH_DEBUG=1 shows."""
@@ -574,6 +579,11 @@ def main() -> None:
         app()
     except TunesmithError as e:
         _fail(str(e), e.exit_code)
+    except ModuleNotFoundError as e:  # an optional part not installed: say which extra brings it
+        extra = EXTRAS.get((e.name or "").split(".")[0])
+        if extra is None:
+            _fail(f"{e} (an unexpected error: TUNESMITH_DEBUG=1 shows where)", 1)
+        _fail(f"this command needs {e.name}, which is not installed: pip install \"tunesmith[{extra}]\"", 1)
     except OSError as e:
         _fail(str(e), 1)
     except Exception as e:
