@@ -38,3 +38,14 @@ def test_bad_settings_fail_the_request_naming_each_field(tunesmith, words):
     with pytest.raises(APIError) as e:
         _settings(request, _method(request))
     assert e.value.status == 400 and all(w in str(e.value.body()) for w in words)
+
+
+@pytest.mark.parametrize("kind, settings, rate", [
+    ("supervised", None, 2e-4 * 0.5), ("dpo", None, 5e-5 * 0.5), ("dpo", {"method": "full"}, 1e-6 * 0.5)])
+def test_the_multiplier_scales_the_recipes_own_default_rate(kind, settings, rate):
+    method = _method({"model": "m", "training_file": "f",
+                      "method": {"type": kind, kind: {"hyperparameters": {"learning_rate_multiplier": 0.5}}}})
+    job = JobRow(id="ftjob-x", model="m", training_file="f", validation_file=None, seed=1, method=method,
+                 settings=settings)
+    config, _ = job_config(job, Path("/files"), 100)
+    assert config.training.learning_rate == pytest.approx(rate)  # the rate the CLI would use, times 0.5

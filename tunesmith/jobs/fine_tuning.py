@@ -289,7 +289,10 @@ def job_config(job: JobRow, files_dir: Path, n_examples: int) -> tuple[RecipeCon
     steps_per_epoch = max(1, -(-n_examples // hyper["batch_size"]))
     recipe = recipe_of_job_method(job.method["type"])
     dpo = recipe is DPO
-    rate = default_learning_rate(recipe.config, "lora") * hyper["learning_rate_multiplier"]  # the LoRA rate, scaled
+    # The multiplier scales the recipe's own default for the method the job trains with (a dpo
+    # job with ``tunesmith.settings.method: full`` starts from the full fine-tune's rate, as the CLI does).
+    method = (job.settings or {}).get("method", "lora")
+    rate = default_learning_rate(recipe.config, method) * hyper["learning_rate_multiplier"]
     base = {
         "recipe": recipe.name, **({"preference": {"beta": hyper["beta"]}} if dpo else {}),
         "model": job.model, "run_name": job.id,
