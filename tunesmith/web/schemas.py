@@ -51,7 +51,8 @@ class Body(BaseModel):
 
 
 ModelName = Annotated[str, Field(min_length=1, max_length=256)]
-Number = Annotated[float, Field(allow_inf_nan=False)]
+# Finite, and a JSON number: an int is one, a bool or a numeric string is not (OpenAI refuses them).
+Number = Annotated[float, Field(allow_inf_nan=False, strict=True)]
 Seed = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
 
 
