@@ -49,3 +49,13 @@ def test_the_multiplier_scales_the_recipes_own_default_rate(kind, settings, rate
                  settings=settings)
     config, _ = job_config(job, Path("/files"), 100)
     assert config.training.learning_rate == pytest.approx(rate)  # the rate the CLI would use, times 0.5
+
+
+def test_a_field_that_fits_no_member_of_its_union_says_every_way_it_could_have():
+    from tunesmith.web import schemas
+
+    with pytest.raises(APIError) as e:
+        schemas.parse(schemas.FineTuningJobRequest, {"model": "m", "training_file": "f",
+                                                     "hyperparameters": {"learning_rate_multiplier": "0.5"}})
+    assert e.value.param == "hyperparameters.learning_rate_multiplier"
+    assert "'auto' or a valid number (got '0.5')" in e.value.message

@@ -260,12 +260,17 @@ def parse(schema: type[BaseModel], body: Any) -> Any:
 
 
 def invalid(error: ValidationError) -> APIError:
-    first = error.errors()[0]
-    location = [str(part) for part in first["loc"] if not _is_union_branch(part)]
-    param = ".".join(location) or None
-    missing = first["type"] == "missing"
-    message = f"Missing required parameter: '{param}'." if missing else f"Invalid '{param}': {_reason(first)}"
-    return APIError(400, message, "missing_required_parameter" if missing else "invalid_value", param)
+    errors = error.errors()
+    param = _param(errors[0])
+    if errors[0]["type"] == "missing":
+        return APIError(400, f"Missing required parameter: '{param}'.", "missing_required_parameter", param)
+    # A union ("auto" or a number) fails once per member: say every way the field could have been right.
+    same = [e for e in errors if _param(e) == param and e["type"] != "missing"]
+    return APIError(400, f"Invalid '{param}': {_reason(same)}", "invalid_value", param)
+
+
+def _param(error: dict) -> str | None:
+    return ".".join(str(part) for part in error["loc"] if not _is_union_branch(part)) or None
 
 
 def _is_union_branch(part: Any) -> bool:
@@ -275,9 +280,10 @@ def _is_union_branch(part: Any) -> bool:
                                       or not part.replace("_", "a").isalnum())
 
 
-def _reason(error: dict) -> str:
-    reason = error["msg"].removeprefix("Value error, ")
-    value = error.get("input")
+def _reason(errors: list[dict]) -> str:
+    messages = list(dict.fromkeys(e["msg"].removeprefix("Value error, ") for e in errors))
+    reason = messages[0] + "".join(f" or {m.removeprefix('Input should be ')}" for m in messages[1:])
+    value = errors[0].get("input")
     if isinstance(value, (int, float, bool, type(None))) or (isinstance(value, str) and len(value) <= 40):
         reason += f" (got {value!r})"
     return reason
