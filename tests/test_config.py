@@ -72,3 +72,14 @@ def test_relative_data_paths_of_a_config_built_in_code_are_made_absolute(tmp_pat
     config = load_config(None, [], base=base)
     assert config.data.train == str(tmp_path / "data" / "train.jsonl")
     assert base == {"data": {"train": "data/train.jsonl"}}  # the caller's dict is left as it was
+
+
+def test_a_bad_override_is_named_by_its_set_not_by_a_line_of_the_file(tmp_path):
+    from tunesmith.config import load_config
+    from tunesmith.errors import ConfigError
+
+    path = tmp_path / "r.yaml"
+    path.write_text("training:\n  epochs: 1\ndata:\n  train: t.jsonl\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path, ["training.batch_size=zero"])
+    assert e.value.problems[0].startswith("--set training.batch_size=zero: training.batch_size:")

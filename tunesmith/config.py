@@ -257,7 +257,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None, bas
     else:  # a config built in code: its relative data paths are relative to where it runs, as overrides are
         source = YamlSource("<overrides>", copy.deepcopy(base or {}))
         _resolve_relative_paths(source.data, Path.cwd())
-    apply_overrides(source.data, values)
+    source.override(values)
     # Paths given as overrides are relative to where the command runs: made absolute here, the
     # config saved with the run still finds its data from any directory.
     _resolve_relative_paths(source.data, Path.cwd(), only=set(values))
@@ -291,21 +291,38 @@ class YamlSource:
     name: str
     data: dict[str, Any] = field(default_factory=dict)
     lines: dict[tuple, int] = field(default_factory=dict)
+    overridden: dict[tuple, str] = field(default_factory=dict)  # key path -> the ``--set`` that gave it
 
     def problem(self, loc: Sequence[Any], message: str) -> str:
-        """``message`` about the field at ``loc``, at the line of its deepest key in the file.
+        """``message`` about the field at ``loc``, at the line of its deepest key in the file, or
+        named by the ``--set`` that gave it its value.
 
         >>> YamlSource("r.yaml", {}, {("training",): 3}).problem(("training", "epochs"), "too big")
         'r.yaml:3: training.epochs: too big'
+        >>> source = YamlSource("r.yaml", {}, {("training",): 3}).override({"training.epochs": 0})
+        >>> source.problem(("training", "epochs"), "too small")
+        '--set training.epochs=0: training.epochs: too small'
         """
         loc = tuple(str(part) for part in loc)
+        given = next((self.overridden[loc[:depth]] for depth in range(len(loc), 0, -1) if loc[:depth] in self.overridden),
+                     None)
+        if given is not None:
+            return f"--set {given}: {'.'.join(loc)}: {message}"
         line = next((self.lines[loc[:depth]] for depth in range(len(loc), 0, -1) if loc[:depth] in self.lines), None)
         where = f"{self.name}:{line}" if line else self.name
         return f"{where}: {'.'.join(loc) or '(top level)'}: {message}"
 
+    def override(self, values: Mapping[str, Any]) -> "YamlSource":
+        """Set ``values`` (dotted keys) on the data, remembering which fields they gave."""
+        apply_overrides(self.data, values)
+        for key, value in values.items():
+            self.overridden[tuple(key.strip().split("."))] = f"{key.strip()}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
+        return self
+
     def within(self, key: str) -> "YamlSource":
         """The mapping under ``key`` (one section of a larger file), with its keys' lines."""
-        return YamlSource(self.name, self.data[key], {k[1:]: line for k, line in self.lines.items() if k[:1] == (key,)})
+        return YamlSource(self.name, self.data[key], {k[1:]: line for k, line in self.lines.items() if k[:1] == (key,)},
+                          {k[1:]: given for k, given in self.overridden.items() if k[:1] == (key,)})
 
 
 def load_yaml_model(path: str | Path | None, model_class: type[Model], overrides: Mapping[str, Any] | None = None,
@@ -316,7 +333,7 @@ def load_yaml_model(path: str | Path | None, model_class: type[Model], overrides
     source = read_yaml(path) if path else YamlSource("<overrides>" if overrides else "<defaults>")
     if section and isinstance(source.data.get(section), dict):
         source = source.within(section)
-    apply_overrides(source.data, overrides or {})
+    source.override(overrides or {})
     return validate_yaml(model_class, source, what)
 
 
