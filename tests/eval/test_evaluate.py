@@ -39,6 +39,8 @@ def test_eval_compares_base_and_tuned_and_writes_reports(tiny_model_dir, tmp_pat
     page = (run.eval_dir / "report.html").read_text()
     for section in ('id="metrics-side-by-side"', 'id="samples"', 'id="time"', "base, few-shot prompt"):
         assert section in page
+    card = (run.final_dir / "README.md").read_text()  # the model card now shows this evaluation
+    assert "| metric | base | base, few-shot prompt | fine-tuned |" in card and "`test.jsonl` (6 held-out" in card
 
 
 def test_no_baselines_leaves_only_base_and_tuned(tiny_model_dir, tmp_path, workspace):

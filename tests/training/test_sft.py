@@ -30,6 +30,9 @@ def test_lora_run_learns_and_leaves_a_complete_run_directory(tiny_model_dir, cha
     assert run.info()["status"] == "succeeded"
     checkpoints = sorted(p.name for p in run.checkpoints_dir.iterdir())
     assert all((run.checkpoints_dir / c / "tunesmith-complete.json").exists() for c in checkpoints)
+    card = (run.dir / "adapter" / "README.md").read_text()  # models/card.py, not peft's template
+    assert "More Information Needed" not in card and str(tiny_model_dir) not in card and str(workspace.home) not in card
+    assert f"| optimizer steps | {summary['global_step']} |" in card  # rewritten once summary.json was there
 
 
 def _first_eval(path):

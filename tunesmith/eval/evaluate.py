@@ -21,6 +21,7 @@ from tunesmith.eval.forgetting import general_files, measure_forgetting
 from tunesmith.eval.generation_eval import evaluate_run
 from tunesmith.eval.preference_eval import evaluate_preference
 from tunesmith.eval.tracking import log_evaluation
+from tunesmith.models.card import write_model_card
 from tunesmith.runs import Run, find_run
 from tunesmith.training.recipes import CLASSIFY, DPO, SFT, Recipe, recipe_of
 from tunesmith.workspace import Workspace
@@ -77,8 +78,20 @@ def evaluate(run: str, workspace: Workspace, data: str | Path | None = None, opt
     if forgetting:
         result["forgetting"] = measure_forgetting(found, workspace, general_data, options.batch_size, log)
     result["report_files"] = report_files.write(result, found.eval_dir)
+    refresh_card(found, workspace, log)
     log_evaluation(found, result, result["report_files"], workspace, warn=lambda message: log(f"warning: {message}"))
     return result
+
+
+def refresh_card(run: Run, workspace: Workspace, log: Log = print) -> None:
+    """Rewrite the model card beside the run's weights so its evaluation table is this one. The
+    evaluation is done and its reports written: a card that cannot be written is only a warning."""
+    if not run.final_dir.is_dir():
+        return
+    try:
+        write_model_card(run.final_dir, run, workspace)
+    except Exception as e:  # noqa: BLE001 - whatever went wrong, the evaluation stands
+        log(f"warning: the model card in {run.final_dir.name}/ was not updated: {type(e).__name__}: {e}")
 
 
 def headline(report: dict[str, Any]) -> tuple[str, float, bool]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from tunesmith.config import CleanConfig, RecipeConfig, TrainingSettings, save_c
 from tunesmith.data.clean import clean_file
 from tunesmith.errors import DiskFull, TunesmithError
 from tunesmith.files import sha256_file, write_json_atomic
+from tunesmith.models.card import write_model_card
 from tunesmith.models.loading import quiet_transformers
 from tunesmith.runs import Run, new_run
 from tunesmith.tracking.callback import TrainingTracker
@@ -211,6 +213,7 @@ def finish_run(trainer, run: Run, summary: dict[str, Any], final_dir: Path) -> N
     with its figures and artefacts."""
     write_json_atomic(run.summary_path, summary)
     run.update_info(status="succeeded", finished_at=time.time())
+    _write_card(final_dir, run)  # again, now with the summary's figures
     for callback in trainer.callback_handler.callbacks:
         if isinstance(callback, TrainingTracker):
             callback.complete(summary, final_dir)
@@ -228,10 +231,21 @@ def save_final(trainer, tokenizer, run: Run, method: str) -> Path:
         return final
     tokenizer.save_pretrained(str(tmp))
     (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle: never ship or load it
+    _write_card(tmp, run)  # over peft's empty template, before the directory is in place
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
     return final
+
+
+def _write_card(directory: Path, run: Run) -> None:
+    """The model card (models/card.py) beside the weights. A run lives in ``<home>/runs/<id>``
+    (Workspace.run_dir), so its home is two levels up; the card reads only the base model's
+    manifest there. A card that cannot be written must not cost the trained weights: warn."""
+    try:
+        write_model_card(directory, run, Workspace(run.dir.parent.parent))
+    except Exception as e:  # noqa: BLE001 - any failure here is the card's, not the run's
+        print(f"warning: no model card written in {directory.name}/: {type(e).__name__}: {e}", file=sys.stderr)
 
 
 def _installed(package: str) -> bool:
