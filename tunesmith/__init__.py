@@ -8,6 +8,7 @@ from tunesmith.api import (
     compare,
     compare_tracked,
     evaluate,
+    export,
     generate,
     get_run,
     leakage,
@@ -27,12 +28,20 @@ from tunesmith.api import (
     validate_data,
 )
 from tunesmith.config import ClassifyConfig, PreferenceConfig, SFTConfig, load_config
-from tunesmith.errors import ConfigError, DataError, ModelNotFound, RunNotFound, TunesmithError
+from tunesmith.errors import (
+    ConfigError,
+    DataError,
+    ExportError,
+    ModelNotFound,
+    ParityFailed,
+    RunNotFound,
+    TunesmithError,
+)
 from tunesmith.workspace import Workspace
 
 __version__ = "0.1.0"
 __all__ = [
-    "check_data", "clean", "compare", "evaluate", "generate", "get_run", "leakage", "list_models", "list_runs", "load", "pull_model",
+    "check_data", "clean", "compare", "evaluate", "export", "generate", "get_run", "leakage", "list_models", "list_runs", "load", "pull_model",
     "resume", "show_run", "tracked_runs", "compare_tracked", "tune", "sync_runs", "split", "split_data", "stream_reply", "train", "validate_data", "SFTConfig", "ClassifyConfig", "PreferenceConfig", "load_config",
-    "ConfigError", "DataError", "ModelNotFound", "RunNotFound", "TunesmithError", "Workspace",
+    "ConfigError", "DataError", "ExportError", "ModelNotFound", "ParityFailed", "RunNotFound", "TunesmithError", "Workspace",
 ]

@@ -199,6 +199,26 @@ def evaluate(run: str, data: str | Path | None = None, max_examples: int | None 
     return _evaluate(run, _ws(workspace), data, options, log, forgetting, general_data)
 
 
+def export(run: str, format: str = "merged", quant: str | None = None, output: str | Path | None = None,
+           data: str | Path | None = None, min_identical: float = 0.95, max_drop: float = 0.02,
+           parity_examples: int | None = 200, check: bool = True, force: bool = False,
+           workspace: Workspace | None = None, log: Log = print) -> dict[str, Any]:
+    """Export a run: ``merged`` (a Hugging Face directory, adapter merged), ``gguf`` (llama.cpp;
+    ``quant`` f16, q8_0 or q4_k_m), ``ollama`` (the GGUF and a Modelfile), ``gguf-adapter`` (the
+    LoRA as a GGUF adapter with its GGUF base) or, for classifiers, ``merged`` or ``onnx``.
+
+    Then the parity check: the run's evaluation data (or ``data``) through the export in its own
+    runtime beside the trained model, reported in ``parity.json`` / ``parity.md``; raises
+    ``ParityFailed`` (the export kept) when fewer than ``min_identical`` of the greedy answers are
+    identical or exact match drops by more than ``max_drop``. A model card (``README.md``) is
+    written with it. Output: ``output``, default ``runs/<id>/exports/<format>[-<quant>]``."""
+    from tunesmith.exports import ExportOptions, Thresholds, export_run
+
+    options = ExportOptions(format, quant, Path(output) if output else None, data, Thresholds(min_identical, max_drop),
+                            parity_examples, check, force)
+    return export_run(run, _ws(workspace), options, log)
+
+
 def compare(runs: list[str], out: str | Path | None = None, workspace: Workspace | None = None) -> dict[str, Any]:
     """One table across runs from their latest evaluation reports (and summaries); written as
     Markdown, CSV and JSON to ``out`` (default: ``<home>/compare/<timestamp>``)."""

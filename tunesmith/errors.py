@@ -60,6 +60,26 @@ class DiskFull(TunesmithError):
     exit_code = 6
 
 
+class ExportError(TunesmithError):
+    """An export that cannot be made (a classifier to GGUF, a run without weights, no room on the
+    disk): nothing is left under the output name. ``param``: the option at fault (format, quant)."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param
+
+
+class ParityFailed(TunesmithError):
+    """The export was written, but answers differently from the trained model on the parity set
+    (a template, a stop token or quantisation loss): the report beside it says where."""
+
+    exit_code = 7
+
+    def __init__(self, message: str, report: dict | None = None):
+        super().__init__(message)
+        self.report = report
+
+
 # ── errors in OpenAI's shape ───────────────────────────────────────────────────────────────
 # ``{"error": {"message", "type", "param", "code"}}`` with the HTTP status the SDK maps to its
 # exception classes (400 BadRequest, 401 Authentication, 404 NotFound, 413, 429). Raised by the

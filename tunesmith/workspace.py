@@ -50,6 +50,11 @@ class Workspace:
     def downloads_dir(self) -> Path:
         return self.home / "downloads"
 
+    @property
+    def tools_dir(self) -> Path:
+        """Programs fetched once from the package index (llama.cpp's GGUF converter)."""
+        return self.home / "tools"
+
     def model_dir(self, name: str) -> Path:
         return self.models_dir / name
 

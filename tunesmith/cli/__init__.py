@@ -13,7 +13,7 @@ from rich.table import Table
 from tunesmith import api
 from tunesmith.cli import render
 from tunesmith.config import parse_overrides
-from tunesmith.errors import ConfigError, DataError, ModelNotFound, TunesmithError
+from tunesmith.errors import ConfigError, DataError, ModelNotFound, ParityFailed, TunesmithError
 
 app = typer.Typer(help="Fine-tune language models on your own data, evaluate them, use them.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -328,6 +328,31 @@ def compare(runs: List[str] = typer.Argument(..., help="Run ids or directories."
         return
     out.print(render.compare_table(table))
     out.print(f"written: {table['files']['md']}", highlight=False)
+
+
+@app.command()
+def export(run: str = typer.Argument(..., help="Run id or directory."),
+           format: str = typer.Option("merged", "--format", "-f", help="merged (a Hugging Face directory, adapter merged), gguf (llama.cpp, LM Studio), ollama (GGUF + Modelfile), gguf-adapter (the LoRA as a GGUF adapter, with its GGUF base); classifiers: merged or onnx."),
+           quant: Optional[str] = typer.Option(None, "--quant", "-q", help="GGUF quantisation: f16, q8_0 (default) or q4_k_m."),
+           output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output directory (default: <run>/exports/<format>[-<quant>])."),
+           data: Optional[Path] = typer.Option(None, "--data", help="Parity examples (default: what the run was evaluated on, else its test or validation split)."),
+           min_parity: float = typer.Option(0.95, "--min-parity", min=0.0, max=1.0, help="Share of identical greedy answers below which export fails (exit 7)."),
+           max_drop: float = typer.Option(0.02, "--max-drop", min=0.0, max=1.0, help="Largest drop of exact match (or accuracy) the export may show."),
+           parity_examples: int = typer.Option(200, "--parity-examples", min=1, help="Check at most this many examples."),
+           check: bool = typer.Option(True, "--check/--no-check", help="Run the parity check (--no-check: the card says it was not checked)."),
+           force: bool = typer.Option(False, "--force", help="Replace an existing export at the output (the old one is kept until the new one is complete)."),
+           as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")):
+    """Export a run to merged weights, GGUF, Ollama or ONNX, and check it answers like the trained model."""
+    try:
+        result = api.export(run, format, quant, output, data, min_parity, max_drop, parity_examples, check, force,
+                            log=lambda m: err.print(m, highlight=False))
+    except ParityFailed as e:
+        render.print_parity(err, e.report)
+        raise
+    if as_json:
+        out.print_json(data=result)
+    else:
+        render.print_export(out, result)
 
 
 @app.command()

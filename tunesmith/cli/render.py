@@ -389,3 +389,32 @@ def retrain_summary(result: dict[str, Any]) -> str:
     return (f"retrained on {d['records']} records ({d['new']} new: {d['from_feedback']} from feedback; "
             f"{d['replayed']} replayed)\n{result['metric']} on {result['test']}: current {result['current_score']:.4f}, "
             f"new {result['candidate_score']:.4f} → {verdict}\nreport: {result['report']}")
+
+
+# ── export ──────────────────────────────────────────────────────────────────────────────────
+def print_export(console: Console, result: dict[str, Any]) -> None:
+    quant = f" {result['quant']}" if result.get("quant") else ""
+    console.print(f"exported run {result['run']} as {result['format']}{quant} in {result['seconds']:.0f} s: "
+                  f"{result['output']}", highlight=False)
+    console.print("files: " + "  ".join(result["files"] + ["README.md"]), highlight=False)
+    if result.get("parity"):
+        print_parity(console, result["parity"])
+    else:
+        console.print("parity: not checked (--no-check)", highlight=False)
+
+
+def print_parity(console: Console, report: dict[str, Any] | None) -> None:
+    if not report:
+        return
+    table = Table(title=f"parity in {report['runtime']}: {report['identical']:.1%} identical on "
+                        f"{report['examples']} examples of {report['data']}")
+    for column in ("metric", "trained", "export"):
+        table.add_column(column)
+    for metric, value in report["metrics"]["trained"].items():
+        table.add_row(metric, f"{value:.4f}", f"{report['metrics']['export'].get(metric, float('nan')):.4f}")
+    console.print(table)
+    for difference in report["differences"][:3]:
+        console.print(f"differs: {difference['prompt'][:80]!r}\n  trained: {difference['trained'][:80]!r}\n"
+                      f"  export:  {difference['export'][:80]!r}", highlight=False, markup=False)
+    console.print("parity: " + ("passed" if report["passed"] else "FAILED: " + "; ".join(report["failures"])),
+                  highlight=False, markup=False)

@@ -40,20 +40,13 @@ def evaluate_run(run: Run, data: str | Path, workspace: Workspace, max_examples:
                  few_shot: int = 3, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Evaluate ``run`` beside its base model, plain and with a ``few_shot`` prompt (0: skip),
     on ``data``; returns the report."""
-    report = validate_file(data, min_examples=1)
-    if not report.ok:
-        raise DataError(report.summary(), report)
-    if report.format not in SFT_FORMATS:
-        raise DataError(f"{data}: {report.format.value} records cannot evaluate a chat model; "
-                        "give chat, prompt/completion or instruction records")
-    if max_examples:
-        report.records = report.records[:max_examples]
+    report = _read_chat_data(data, max_examples)
     loaded = engine.load_run(run, workspace)
     base_loaded = loaded if loaded.is_adapter else engine.load(run.info()["base_model"], workspace)
     config = load_config(run.config_path)
     examples = encode_records(report, loaded.tokenizer, max_length=config.data.max_length).examples
     items = [_item(r.value, report.format) for r in report.records]
-    max_new = max_new_tokens or _default_max_new_tokens(loaded.tokenizer, items)
+    max_new = max_new_tokens or max_new_tokens_for(loaded.tokenizer, items)
     shots = pick_shot_conversations(config, few_shot, log) if few_shot else []
 
     results: dict[str, Any] = {}
@@ -83,6 +76,30 @@ def evaluate_run(run: Run, data: str | Path, workspace: Workspace, max_examples:
         ],
         "created_at": time.time(),
     }
+
+
+def read_items(data: str | Path, max_examples: int | None = None) -> list[EvalItem]:
+    """The conversations of a chat data file, each up to its last reply, with that reply."""
+    report = _read_chat_data(data, max_examples)
+    return [_item(r.value, report.format) for r in report.records]
+
+
+def max_new_tokens_for(tokenizer, items: list[EvalItem]) -> int:
+    """Enough for the longest reference plus slack, so generation cost is bounded by the data."""
+    longest = max(len(tokenizer(it.reference, add_special_tokens=False)["input_ids"]) for it in items)
+    return min(512, int(longest * 1.25) + 8)
+
+
+def _read_chat_data(data: str | Path, max_examples: int | None):
+    report = validate_file(data, min_examples=1)
+    if not report.ok:
+        raise DataError(report.summary(), report)
+    if report.format not in SFT_FORMATS:
+        raise DataError(f"{data}: {report.format.value} records cannot evaluate a chat model; "
+                        "give chat, prompt/completion or instruction records")
+    if max_examples:
+        report.records = report.records[:max_examples]
+    return report
 
 
 def _score(loaded, examples, items: list[EvalItem], max_new: int, batch_size: int) -> tuple[dict[str, Any], list[str]]:
@@ -138,10 +155,3 @@ def _item(record: dict[str, Any], fmt) -> EvalItem:
     conversation, reference = split_prompt_and_reference(to_messages(record, fmt))
     answer = record.get("final_answer")
     return EvalItem(conversation, reference, None if answer is None else str(answer))
-
-
-def _default_max_new_tokens(tokenizer, items: list[EvalItem]) -> int:
-    """Enough for the longest reference plus slack, so generation cost is bounded by the data."""
-    longest = max(len(tokenizer(it.reference, add_special_tokens=False)["input_ids"]) for it in items)
-    return min(512, int(longest * 1.25) + 8)
-

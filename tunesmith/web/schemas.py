@@ -219,6 +219,14 @@ class EvaluationRequest(Body):
     baselines: StrictBool | None = None
 
 
+class ExportRequest(Body):
+    # Names only here; which format fits the run and which quantisations exist is checked in
+    # jobs/exports.py against tunesmith.exports, so the list is written down once.
+    format: Annotated[str, Field(min_length=1, max_length=32)]
+    quant: Annotated[str, Field(min_length=1, max_length=32)] | None = None
+    force: StrictBool = False  # replace an export already there (kept until the new one is complete)
+
+
 class CleanRequest(Body):
     config: dict[str, Any] | None = None
 

@@ -1,18 +1,19 @@
 """tunesmith's own routes under ``/v1/tunesmith/`` (OpenAI has none of these): review feedback
-on answers (jobs/feedback.py), finished runs and their evaluations (jobs/evaluations.py), run
-comparison, and the JSON schema of each recipe's settings, from which the web UI builds its
-run form. API keys, the admin-only part of ``/v1/tunesmith/``, are in routes/keys.py."""
+on answers (jobs/feedback.py), finished runs and their evaluations (jobs/evaluations.py), their
+exports (jobs/exports.py), run comparison, and the JSON schema of each recipe's settings, from
+which the web UI builds its run form. API keys, the admin-only part of ``/v1/tunesmith/``, are
+in routes/keys.py."""
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, PlainTextResponse
 
 from tunesmith.config import recipe_schema as schema_of
 from tunesmith.errors import APIError
-from tunesmith.jobs import evaluations, feedback
+from tunesmith.jobs import evaluations, exports, feedback
 from tunesmith.web import schemas
 from tunesmith.web.bodies import JSONBody
 from tunesmith.web.deps import DatabaseDep, FilesDep, WorkspaceDep, principal
@@ -23,6 +24,7 @@ router = APIRouter(dependencies=[Depends(principal)])
 FeedbackBody = Annotated[schemas.FeedbackRequest, Depends(JSONBody(schemas.FeedbackRequest))]
 FeedbackUpdateBody = Annotated[schemas.FeedbackUpdate, Depends(JSONBody(schemas.FeedbackUpdate))]
 EvaluationBody = Annotated[schemas.EvaluationRequest, Depends(JSONBody(schemas.EvaluationRequest))]
+ExportBody = Annotated[schemas.ExportRequest, Depends(JSONBody(schemas.ExportRequest))]
 # Shown in a sandboxed frame by the UI; the page has no scripts and loads nothing.
 REPORT_POLICY = {"Content-Security-Policy": "default-src 'none'; img-src data:; style-src 'unsafe-inline'"}
 
@@ -73,6 +75,23 @@ async def start_evaluation(run_id: str, body: EvaluationBody, workspace: Workspa
 @router.get("/v1/tunesmith/runs/{run_id}/evaluation/report.html")
 def evaluation_page(run_id: str, workspace: WorkspaceDep):
     return HTMLResponse(evaluations.report_html(workspace, run_id), headers=REPORT_POLICY)
+
+
+@router.get("/v1/tunesmith/runs/{run_id}/exports")
+def run_exports(run_id: str, workspace: WorkspaceDep):
+    return exports.exports(workspace, run_id)
+
+
+@router.post("/v1/tunesmith/runs/{run_id}/exports", openapi_extra=schemas.openapi_body(schemas.ExportRequest))
+async def start_export(run_id: str, body: ExportBody, workspace: WorkspaceDep):
+    return await run_in_threadpool(exports.start, workspace, run_id, body.model_dump(exclude_unset=True))
+
+
+@router.get("/v1/tunesmith/runs/{run_id}/exports/{name}/{filename}")
+def export_text(run_id: str, name: str, filename: str, workspace: WorkspaceDep):
+    """An export's parity.md, README.md (model card) or Modelfile, as plain text (never rendered)."""
+    return PlainTextResponse(exports.export_text(workspace, run_id, name, filename),
+                             headers={"X-Content-Type-Options": "nosniff"})
 
 
 @router.get("/v1/tunesmith/compare")

@@ -573,12 +573,16 @@ async function evalPage(runId) {
     else if (!found.html) reportPanel.replaceChildren(el("p", { class: "help" }, "Not evaluated yet."));
     return task.status === "running" ? "running" : "succeeded";
   };
+  const exporter = exportPanel(runId, run);
   show(el("h1", {}, `Evaluation of ${runId}`),
     el("p", {}, `${run.recipe} · ${run.method || "-"} · base ${run.base_model} · `, statusOf(run.status),
       run.job ? [" · job ", el("a", { href: `#/runs/${run.job}` }, run.job)] : " · trained on the command line"),
     el("details", { open: !run.evaluated }, el("summary", {}, "Evaluate this run"), form), taskPanel,
-    el("h2", {}, "Latest report"), reportPanel);
-  if (await draw() === "running") poll(draw, 2000, location.hash);
+    el("h2", {}, "Latest report"), reportPanel, el("h2", {}, "Exports"), exporter.node);
+  const route = location.hash;
+  const [evaluating, exporting] = await Promise.all([draw(), exporter.draw()]);
+  if (evaluating === "running") poll(draw, 2000, route);
+  if (exporting === "running") poll(exporter.draw, 2000, route);
 }
 
 async function showReport(runId, panel) {
@@ -590,6 +594,79 @@ async function showReport(runId, panel) {
   frame.addEventListener("load", () => { frame.style.height = `${frame.contentDocument.documentElement.scrollHeight + 20}px`; });
   panel.replaceChildren(frame, el("p", { class: "help" }, "Also on disk: runs/", runId, "/eval/report.html, report.md, report.json."));
 }
+
+// ── export: `tunesmith export` in the background, and the run's exports with their parity ──
+
+const GGUF_FORMATS = ["gguf", "ollama", "gguf-adapter"];  // the formats a quantisation applies to
+
+function exportPanel(runId, run) {
+  const format = el("select", { id: "export-format" });
+  const quant = el("select", { id: "export-quant" });
+  const quantField = el("span", {}, el("label", { for: "export-quant" }, "quantisation"), quant);
+  const force = el("input", { type: "checkbox", id: "export-force" });
+  const message = el("p", { class: "error", role: "alert", id: "export-error" });
+  const taskPanel = el("div", { id: "export-task" });
+  const listPanel = el("div", { id: "export-list" });
+  const start = el("button", { type: "submit", id: "start-export", disabled: true }, "Export");
+  const showQuant = () => { quantField.hidden = !GGUF_FORMATS.includes(format.value); };
+  format.addEventListener("change", showQuant);
+  let choices = false;
+  const draw = async () => {
+    const found = await api(`/v1/tunesmith/runs/${runId}/exports`);
+    if (!choices) {  // what this run can become: a classifier merged or onnx, a language model merged or GGUF
+      format.replaceChildren(...found.formats.map((f) => el("option", { value: f }, f)));
+      quant.replaceChildren(...found.quants.map((q) => el("option", { value: q, selected: q === found.default_quant }, q)));
+      showQuant();
+      choices = true;
+    }
+    const task = found.task;
+    start.disabled = run.status !== "succeeded" || task.status === "running";
+    taskPanel.replaceChildren(task.status === "none" ? "" : el("div", {},
+      el("p", {}, `export ${task.name} `, statusOf(task.status), task.started_at ? `, started ${when(task.started_at)}` : "",
+        task.finished_at ? `, finished ${when(task.finished_at)}` : "",
+        task.status === "parity_failed" ? ": written and kept, but it answers differently from the trained model (see its parity report)" : ""),
+      task.log.length ? el("pre", { class: "events", id: "export-log" }, task.log.join("\n")) : ""));
+    listPanel.replaceChildren(exportList(runId, found.data));
+    return task.status === "running" ? "running" : "succeeded";
+  };
+  const form = el("form", {
+    onsubmit: async (event) => {
+      event.preventDefault();
+      message.textContent = "";
+      const body = { format: format.value, quant: GGUF_FORMATS.includes(format.value) ? quant.value : undefined, force: force.checked };
+      try {
+        await api(`/v1/tunesmith/runs/${runId}/exports`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+        const route = location.hash;
+        if (await draw() === "running") poll(draw, 2000, route);
+      } catch (e) { message.textContent = e.message; }
+    },
+  }, el("div", { class: "row" }, el("span", {}, el("label", { for: "export-format" }, "format"), format), quantField,
+    el("label", {}, force, " replace an existing export")),
+  el("p", { class: "help" }, "Runs tunesmith export in the background, then checks the export answers like the trained model on the run's evaluation data (parity). Files go to runs/", runId, "/exports/."),
+  el("p", {}, start), message);
+  return { node: el("div", {}, form, taskPanel, listPanel), draw };
+}
+
+function exportList(runId, items) {
+  if (!items.length) return el("p", { class: "help" }, "Not exported yet.");
+  const text = el("pre", { class: "events", id: "export-text", hidden: true });
+  const read = async (name, file) => {
+    text.hidden = false;
+    text.textContent = await api(`/v1/tunesmith/runs/${runId}/exports/${encodeURIComponent(name)}/${encodeURIComponent(file)}`);
+  };
+  const rows = items.map((e) => {
+    const p = e.parity;
+    return [e.name, p ? statusOf(p.passed ? "passed" : "failed") : "not checked",
+      p ? `${(p.identical * 100).toFixed(1)}% of ${p.examples}` : "-",
+      el("span", { class: "files" }, e.files.map((f) => e.texts.includes(f.name)
+        ? el("button", { class: "link", "data-export-file": `${e.name}/${f.name}`, onclick: () => read(e.name, f.name) }, f.name)
+        : f.name).flatMap((f, i) => (i ? [", ", f] : [f]))),
+      megabytes(e.bytes), when(e.created_at)];
+  });
+  return el("div", {}, table(["export", "parity", "identical answers", "files", "size", "written"], rows), text);
+}
+
+const megabytes = (bytes) => `${(bytes / 1e6).toLocaleString(undefined, { maximumFractionDigits: 1 })} MB`;
 
 async function comparePage(ids) {
   const runs = ids.split(",").filter(Boolean);
