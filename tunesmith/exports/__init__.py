@@ -178,9 +178,9 @@ def _write_gguf(plan: _Plan, workspace: Workspace, dest: Path, log: Log, with_mo
     name = f"model.{plan.quant}.gguf"
     with tempfile.TemporaryDirectory(prefix=".merged-", dir=dest.parent) as tmp:
         merged.write_language_model(plan.run, workspace, Path(tmp), log)
-        tokenizer = _tokenizer(Path(tmp))
         gguf.convert(Path(tmp), dest / name, plan.quant, plan.tools, log)
     files = [name]
+    tokenizer = _tokenizer(plan.run.final_dir)  # the template and stop tokens the run was trained with
     checks = _metadata_checks(dest / name, tokenizer)
     if with_modelfile:
         files.append(_write_modelfile(dest, name, tokenizer))
