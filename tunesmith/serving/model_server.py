@@ -59,9 +59,10 @@ class BaseSlot:
 
 
 class ModelServer:
-    def __init__(self, workspace: Workspace, jobs: JobCatalog, max_adapters: int = 8, max_waiting: int = 16):
+    def __init__(self, workspace: Workspace, jobs: JobCatalog, max_adapters: int = 8, max_waiting: int = 16,
+                 directories: dict[str, Path] | None = None):
         self.workspace, self.jobs, self.max_adapters = workspace, jobs, max_adapters
-        self.names = ModelNames(workspace, jobs)
+        self.names = ModelNames(workspace, jobs, directories)
         self.slots: dict[str, BaseSlot] = {}
         self.classifiers: dict[str, engine.LoadedClassifier] = {}
         self._loading = threading.Lock()

@@ -1,7 +1,9 @@
 """The model names the server answers to, and what each stands for (a ``Target``).
 
 Names come from what the home holds: pulled causal-LM base models, runs trained with
-``tunesmith train`` (by run id), serving aliases (``<home>/aliases.json``), and whatever a
+``tunesmith train`` (by run id), serving aliases (``<home>/aliases.json``), local model
+directories given by name (``tunesmith serve --model NAME=DIR``: an exported merged model, any
+Hugging Face causal-LM directory), and whatever a
 ``JobCatalog`` adds: the fine-tuned models and checkpoints of fine-tuning jobs, which serving
 knows only through that Protocol (``JobModels``, in the jobs layer's ``served_models`` module,
 implements it over the job database), so serving never imports the jobs layer.
@@ -19,12 +21,13 @@ from pathlib import Path
 from typing import Protocol
 
 from tunesmith.catalog import BUILTIN_MODELS
+from tunesmith.errors import ConfigError
 from tunesmith.models.pull import MANIFEST
 from tunesmith.models.store import list_models
 from tunesmith.runs import all_runs
 from tunesmith.serving.aliases import read_aliases
 from tunesmith.training.recipes import recipe_of
-from tunesmith.workspace import Workspace
+from tunesmith.workspace import Workspace, is_safe_name
 
 RESCAN_SECONDS = 30.0
 
@@ -72,8 +75,8 @@ class JobCatalog(Protocol):
 class ModelNames:
     """Every name the server answers to, cached (see the module docstring)."""
 
-    def __init__(self, workspace: Workspace, jobs: JobCatalog):
-        self.workspace, self.jobs = workspace, jobs
+    def __init__(self, workspace: Workspace, jobs: JobCatalog, directories: dict[str, Path] | None = None):
+        self.workspace, self.jobs, self.directories = workspace, jobs, dict(directories or {})
         self._known: tuple[tuple, float, list[Target]] | None = None  # (home fingerprint, when, targets)
 
     def targets(self, fresh: bool = False) -> list[Target]:
@@ -95,6 +98,8 @@ class ModelNames:
                  if m.pulled and "causal" in self._task(m.name)]
         found += self.jobs.targets()
         found += self._cli_runs(self.jobs.run_ids())
+        taken = {t.name for t in found}
+        found += [Target(name, str(path), owned_by="local") for name, path in self.directories.items() if name not in taken]
         return found + self._aliases(found)
 
     def _aliases(self, found: list[Target]) -> list[Target]:
@@ -121,6 +126,26 @@ class ModelNames:
             return spec.task
         manifest = json.loads((self.workspace.model_dir(name) / MANIFEST).read_text())
         return manifest.get("task", "causal-lm")
+
+
+def local_directories(specs: list[str]) -> dict[str, Path]:
+    """``NAME=DIR`` options (``tunesmith serve --model``): each a language-model directory, checked now."""
+    found: dict[str, Path] = {}
+    for spec in specs:
+        name, sep, directory = spec.partition("=")
+        path = Path(directory).expanduser().resolve()
+        if not sep or not is_safe_name(name) or not directory:
+            raise ConfigError(f"--model {spec!r}: give NAME=DIR (a name of letters, digits, '.', '-', '_' and a directory)")
+        if name in found:
+            raise ConfigError(f"--model {spec!r}: the name {name!r} is given twice")
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"--model {spec!r}: {path} is not a Hugging Face model directory (no config.json)")
+        architectures = json.loads((path / "config.json").read_text()).get("architectures") or []
+        if not any(a.endswith("ForCausalLM") for a in architectures):
+            raise ConfigError(f"--model {spec!r}: {path} holds a {', '.join(architectures) or 'model'} model, not a "
+                              "language model; a classifier is served through its run")
+        found[name] = path
+    return found
 
 
 def named(targets: list[Target], name: str) -> Target | None:

@@ -43,7 +43,8 @@ def create_app(workspace: Workspace, settings: ServerSettings | None = None, db:
     app = FastAPI(title="tunesmith", version="1", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.workspace, app.state.settings, app.state.db = workspace, settings, db
     app.state.files = FileStore(db, workspace.files_dir, settings.max_upload_bytes)
-    app.state.models = ModelServer(workspace, JobModels(workspace, db), settings.max_adapters, settings.max_waiting)
+    app.state.models = ModelServer(workspace, JobModels(workspace, db), settings.max_adapters, settings.max_waiting,
+                                   settings.models)
     app.state.log = RequestLog(db, settings.request_log)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"],

@@ -4,6 +4,7 @@ and kept on ``app.state.settings``; never a module-level instance."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tunesmith.jobs.request_log import LogSettings
 
@@ -20,3 +21,4 @@ class ServerSettings:
     max_adapters: int = 8
     max_waiting: int = 16
     request_log: LogSettings = field(default_factory=LogSettings)
+    models: dict[str, Path] = field(default_factory=dict)  # --model NAME=DIR: local model directories
