@@ -3,8 +3,9 @@
 # check) once into a cached wheel, then install it into .venv. It has no wheel on the package index
 # for this platform, and building it from source takes 15-25 minutes on 2 cores; the wheel is kept
 # in ~/.cache/tunesmith/wheels (TUNESMITH_WHEELS) and reused by every later install.
-#   ./scripts/build-llama-cpp.sh           build if not cached, install
-#   ./scripts/build-llama-cpp.sh --check   exit 0 if it is importable, 1 if not (builds nothing)
+#   ./scripts/build-llama-cpp.sh               build if not cached, install
+#   ./scripts/build-llama-cpp.sh --cached      install only from the cache: exit 1 if nothing is cached
+#   ./scripts/build-llama-cpp.sh --wheel-only  build into the cache, install nothing (CI: beside the suite)
 #
 # The build is portable, never -march=native: a cached wheel may be installed on another machine, and
 # CPUs differ between machines here (one had AVX-512, the next AVX2 only). On x86_64 it assumes
@@ -13,10 +14,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup-env.sh
 version="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
-if [ "${1:-}" = "--check" ]; then
-  exec python -c "import llama_cpp" 2>/dev/null
-fi
-if python -c "import sys, importlib.metadata as m; sys.exit(m.version('llama-cpp-python') != '$version')" 2>/dev/null; then
+mode="${1:-install}"
+if [ "$mode" != "--wheel-only" ] && python -c "import sys, importlib.metadata as m; sys.exit(m.version('llama-cpp-python') != '$version')" 2>/dev/null; then
   echo "llama-cpp-python $version is installed"
   exit 0
 fi
@@ -29,11 +28,13 @@ fi
 wheels="${TUNESMITH_WHEELS:-$HOME/.cache/tunesmith/wheels}/llama-cpp-python-$version-$(uname -m)-$variant"
 mkdir -p "$wheels"
 if ! ls "$wheels"/llama_cpp_python-"$version"-*.whl >/dev/null 2>&1; then
+  [ "$mode" = "--cached" ] && exit 1
   echo "building llama-cpp-python $version ($variant) into $wheels: 15-25 minutes on 2 cores ..."
   started=$(date +%s)
   CMAKE_ARGS="$flags" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
     pip wheel --quiet --no-deps --no-binary llama-cpp-python -w "$wheels" "llama-cpp-python==$version"
   echo "built in $(( $(date +%s) - started )) s"
 fi
+[ "$mode" = "--wheel-only" ] && exit 0
 pip install --quiet -c constraints.txt "$wheels"/llama_cpp_python-"$version"-*.whl
 python -c "import llama_cpp; print('llama-cpp-python', llama_cpp.__version__, 'installed')"
