@@ -94,7 +94,7 @@ def test_sft_card_with_its_evaluation(workspace, tmp_path):
     run = make_run(workspace, tmp_path, report=SFT_REPORT)
     card = model_card(run, workspace)
     meta = front_matter(card)
-    assert meta == {"license": "apache-2.0", "base_model": "smollm2-135m-instruct", "library_name": "peft",
+    assert meta == {"license": "apache-2.0", "base_model": "HuggingFaceTB/SmolLM2-135M-Instruct", "library_name": "peft",
                     "pipeline_tag": "text-generation", "tags": ["tunesmith", "sft", "lora"]}
     assert "| exact match | 0.0% | 20.8% | 95.8% |" in card
     assert "| loss (answer tokens) | 2.8169 | 0.6671 | 0.0197 |" in card
@@ -120,7 +120,7 @@ def test_classify_card_names_its_labels_and_systems(workspace, tmp_path):
     card = model_card(run, workspace)
     meta = front_matter(card)
     assert meta["pipeline_tag"] == "text-classification"
-    assert meta["library_name"] == "transformers" and meta["base_model"] == "minilm-l6"
+    assert meta["library_name"] == "transformers" and meta["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert meta["tags"] == ["tunesmith", "classify", "full"]
     assert "| fine-tuned | 300 | 93.67% | 0.9321 | 0.9350 | 0.0412 |" in card
     assert "| majority class | 300 | 33.33% | 0.1667 | 0.1667 | – |" in card

@@ -28,6 +28,7 @@ class ModelSpec:
     source: SourceKind
     file: str                  # GGUF file name, or the HF directory inside the package
     licence: str
+    hub_id: str | None = None  # the upstream model on the Hugging Face Hub (model cards link it); never fetched
 
     @property
     def has_chat_template(self) -> bool:
@@ -48,6 +49,7 @@ BUILTIN_MODELS: dict[str, ModelSpec] = {
             source=SourceKind.GGUF,
             file="SmolLM2-135M-Instruct.Q4_1.gguf",
             licence="Apache-2.0",
+            hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
         ),
         ModelSpec(
             name="minilm-l6",
@@ -60,6 +62,7 @@ BUILTIN_MODELS: dict[str, ModelSpec] = {
             source=SourceKind.HF_DIR,
             file="model",
             licence="Apache-2.0",
+            hub_id="sentence-transformers/all-MiniLM-L6-v2",
         ),
         ModelSpec(
             name="gemma3-270m",
@@ -78,6 +81,7 @@ BUILTIN_MODELS: dict[str, ModelSpec] = {
             source=SourceKind.GGUF_CHUNKS,
             file="gemma-3-270m-q4_k_m.gguf",
             licence="Gemma Terms of Use",
+            hub_id="google/gemma-3-270m",
         ),
     ]
 }

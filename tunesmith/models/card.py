@@ -200,6 +200,25 @@ def data_licence(data_file: str | None) -> str | None:
                 for pattern in LICENCE_PATTERNS:
                     if found := pattern.search(text):
                         return " ".join(found.group(found.lastindex or 0).split())
+    source = _split_source(Path(data_file).expanduser())
+    return data_licence(str(source)) if source else None
+
+
+def _split_source(data_file: Path) -> Path | None:
+    """The file a split was made from (``tunesmith data split`` writes ``<stem>.split.json`` beside
+    its splits, naming its ``source``), so a split's licence is its source's."""
+    for record in data_file.parent.glob("*.split.json"):
+        try:
+            split = json.loads(record.read_text())
+        except (OSError, ValueError):
+            continue
+        named = {Path(str(f)).name for f in (split.get("files") or {}).values()}
+        source = split.get("source")
+        if data_file.name not in named or not source or Path(source).name == data_file.name:
+            continue
+        for candidate in (Path(source), data_file.parent / source, *(p / source for p in data_file.parent.parents)):
+            if candidate.is_file():
+                return candidate
     return None
 
 
@@ -228,7 +247,8 @@ def _front_matter(f: Facts, export: dict | None) -> dict[str, Any]:
     matter: dict[str, Any] = {"license": licence}
     if licence == "other":
         matter["license_name"] = re.sub(r"[^a-z0-9.]+", "-", (f.base.licence or "").lower()).strip("-")
-    matter |= {"base_model": f.base.name, "library_name": library,
+    spec = BUILTIN_MODELS.get(f.base.name)
+    matter |= {"base_model": spec.hub_id if spec and spec.hub_id else f.base.name, "library_name": library,
                "pipeline_tag": "text-classification" if f.recipe == "classify" else "text-generation",
                "tags": list(dict.fromkeys(tags))}
     return matter
