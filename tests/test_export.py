@@ -133,6 +133,26 @@ def test_a_classifier_cannot_become_a_gguf_but_exports_merged_with_its_labels(cl
     assert result["parity"]["checks"]["max_probability_difference"] < 1e-4  # mean pooling reproduced
 
 
+def test_a_classifier_exports_to_onnx_with_its_pooling_and_labels(classify_run, workspace):
+    pytest.importorskip("onnxruntime")
+    result = tunesmith.export(classify_run.id, "onnx", workspace=workspace, log=lambda m: None)
+    out = classify_run.dir / "exports" / "onnx"
+    assert (out / "model.onnx").exists() and json.loads((out / "labels.json").read_text())["labels"] == [
+        "delivery", "login", "refund"]
+    assert result["parity"]["passed"] and result["parity"]["runtime"] == "onnxruntime (CPU)"
+    assert result["parity"]["checks"]["max_probability_difference"] < 1e-4
+    assert "library_name: onnx" in (out / "README.md").read_text()
+
+
+def test_an_export_killed_half_way_leaves_only_a_hidden_directory_that_the_next_one_removes(lora_run, workspace, tmp_path):
+    out = tmp_path / "exported"
+    abandoned = tmp_path / ".exported.partial-999999999"  # no such process
+    abandoned.mkdir()
+    (abandoned / "model.safetensors").write_bytes(b"half")
+    tunesmith.export(lora_run.id, "merged", output=out, check=False, workspace=workspace, log=lambda m: None)
+    assert not abandoned.exists() and (out / "model.safetensors").stat().st_size > 4
+
+
 def test_a_run_without_weights_and_a_run_whose_base_model_is_gone(lora_run, workspace, tiny_model_dir, tmp_path):
     adapter = lora_run.dir / "adapter"
     shutil.move(adapter, tmp_path / "adapter-aside")

@@ -176,7 +176,7 @@ def _write_merged(plan: _Plan, workspace: Workspace, dest: Path, log: Log):
 
 def _write_gguf(plan: _Plan, workspace: Workspace, dest: Path, log: Log, with_modelfile: bool = False):
     name = f"model.{plan.quant}.gguf"
-    with tempfile.TemporaryDirectory(prefix=".merged-", dir=dest.parent) as tmp:
+    with tempfile.TemporaryDirectory(prefix=".merged-", dir=dest) as tmp:  # inside the staging directory
         merged.write_language_model(plan.run, workspace, Path(tmp), log)
         gguf.convert(Path(tmp), dest / name, plan.quant, plan.tools, log)
     files = [name]

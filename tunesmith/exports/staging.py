@@ -43,6 +43,7 @@ def staged(output: Path, force: bool = False) -> Iterator[Path]:
     deleted when it raises."""
     check_output(output, force)
     output.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned(output)
     partial = output.parent / f".{output.name}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
@@ -58,6 +59,24 @@ def staged(output: Path, force: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
+
+
+def _remove_abandoned(output: Path) -> None:
+    """Staging directories of exports to ``output`` whose process is gone (killed half-way)."""
+    for stale in output.parent.glob(f".{output.name}.partial-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _publish(partial: Path, output: Path) -> None:
