@@ -167,13 +167,20 @@ def test_a_run_without_weights_and_a_run_whose_base_model_is_gone(lora_run, work
     assert not (lora_run.dir / "exports").exists()
 
 
-def test_a_disk_that_fills_up_half_way_leaves_nothing_under_the_output_name(lora_run, workspace, monkeypatch, tmp_path):
+@pytest.mark.parametrize("error", [
+    OSError(errno.ENOSPC, "No space left on device"),
+    # what safetensors (Rust) raises on a full disk, seen on a full tmpfs
+    "SafetensorError: Error while serializing: I/O error: No space left on device (os error 28)",
+])
+def test_a_disk_that_fills_up_half_way_leaves_nothing_under_the_output_name(lora_run, workspace, monkeypatch, tmp_path,
+                                                                            error):
+    import safetensors
     import transformers.modeling_utils
 
     def full_disk(tensors, filename, *args, **kwargs):
         with open(filename, "wb") as f:
             f.write(b"\0" * 4096)  # half a file, then the disk is full
-        raise OSError(errno.ENOSPC, "No space left on device")
+        raise error if isinstance(error, OSError) else safetensors.SafetensorError(error)
 
     monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", full_disk)
     out = tmp_path / "exported"

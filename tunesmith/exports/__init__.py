@@ -88,8 +88,10 @@ def _plan(run: Run, workspace: Workspace, options: ExportOptions, log: Log) -> _
     classifier = not recipe_of(run).generates
     if not run.final_dir.exists():
         status = run.info().get("status", "unknown")
+        advice = "its weights were deleted; train it again" if status == "succeeded" else \
+            f"finish it first: tunesmith train --resume {run.id}"
         raise ExportError(f"run {run.id} has no trained weights to export (status: {status}; {run.final_dir.name}/ "
-                          f"is missing). Finish it first: tunesmith train --resume {run.id}")
+                          f"is missing): {advice}")
     output = Path(options.output).expanduser().resolve() if options.output else \
         run.dir / "exports" / (options.format + (f"-{quant}" if quant else ""))
     check_output(output, options.force)

@@ -82,7 +82,7 @@ def weights_bytes(run: Run, workspace: Workspace) -> int:
         base = Path(engine.base_model_of(run, workspace).path)
     except Exception as e:  # noqa: BLE001 — the base model is gone: say so before any work
         raise ExportError(f"cannot export run {run.id}: its base model {run.info().get('base_model')!r} is "
-                          f"missing ({e}). Pull or restore it first (tunesmith models pull NAME).") from e
+                          f"missing: {e}") from e
     if not base.is_dir():
         raise ExportError(f"cannot export run {run.id}: its base model {run.info().get('base_model')!r} is not "
                           "a local directory; exports work from local weights only")

@@ -50,15 +50,21 @@ def staged(output: Path, force: bool = False) -> Iterator[Path]:
     try:
         yield partial
         _publish(partial, output)
-    except OSError as e:
+    except BaseException as e:
         shutil.rmtree(partial, ignore_errors=True)
-        if e.errno == errno.ENOSPC:
+        if _disk_full(e):
             raise ExportError(f"the disk filled up while exporting into {output} ({e}); nothing was left "
                               "under that name. Free some space and export again.") from e
-        raise ExportError(f"export into {output} failed: {e}; nothing was left under that name") from e
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise ExportError(f"export into {output} failed: {e}; nothing was left under that name") from e
         raise
+
+
+def _disk_full(error: BaseException) -> bool:
+    """ENOSPC, also as the writers that are not Python report it (safetensors' Rust: "os error 28")."""
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return True
+    return "No space left on device" in str(error) or "os error 28" in str(error)
 
 
 def _remove_abandoned(output: Path) -> None:
