@@ -121,6 +121,17 @@ def test_bad_formats_and_quants_are_refused_before_any_work(lora_run, workspace,
     assert not (lora_run.dir / "exports").exists()
 
 
+def test_parity_data_that_is_not_chat_is_refused_before_any_work(lora_run, workspace, tmp_path):
+    from tunesmith.errors import DataError
+
+    texts = write_jsonl(tmp_path / "texts.jsonl", classification_records(12))
+    with pytest.raises(DataError, match="cannot evaluate a chat model"):
+        tunesmith.export(lora_run.id, "merged", data=texts, workspace=workspace, log=lambda m: None)
+    with pytest.raises(ExportError, match="--data .*: no such file"):
+        tunesmith.export(lora_run.id, "merged", data=tmp_path / "gone.jsonl", workspace=workspace, log=lambda m: None)
+    assert not (lora_run.dir / "exports").exists()
+
+
 def test_a_classifier_cannot_become_a_gguf_but_exports_merged_with_its_labels(classify_run, workspace):
     with pytest.raises(ExportError, match="is a classifier; gguf is for language models"):
         tunesmith.export(classify_run.id, "gguf", workspace=workspace, log=lambda m: None)

@@ -60,6 +60,7 @@ class _Plan:
     output: Path
     classifier: bool
     tools: Path | None = None
+    parity_data: Any = None  # what _parity_set / _classifier_texts read, once, before any work
 
 
 def export_run(ref: str, workspace: Workspace, options: ExportOptions = ExportOptions(), log: Log = print) -> dict[str, Any]:
@@ -99,6 +100,8 @@ def _plan(run: Run, workspace: Workspace, options: ExportOptions, log: Log) -> _
         merged.check_mergeable(run)
     size = merged.weights_bytes(run, workspace)  # also: the base model is still there
     plan = _Plan(run, options, quant, output, classifier)
+    if options.check:  # bad --data (or none at all) is found now, not after minutes of merging
+        plan.parity_data = _classifier_texts(plan) if classifier else _parity_set(plan, workspace)
     if options.format in GGUF_FORMATS:
         _check_gguf_tools(plan, workspace, log)
     check_space(output, _bytes_needed(options.format, quant, size))
@@ -242,6 +245,8 @@ WRITERS = {"merged": _write_merged, "gguf": _write_gguf, "ollama": _write_ollama
 
 # ── parity helpers ──────────────────────────────────────────────────────────────────────────
 def _parity_set(plan: _Plan, workspace: Workspace) -> tuple[list[EvalItem], str, int]:
+    if plan.parity_data is not None:
+        return plan.parity_data
     data = _parity_data(plan)
     items = read_items(data, plan.options.parity_examples)
     return items, Path(data).name, max_new_tokens_for(_tokenizer(plan.run.final_dir), items)
@@ -294,6 +299,8 @@ def _classifier_parity(plan: _Plan, loaded, dest: Path, log: Log, predict=None, 
 def _classifier_texts(plan: _Plan) -> tuple[list[str], list[str], str]:
     from tunesmith.training.classify import read_examples
 
+    if plan.parity_data is not None:
+        return plan.parity_data
     data = _parity_data(plan)
     examples = read_examples(data)[:plan.options.parity_examples]
     return [e.text for e in examples], [e.label for e in examples], data.name
