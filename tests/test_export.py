@@ -142,6 +142,11 @@ def test_a_classifier_cannot_become_a_gguf_but_exports_merged_with_its_labels(cl
     assert json.loads((out / "labels.json").read_text())["pooling"] == "mean"
     assert result["parity"]["passed"] and result["parity"]["identical"] == 1.0
     assert result["parity"]["checks"]["max_probability_difference"] < 1e-4  # mean pooling reproduced
+    snippet = (out / "README.md").read_text().split("```python\n", 1)[1].split("```", 1)[0]
+    assert "mean pooling" in snippet  # the card's own code, run in the export's folder
+    done = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, cwd=out)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() in {"delivery", "login", "refund"}
 
 
 def test_a_classifier_exports_to_onnx_with_its_pooling_and_labels(classify_run, workspace):

@@ -445,6 +445,8 @@ def _usage_section(f: Facts, export: dict | None) -> list[str]:
         code = ["```bash", f"llama-cli {model} -cnv   # llama.cpp, in this folder", "```"]
         if fmt == "gguf-adapter":
             code.append(f"The adapter applies on top of a GGUF conversion of `{f.base.name}` (the same weights it was trained on).")
+    elif f.recipe == "classify" and fmt == "merged":
+        code = _merged_classifier_snippet(f)
     elif f.recipe == "classify":
         code = ["```bash", f'tunesmith predict {f.run.id} --text "a text to label"', "```", "", "```python",
                 "from tunesmith import api", "", f'print(api.predict("{f.run.id}", ["a text to label"]))', "```",
@@ -470,6 +472,24 @@ def _peft_snippet(f: Facts) -> list[str]:
             f'BASE = "{base}"  # the base model: {where}', 'ADAPTER = "."  # this folder',
             "model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(BASE), ADAPTER)",
             "tokenizer = AutoTokenizer.from_pretrained(ADAPTER)", *_GENERATE]
+
+
+def _merged_classifier_snippet(f: Facts) -> list[str]:
+    """Plain transformers; with mean pooling, the masked mean the head was trained on (what the
+    export's parity check runs: ``exports/parity.py:labels_from_merged``)."""
+    try:
+        mean = json.loads((f.run.final_dir / "labels.json").read_text()).get("pooling") == "mean"
+    except (OSError, ValueError):
+        mean = False
+    head = (['    hidden = model.base_model(**batch).last_hidden_state',
+             '    mask = batch["attention_mask"].unsqueeze(-1).float()',
+             '    logits = model.classifier((hidden * mask).sum(1) / mask.sum(1))  # mean pooling, as trained']
+            if mean else ['    logits = model(**batch).logits'])
+    return ["```python", "import torch", "from transformers import AutoModelForSequenceClassification, AutoTokenizer", "",
+            'model = AutoModelForSequenceClassification.from_pretrained(".").eval()  # this folder',
+            'tokenizer = AutoTokenizer.from_pretrained(".")',
+            'batch = tokenizer(["a text to label"], return_tensors="pt", padding=True, truncation=True)',
+            "with torch.no_grad():", *head, "print(model.config.id2label[int(logits.argmax(-1)[0])])", "```"]
 
 
 def _onnx_snippet(f: Facts) -> list[str]:
