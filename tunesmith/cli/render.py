@@ -406,8 +406,10 @@ def print_export(console: Console, result: dict[str, Any]) -> None:
 def print_parity(console: Console, report: dict[str, Any] | None) -> None:
     if not report:
         return
-    table = Table(title=f"parity in {report['runtime']}: {report['identical']:.1%} identical on "
-                        f"{report['examples']} examples of {report['data']}")
+    same = round(report["identical"] * report["examples"])
+    console.print(f"parity check in {report['runtime']}: {same}/{report['examples']} identical answers "
+                  f"({report['identical']:.1%}) on {report['data']}", highlight=False, markup=False)
+    table = Table()
     for column in ("metric", "trained", "export"):
         table.add_column(column)
     for metric, value in report["metrics"]["trained"].items():
