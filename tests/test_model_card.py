@@ -84,7 +84,7 @@ def front_matter(card: str) -> dict:
 
 def assert_readable_and_path_free(card: str, tmp_path: Path) -> None:
     assert "More Information Needed" not in card
-    for secret in (str(tmp_path), str(Path.home()), "/root", "/work/"):
+    for secret in (str(tmp_path), str(Path.home()), "/root", str(Path(__file__).resolve().parents[1])):
         assert secret not in card
     # No token that starts with "/" and goes on like a path ("/a/b", "/tmp"); "/" alone is prose.
     assert not re.findall(r"(?<![\w:/.<-])~?/[\w.-]+", card), re.findall(r"(?<![\w:/.<-])~?/[\w.-]+", card)
