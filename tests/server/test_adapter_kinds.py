@@ -30,5 +30,5 @@ def test_adapters_of_different_types_interleave(tiny_model_dir, chat_file, works
     base = str(tiny_model_dir)
     assert sorted(server.slots) == sorted([base, f"{base}|IA3", f"{base}|PROMPT_TUNING"])  # a base per type
     for key, slot in server.slots.items():
-        assert list(slot.adapters) == [_adapter_key({base: "lora"}.get(key) or key.split("|")[1].lower())]
+        assert slot.adapter_names() == [_adapter_key({base: "lora"}.get(key) or key.split("|")[1].lower())]
 

@@ -211,7 +211,7 @@ def test_two_fine_tunes_interleave_on_one_loaded_base(live, tmp_path):
                .choices[0].message.content for i in range(4)]
     assert replies[0] == replies[2] and replies[1] == replies[3]  # switching back gives the same model
     slots = SERVER["app"].state.models.slots
-    assert list(slots) == ["tiny-chat"] and len(slots["tiny-chat"].adapters) >= 2  # one base, adapters on it
+    assert list(slots) == ["tiny-chat"] and len(slots["tiny-chat"].adapter_names()) >= 2  # one base, adapters on it
     for job, reply in zip(jobs, replies):  # each reply is what that fine-tune alone would say
         with SERVER["app"].state.db.session() as session:
             run_id = session.get(JobRow, job.id).run_id

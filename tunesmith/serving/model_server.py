@@ -30,6 +30,7 @@ from typing import Any, Iterator
 
 from tunesmith.errors import APIError, TunesmithError, model_not_found
 from tunesmith.models import engine
+from tunesmith.models.batching import Adapter, BatchingEngine
 from tunesmith.models.chat import prompt_ids
 from tunesmith.models.engine import Sampling, TextStream, TransformersEngine
 from tunesmith.models.predict import predict_texts
@@ -44,12 +45,20 @@ DEFAULT_MAX_TOKENS = 256  # when a request names none: a CPU server's answer, no
 __all__ = ["BaseSlot", "ModelServer", "Target"]
 
 
+# Adapter kinds whose forward is the base model's with changed layers: their requests are batched
+# (LoRA ones mixed in one batch through peft's adapter_names; DoRA and IA3 one adapter per batch).
+# Prompt and prefix tuning change the prompt and the cache instead: they go through model.generate,
+# one request at a time.
+BATCHED_KINDS = {"LORA": True, "DORA": False, "IA3": False}  # kind -> adapters mixed in one batch
+
+
 @dataclass
 class BaseSlot:
-    """A loaded model, its lock, and the adapters loaded on it. ``engine.model`` becomes a
-    PeftModel (the base with adapters) at the first adapter."""
+    """A loaded model and its engine. A ``BatchingEngine`` owns its adapters and its lock; for a
+    ``TransformersEngine`` (prompt learning) requests take turns under ``lock`` and ``adapters``
+    lists the adapters loaded on it. ``engine.model`` becomes a PeftModel at the first adapter."""
 
-    engine: TransformersEngine
+    engine: TransformersEngine | BatchingEngine
     lock: threading.Lock = field(default_factory=threading.Lock)
     adapters: "OrderedDict[str, bool]" = field(default_factory=OrderedDict)  # loaded adapter names, LRU order
 
@@ -57,11 +66,22 @@ class BaseSlot:
     def model(self):
         return self.engine.model
 
+    @property
+    def batched(self) -> bool:
+        return isinstance(self.engine, BatchingEngine)
+
+    def adapter_names(self) -> list[str]:
+        """The adapters loaded on this model, least recently used first."""
+        return list(self.engine.adapters if self.batched else self.adapters)
+
+    def generating(self) -> int:
+        return self.engine.active if self.batched else int(self.lock.locked())
+
 
 class ModelServer:
     def __init__(self, workspace: Workspace, jobs: JobCatalog, max_adapters: int = 8, max_waiting: int = 16,
-                 directories: dict[str, Path] | None = None):
-        self.workspace, self.jobs, self.max_adapters = workspace, jobs, max_adapters
+                 directories: dict[str, Path] | None = None, max_batch: int = 8):
+        self.workspace, self.jobs, self.max_adapters, self.max_batch = workspace, jobs, max_adapters, max_batch
         self.names = ModelNames(workspace, jobs, directories)
         self.slots: dict[str, BaseSlot] = {}
         self.classifiers: dict[str, engine.LoadedClassifier] = {}
@@ -122,6 +142,8 @@ class ModelServer:
             for key, slot in list(self.slots.items()):
                 if key in (target.name, f"full:{target.full_dir}") or key.startswith(f"{target.name}|"):
                     del self.slots[key]
+                elif slot.batched:
+                    slot.engine.drop_adapter(adapter)
                 elif adapter in slot.adapters:
                     with slot.lock:
                         slot.adapters.pop(adapter)
@@ -149,12 +171,15 @@ class ModelServer:
              "probabilities": {t["label"]: t["probability"] for t in r["top"]}} for i, r in enumerate(results)]}
 
     # ── loading ────────────────────────────────────────────────────────────────────────────
-    def _slot(self, key: str, ref: ModelRef) -> BaseSlot:
+    def _slot(self, key: str, ref: ModelRef, kind: str = "LORA") -> BaseSlot:
         with self._loading:
             if key not in self.slots:
                 loaded = engine.load_model(ref)
-                # One request at a time, unpadded: the same text for the same seed as a lone request.
-                self.slots[key] = BaseSlot(loaded.engine(batch_size=1))
+                if kind in BATCHED_KINDS and self.max_batch > 1:
+                    self.slots[key] = BaseSlot(BatchingEngine(loaded.model, loaded.tokenizer, self.max_batch,
+                                                              self.max_adapters, mixed_adapters=BATCHED_KINDS[kind]))
+                else:  # one request at a time, unpadded
+                    self.slots[key] = BaseSlot(loaded.engine(batch_size=1))
             return self.slots[key]
 
     def acquire(self, target: Target) -> tuple[BaseSlot, Path | None]:
@@ -165,7 +190,7 @@ class ModelServer:
         # cannot join them): each other type gets a base of its own. The base model itself shares LoRA's.
         kind = _adapter_kind(target.adapter_dir) if target.adapter_dir is not None else "LORA"
         key = target.base if kind == "LORA" else f"{target.base}|{kind}"
-        return self._slot(key, resolve_model(target.base, self.workspace)), target.adapter_dir
+        return self._slot(key, resolve_model(target.base, self.workspace), kind), target.adapter_dir
 
     def _activate(self, slot: BaseSlot, name: str, adapter_dir: Path | None):
         """Select the adapter (loading it if needed, dropping the least recently used); called with the lock held."""
@@ -191,8 +216,9 @@ class ModelServer:
         """What an operator (or a load test) checks for leaks: requests admitted now, models loaded."""
         in_use = self.capacity - self._waiting._value  # noqa: SLF001 - a BoundedSemaphore keeps no public count
         return {"admitted": in_use, "capacity": self.capacity,
-                "generating": sum(slot.lock.locked() for slot in list(self.slots.values())),
-                "models_loaded": sorted(self.slots), "adapters_loaded": sum(len(s.adapters) for s in self.slots.values()),
+                "generating": sum(slot.generating() for slot in list(self.slots.values())),
+                "models_loaded": sorted(self.slots),
+                "adapters_loaded": sum(len(slot.adapter_names()) for slot in list(self.slots.values())),
                 "classifiers_loaded": sorted(self.classifiers)}
 
     # ── generation ─────────────────────────────────────────────────────────────────────────
@@ -222,9 +248,18 @@ class ModelServer:
             [_prompt(tokenizer, None, p) for p in ([prompt] if isinstance(prompt, str) else prompt or [""])]
         asked = "messages" if messages is not None else "prompt"
         samplings = [_sampling(params, _budget(slot.engine.context_length, ids, params, asked)) for ids in prompts]
-        with self._holding(slot, target.name, adapter, self._admitted()):
-            choices = [c for ids, sampling in zip(prompts, samplings)
-                       for c in slot.engine.generate([ids], sampling, cancel)[0]]
+        if slot.batched:
+            admitted = self._admitted()
+            try:
+                per_prompt = slot.engine.generate_each(list(zip(prompts, samplings)), cancel,
+                                                       _adapter(target.name, adapter))
+            finally:
+                admitted.release()
+            choices = [c for completions in per_prompt for c in completions]
+        else:
+            with self._holding(slot, target.name, adapter, self._admitted()):
+                choices = [c for ids, sampling in zip(prompts, samplings)
+                           for c in slot.engine.generate([ids], sampling, cancel)[0]]
         return {"texts": [c.text for c in choices], "completion_tokens": [c.tokens for c in choices],
                 "finish_reasons": [c.finish_reason for c in choices], "prompt_tokens": sum(len(ids) for ids in prompts)}
 
@@ -238,6 +273,9 @@ class ModelServer:
                                              "messages" if messages is not None else "prompt"))
         admitted = self._admitted()
         try:
+            if slot.batched:
+                return slot.engine.stream(ids, sampling, hold=_releasing(admitted),
+                                          adapter=_adapter(target.name, adapter))
             return slot.engine.stream(ids, sampling, hold=self._holding(slot, target.name, adapter, admitted))
         except BaseException:  # no generating thread started: nobody else will release the admission
             admitted.release()
@@ -245,7 +283,23 @@ class ModelServer:
 
 
 def _adapter_kind(adapter_dir: Path) -> str:
-    return json.loads((adapter_dir / "adapter_config.json").read_text()).get("peft_type", "LORA")
+    """LORA, DORA (LoRA with use_dora: peft cannot mix it in a batch), IA3, PROMPT_TUNING ..."""
+    config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    kind = config.get("peft_type", "LORA")
+    return "DORA" if kind == "LORA" and config.get("use_dora") else kind
+
+
+def _adapter(name: str, adapter_dir: Path | None) -> Adapter | None:
+    return Adapter(_adapter_key(name), adapter_dir) if adapter_dir is not None else None
+
+
+@contextmanager
+def _releasing(admitted) -> Iterator[None]:
+    """A hold that releases the request's admission when its generation ends."""
+    try:
+        yield
+    finally:
+        admitted.release()
 
 
 def _local_path(name: str) -> str | None:
