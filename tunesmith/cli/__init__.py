@@ -525,14 +525,18 @@ def serve(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
           monitor_config: Optional[Path] = typer.Option(None, "--monitor-config", help="Thresholds (YAML) for the scheduled checks."),
           monitor_retrain: bool = typer.Option(False, "--monitor-retrain", help="When a check's alert calls for it, queue a retraining job (monitor --retrain --submit); the worker promotes the new model only if it is not worse."),
           monitor_alias: Optional[str] = typer.Option(None, "--monitor-alias", help="Serving alias a promoted retrained model takes over."),
-          model: List[str] = typer.Option([], "--model", help="Also serve a local Hugging Face language-model directory (an exported merged model) as NAME: NAME=DIR (repeatable).")):
+          model: List[str] = typer.Option([], "--model", help="Also serve a local Hugging Face language-model directory (an exported merged model) as NAME: NAME=DIR (repeatable)."),
+          engine: str = typer.Option("auto", "--engine", help="Generation engine: auto (vllm on a GPU, llama.cpp for models with a GGUF, else transformers), transformers (continuous batching), llama.cpp (GGUF on CPU; runs are exported on first use), vllm (CUDA)."),
+          max_batch: int = typer.Option(8, "--max-batch", min=1, help="Requests decoded together per model on the transformers engine (1: one at a time).")):
     """Serve the OpenAI-compatible API under /v1 (files, fine-tuning jobs, models, chat completions)."""
     from tunesmith.jobs.request_log import LogSettings
+    from tunesmith.serving.engines import check_engine
     from tunesmith.serving.names import local_directories
     from tunesmith.web.serve import serve as serve_app  # fastapi, uvicorn, transformers: only for this command
 
+    check_engine(engine)
     serve_app(host, port, workers, require_keys=not no_keys, max_upload_bytes=max_upload_mb * 1024 * 1024,
-              models=local_directories(model),
+              models=local_directories(model), engine=engine, max_batch=max_batch,
               max_body_bytes=int(max_body_mb * 1024 * 1024),
               cors_origins=tuple(cors), max_waiting=max_waiting, log=lambda m: err.print(m, highlight=False),
               request_log=LogSettings(request_log, log_content, retention_days),

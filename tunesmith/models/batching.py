@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from tunesmith.models.chat import cut_at_stop, stop_token_ids, stops_for
-from tunesmith.models.generation import Completion, Sampling, TextStream, context_length
+from tunesmith.models.chat import stop_token_ids, stops_for
+from tunesmith.models.generation import Completion, Sampling, TextStream, context_length, ended
 
 BASE = "__base__"  # peft's name for "no adapter" in a mixed batch
 
@@ -362,18 +362,8 @@ class BatchingEngine:
 
     def _ended(self, row: _Row) -> Completion | None:
         """The row's completion when it has ended, else None."""
-        if not row.tokens:
-            return Completion("", 0, "stop") if row.cancel.is_set() else None
-        text = None
-        stopped = row.tokens[-1] in self._stop_ids or row.cancel.is_set()
-        if not stopped and row.stops:
-            text = self.tokenizer.decode(row.tokens, skip_special_tokens=True)
-            stopped = any(stop in text for stop in row.stops)
-        if not stopped and len(row.tokens) < row.params.max_new_tokens:
-            return None
-        text = text if text is not None else self.tokenizer.decode(row.tokens, skip_special_tokens=True)
-        text, cut = cut_at_stop(text, row.stops)
-        return Completion(text, len(row.tokens), "stop" if stopped or cut else "length")
+        return ended(self.tokenizer, row.tokens, self._stop_ids, row.stops, row.cancel.is_set(),
+                     row.params.max_new_tokens)
 
 
 def _cache_argument(model) -> str:

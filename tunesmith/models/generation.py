@@ -224,6 +224,26 @@ def _completion(tokenizer, row, ended_at: int | None, stops: list[str], max_new_
     return Completion(text, int(tokens), "stop" if ended else "length")
 
 
+def ended(tokenizer, tokens: list[int], stop_ids, stops: list[str], cancelled: bool,
+          max_new_tokens: int) -> Completion | None:
+    """The completion of a generation that produces ``tokens`` one at a time, once it has ended
+    (its last token a stop token, a stop string in its text, cancelled, or ``max_new_tokens``
+    reached); None while it goes on. The engines that drive decoding themselves (batching,
+    llama.cpp) end their requests by this, as ``TransformersEngine`` does through ``_Ends``."""
+    if not tokens:
+        return Completion("", 0, "stop") if cancelled else None
+    text = None
+    stopped = tokens[-1] in stop_ids or cancelled
+    if not stopped and stops:
+        text = tokenizer.decode(tokens, skip_special_tokens=True)
+        stopped = any(stop in text for stop in stops)
+    if not stopped and len(tokens) < max_new_tokens:
+        return None
+    text = text if text is not None else tokenizer.decode(tokens, skip_special_tokens=True)
+    text, cut = cut_at_stop(text, stops)
+    return Completion(text, len(tokens), "stop" if stopped or cut else "length")
+
+
 def _seed(seed: int | None) -> None:
     if seed is not None:
         import torch

@@ -69,6 +69,28 @@ def _ensure_package(spec: ModelSpec, progress: Progress) -> Path:
     return Path(list(found.submodule_search_locations)[0])
 
 
+def source_gguf(model_dir: Path, workspace: Workspace) -> Path | None:
+    """The GGUF file a pulled built-in model was dequantized from (its exact weights, as llama.cpp
+    runs them), when it is still on this machine and its sha256 is the one pulled; else None."""
+    manifest = Path(model_dir) / MANIFEST
+    if not manifest.is_file():
+        return None
+    info = json.loads(manifest.read_text())
+    spec = BUILTIN_MODELS.get(info.get("name", ""))
+    if spec is None or spec.source is SourceKind.HF_DIR:
+        return None
+    if spec.source is SourceKind.GGUF_CHUNKS:
+        candidate = workspace.downloads_dir / spec.file
+    else:
+        found = importlib.util.find_spec(spec.module)
+        if found is None or not found.submodule_search_locations:
+            return None
+        candidate = Path(list(found.submodule_search_locations)[0]) / spec.file
+    if not candidate.is_file() or sha256_file(candidate) != info.get("source_sha256"):
+        return None
+    return candidate
+
+
 def _modules(spec: ModelSpec) -> list[str]:
     return [p.replace("-", "_") for p in spec.packages]
 

@@ -31,12 +31,15 @@ from typing import Any, Iterator
 from tunesmith.errors import APIError, TunesmithError, model_not_found
 from tunesmith.models import engine
 from tunesmith.models.batching import Adapter, BatchingEngine
-from tunesmith.models.chat import prompt_ids
+from tunesmith.models.chat import ensure_chat_template, prompt_ids
 from tunesmith.models.engine import Sampling, TextStream, TransformersEngine
+from tunesmith.models.llama_cpp import LlamaCppEngine, llama_cpp_installed
+from tunesmith.models.loading import load_tokenizer
 from tunesmith.models.predict import predict_texts
 from tunesmith.models.store import ModelRef, resolve_model
 from tunesmith.runs import Run
 from tunesmith.serving.aliases import read_aliases, remove_alias
+from tunesmith.serving.engines import GGUFFiles, check_engine, cuda_available, vllm_installed
 from tunesmith.serving.names import JobCatalog, ModelNames, Target, named
 from tunesmith.workspace import Workspace, is_safe_name
 
@@ -58,7 +61,7 @@ class BaseSlot:
     ``TransformersEngine`` (prompt learning) requests take turns under ``lock`` and ``adapters``
     lists the adapters loaded on it. ``engine.model`` becomes a PeftModel at the first adapter."""
 
-    engine: TransformersEngine | BatchingEngine
+    engine: Any  # TransformersEngine (one request at a time), BatchingEngine, LlamaCppEngine, VLLMEngine
     lock: threading.Lock = field(default_factory=threading.Lock)
     adapters: "OrderedDict[str, bool]" = field(default_factory=OrderedDict)  # loaded adapter names, LRU order
 
@@ -70,18 +73,29 @@ class BaseSlot:
     def batched(self) -> bool:
         return isinstance(self.engine, BatchingEngine)
 
+    @property
+    def concurrent(self) -> bool:
+        """The engine takes concurrent requests itself (and their adapters): all but the serial one."""
+        return not isinstance(self.engine, TransformersEngine)
+
     def adapter_names(self) -> list[str]:
         """The adapters loaded on this model, least recently used first."""
-        return list(self.engine.adapters if self.batched else self.adapters)
+        return [str(a) for a in (self.engine.adapters if self.concurrent else self.adapters)]
 
     def generating(self) -> int:
-        return self.engine.active if self.batched else int(self.lock.locked())
+        if self.batched:
+            return self.engine.active
+        return int(self.engine.lock.locked() if self.concurrent else self.lock.locked())
 
 
 class ModelServer:
     def __init__(self, workspace: Workspace, jobs: JobCatalog, max_adapters: int = 8, max_waiting: int = 16,
-                 directories: dict[str, Path] | None = None, max_batch: int = 8):
+                 directories: dict[str, Path] | None = None, max_batch: int = 8, engine: str = "transformers",
+                 log=print):
+        check_engine(engine)
         self.workspace, self.jobs, self.max_adapters, self.max_batch = workspace, jobs, max_adapters, max_batch
+        self.engine = engine
+        self.gguf = GGUFFiles(workspace, log)
         self.names = ModelNames(workspace, jobs, directories)
         self.slots: dict[str, BaseSlot] = {}
         self.classifiers: dict[str, engine.LoadedClassifier] = {}
@@ -182,8 +196,53 @@ class ModelServer:
                     self.slots[key] = BaseSlot(loaded.engine(batch_size=1))
             return self.slots[key]
 
+    # ── engines ────────────────────────────────────────────────────────────────────────────
+    def engine_of(self, target: Target) -> str:
+        """The engine that serves ``target`` (``/v1/models`` shows it); no model is loaded."""
+        if self.engine == "vllm" or (self.engine == "auto" and cuda_available() and vllm_installed()):
+            return "vllm"
+        if self.engine == "llama.cpp" and self.gguf.servable(target):
+            return "llama.cpp"
+        if self.engine == "auto" and llama_cpp_installed() and self.gguf.found(target) is not None:
+            return "llama.cpp"
+        return "transformers"
+
+    def _llama_slot(self, target: Target) -> tuple[BaseSlot, Path | None] | None:
+        """The llama.cpp model for ``target`` (exported on first use) and its GGUF adapter; None
+        when llama.cpp cannot serve it after all (the export failed: transformers serves it)."""
+        model = self.gguf.prepare(target)
+        if model is None:
+            return None
+        key = f"gguf:{self.gguf.identity(model.file)}"
+        with self._loading:
+            if key not in self.slots:
+                tokenizer = load_tokenizer(ModelRef(target.name, model.tokenizer))
+                ensure_chat_template(tokenizer)
+                self.slots[key] = BaseSlot(LlamaCppEngine(model.file, tokenizer))
+        return self.slots[key], model.adapter
+
+    def _vllm_slot(self, target: Target) -> BaseSlot:
+        from tunesmith.models.vllm import VLLMEngine
+
+        key = f"vllm:{target.full_dir or target.base}"
+        with self._loading:
+            if key not in self.slots:
+                model_dir = str(target.full_dir) if target.full_dir else resolve_model(target.base, self.workspace).path
+                tokenizer = load_tokenizer(ModelRef(target.name, model_dir))
+                ensure_chat_template(tokenizer)
+                self.slots[key] = BaseSlot(VLLMEngine(model_dir, tokenizer, max_loras=self.max_adapters))
+            return self.slots[key]
+
     def acquire(self, target: Target) -> tuple[BaseSlot, Path | None]:
-        """(slot, adapter directory or None) for a target."""
+        """(slot, adapter directory or None) for a target: the adapter a concurrent engine takes per
+        request (a GGUF file for llama.cpp), or the one the serial path activates."""
+        chosen = self.engine_of(target)
+        if chosen == "llama.cpp":
+            found = self._llama_slot(target)
+            if found is not None:
+                return found
+        if chosen == "vllm":
+            return self._vllm_slot(target), target.adapter_dir
         if target.full_dir is not None:
             return self._slot(f"full:{target.full_dir}", ModelRef(target.name, str(target.full_dir))), None
         # peft holds adapters of one type per model (LoRA and DoRA together; IA3 or prompt learning
@@ -211,6 +270,14 @@ class ModelServer:
             slot.model.delete_adapter(oldest)
         slot.model.set_adapter(key)
         return nullcontext()
+
+    @staticmethod
+    def _adapter_for(slot: BaseSlot, name: str, adapter: Path | None):
+        """What the slot's engine takes as a request's adapter: a GGUF file for llama.cpp, a named
+        peft (or vLLM LoRA) adapter for the others."""
+        if adapter is None or isinstance(slot.engine, LlamaCppEngine):
+            return adapter
+        return Adapter(_adapter_key(name), adapter)
 
     def status(self) -> dict:
         """What an operator (or a load test) checks for leaks: requests admitted now, models loaded."""
@@ -248,11 +315,11 @@ class ModelServer:
             [_prompt(tokenizer, None, p) for p in ([prompt] if isinstance(prompt, str) else prompt or [""])]
         asked = "messages" if messages is not None else "prompt"
         samplings = [_sampling(params, _budget(slot.engine.context_length, ids, params, asked)) for ids in prompts]
-        if slot.batched:
+        if slot.concurrent:
             admitted = self._admitted()
             try:
                 per_prompt = slot.engine.generate_each(list(zip(prompts, samplings)), cancel,
-                                                       _adapter(target.name, adapter))
+                                                       self._adapter_for(slot, target.name, adapter))
             finally:
                 admitted.release()
             choices = [c for completions in per_prompt for c in completions]
@@ -273,9 +340,9 @@ class ModelServer:
                                              "messages" if messages is not None else "prompt"))
         admitted = self._admitted()
         try:
-            if slot.batched:
+            if slot.concurrent:
                 return slot.engine.stream(ids, sampling, hold=_releasing(admitted),
-                                          adapter=_adapter(target.name, adapter))
+                                          adapter=self._adapter_for(slot, target.name, adapter))
             return slot.engine.stream(ids, sampling, hold=self._holding(slot, target.name, adapter, admitted))
         except BaseException:  # no generating thread started: nobody else will release the admission
             admitted.release()
@@ -289,8 +356,6 @@ def _adapter_kind(adapter_dir: Path) -> str:
     return "DORA" if kind == "LORA" and config.get("use_dora") else kind
 
 
-def _adapter(name: str, adapter_dir: Path | None) -> Adapter | None:
-    return Adapter(_adapter_key(name), adapter_dir) if adapter_dir is not None else None
 
 
 @contextmanager

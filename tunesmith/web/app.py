@@ -15,6 +15,8 @@ naming the field, a database that is down a 503 with Retry-After, a bug a 500 wh
 in the server's log."""
 from __future__ import annotations
 
+import sys
+
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
@@ -44,7 +46,7 @@ def create_app(workspace: Workspace, settings: ServerSettings | None = None, db:
     app.state.workspace, app.state.settings, app.state.db = workspace, settings, db
     app.state.files = FileStore(db, workspace.files_dir, settings.max_upload_bytes)
     app.state.models = ModelServer(workspace, JobModels(workspace, db), settings.max_adapters, settings.max_waiting,
-                                   settings.models)
+                                   settings.models, max_batch=settings.max_batch, engine=settings.engine, log=_log)
     app.state.log = RequestLog(db, settings.request_log)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"],
@@ -54,3 +56,8 @@ def create_app(workspace: Workspace, settings: ServerSettings | None = None, db:
     for router in ROUTERS:
         app.include_router(router)
     return app
+
+
+def _log(message: str) -> None:
+    """What the model server tells the operator (an export on first use, an engine fallback)."""
+    print(message, file=sys.stderr, flush=True)

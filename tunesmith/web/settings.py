@@ -22,3 +22,5 @@ class ServerSettings:
     max_waiting: int = 16
     request_log: LogSettings = field(default_factory=LogSettings)
     models: dict[str, Path] = field(default_factory=dict)  # --model NAME=DIR: local model directories
+    engine: str = "transformers"  # --engine: auto, transformers, llama.cpp, vllm (serving/engines.py)
+    max_batch: int = 8            # --max-batch: requests decoded together per model (transformers)

@@ -12,12 +12,13 @@ router = APIRouter(dependencies=[Depends(principal)])
 
 @router.get("/v1/models")
 def list_models(models: ModelsDep):
-    return page([_model_object(t) for t in models.targets()], False)
+    return page([_model_object(t, models.engine_of(t)) for t in models.targets()], False)
 
 
 @router.get("/v1/models/{model:path}")
 def retrieve_model(model: str, models: ModelsDep):
-    return _model_object(models.resolve(model))
+    target = models.resolve(model)
+    return _model_object(target, models.engine_of(target))
 
 
 @router.delete("/v1/models/{model:path}")
@@ -28,5 +29,7 @@ def delete_model(model: str, who: PrincipalDep, models: ModelsDep):
     return models.delete(model)
 
 
-def _model_object(target) -> dict:
-    return {"id": target.name, "object": "model", "created": target.created, "owned_by": target.owned_by}
+def _model_object(target, engine: str) -> dict:
+    """OpenAI's model object, and (an extra field the SDK keeps) the engine that serves it."""
+    return {"id": target.name, "object": "model", "created": target.created, "owned_by": target.owned_by,
+            "engine": engine}
