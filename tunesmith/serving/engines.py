@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from tunesmith.errors import ConfigError, ExportError, ParityFailed
-from tunesmith.exports import DEFAULT_QUANT, ExportOptions, export_run, gguf
+from tunesmith.exports import DEFAULT_QUANT, ExportOptions, Thresholds, export_run, gguf
 from tunesmith.exports.staging import staged
 from tunesmith.models.llama_cpp import llama_cpp_installed
 from tunesmith.models.pull import source_gguf
@@ -76,8 +76,8 @@ class GGUFModel:
 class GGUFFiles:
     """The GGUF each language model is served from (see the module docstring)."""
 
-    def __init__(self, workspace: Workspace, log: Log = print):
-        self.workspace, self.log = workspace, log
+    def __init__(self, workspace: Workspace, log: Log = print, thresholds: Thresholds = Thresholds()):
+        self.workspace, self.log, self.thresholds = workspace, log, thresholds
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self._identities: dict[tuple, str] = {}
@@ -156,7 +156,7 @@ class GGUFFiles:
     def _export(self, run: Run, fmt: str) -> None:
         self.log(f"{run.id}: exporting to GGUF for llama.cpp (--format {fmt} --quant {DEFAULT_QUANT}), once; "
                  "the parity check against the trained model runs too")
-        options = ExportOptions(format=fmt, quant=DEFAULT_QUANT)
+        options = ExportOptions(format=fmt, quant=DEFAULT_QUANT, thresholds=self.thresholds)
         try:
             export_run(run.id, self.workspace, options, log=self.log)
         except ExportError as e:
