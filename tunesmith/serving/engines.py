@@ -27,7 +27,7 @@ from tunesmith.errors import ConfigError, ExportError, ParityFailed
 from tunesmith.exports import DEFAULT_QUANT, ExportOptions, Thresholds, export_run, gguf
 from tunesmith.exports.staging import staged
 from tunesmith.models.llama_cpp import llama_cpp_installed
-from tunesmith.models.pull import source_gguf
+from tunesmith.models.pull import MANIFEST, source_gguf
 from tunesmith.models.store import resolve_model
 from tunesmith.runs import Run
 from tunesmith.serving.names import Target
@@ -81,6 +81,7 @@ class GGUFFiles:
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self._identities: dict[tuple, str] = {}
+        self._sources: dict[tuple, Path | None] = {}
         self.refused: dict[str, str] = {}  # model name -> why llama.cpp does not serve it
 
     def servable(self, target: Target) -> bool:
@@ -103,8 +104,7 @@ class GGUFFiles:
             return None
         if target.is_base:
             ref = resolve_model(target.base, self.workspace)
-            own = source_gguf(Path(ref.path), self.workspace) if Path(ref.path).is_dir() else None
-            file = own or self._converted(ref.path)
+            file = self._own_gguf(Path(ref.path)) or self._converted(ref.path)
             return GGUFModel(file, None, ref.path) if file.is_file() else None
         run = _run_of(target)
         for export in _exports(run):
@@ -134,6 +134,14 @@ class GGUFFiles:
                 self.log(f"{target.name}: served through transformers, since {self.refused[target.name]}")
                 return None
             return self.found(target)
+
+    def _own_gguf(self, model_dir: Path) -> Path | None:
+        """A built-in model's own GGUF (``source_gguf``, which hashes it): looked up once per pull."""
+        manifest = model_dir / MANIFEST
+        version = (str(model_dir), manifest.stat().st_mtime_ns if manifest.is_file() else 0)
+        if version not in self._sources:
+            self._sources[version] = source_gguf(model_dir, self.workspace) if model_dir.is_dir() else None
+        return self._sources[version]
 
     def identity(self, file: Path) -> str:
         """A key for the GGUF's content: identical base files (each adapter export of one base has
