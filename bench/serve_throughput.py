@@ -16,10 +16,13 @@ What runs, one server at a time on loopback (the home is ``TUNESMITH_HOME``, rea
    the same GGUF with the same threads (the anchor). Recorded: aggregate output tokens/s (each
    answer re-tokenised with the model's tokenizer, the same count for every server), time to
    first token and whole-request latency p50/p95, errors (non-200s, transport errors).
+   On a machine with CUDA and vllm, ``--engine vllm`` runs too.
 3. **Different LoRA fine-tunes at once** on the transformers engine: 8 clients spread over 4 runs
    of one base against 8 clients on one run.
 
 The ratios printed are against baselines measured in the same run. Results: JSON and Markdown.
+llama.cpp's own server needs its extra's packages: ``pip install sse-starlette starlette-context
+pydantic-settings`` (``llama-cpp-python[server]`` without rebuilding the wheel).
 """
 from __future__ import annotations
 
@@ -272,10 +275,14 @@ def main() -> None:
     result["decode"] = decode_rates(run.id, threads)
     print(json.dumps(result["decode"], indent=1), file=sys.stderr)
 
+    from tunesmith.serving.engines import cuda_available, vllm_installed
+
     servers = [("tunesmith transformers", lambda: tunesmith_server("transformers", out)),
                ("tunesmith transformers --max-batch 1", lambda: tunesmith_server("transformers", out, max_batch=1)),
                ("tunesmith llama.cpp", lambda: tunesmith_server("llama.cpp", out)),
                ("llama_cpp.server", lambda: llama_cpp_server(Path(result["decode"]["base_gguf_path"]), threads, out))]
+    if cuda_available() and vllm_installed():  # a GPU machine: vLLM against transformers on CUDA
+        servers.insert(1, ("tunesmith vllm", lambda: tunesmith_server("vllm", out)))
     result["http"] = {}
     for label, start in servers:
         server = start()

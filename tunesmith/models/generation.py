@@ -1,11 +1,12 @@
 """Generating text from token ids: the ``Engine`` interface, and its transformers implementation.
 
 Everything that generates goes through an ``Engine``: evaluation and labelling (batched, via the
-conversation-level helpers in ``models/engine.py``) and the server (one request at a time).
-An engine takes prompts as token ids (the chat template is applied before, by
-``models/chat.py``) and a ``Sampling``; it returns ``Completion``s, or a ``TextStream`` whose
-pieces arrive as they are generated. That is all a caller may rely on, so a later back-end
-(continuous batching on transformers, llama.cpp, vLLM) fits behind the same two methods.
+conversation-level helpers in ``models/engine.py``) and the server. An engine takes prompts as
+token ids (the chat template is applied before, by ``models/chat.py``) and a ``Sampling``; it
+returns ``Completion``s, or a ``TextStream`` whose pieces arrive as they are generated. That is
+all a caller may rely on. The server's engines (continuous batching on transformers in
+``models/batching.py``, llama.cpp, vLLM) sit behind the same two methods and end each request by
+``ended`` below, so stops and token counts are the same on every engine.
 
 ``TransformersEngine`` calls ``model.generate``. Its invariants:
 

@@ -1,20 +1,25 @@
 """Serving models: base models, fine-tuned runs and their checkpoints, by OpenAI model name.
 
-Each base model is loaded once (once more per other adapter type: IA3, prompt or prefix
-tuning, which peft cannot hold beside LoRA in one model). A LoRA fine-tune is an adapter on it (peft ``load_adapter`` /
-``set_adapter``), so requests for different fine-tunes interleave without reloading the base;
-at most ``max_adapters`` stay loaded per base (least recently used is dropped). A fully
-fine-tuned run is its own model. Requests on one model take turns (one lock per base: the active
-adapter is model state); a bounded wait queue turns overload into 429 + Retry-After.
+Each base model is loaded once per engine (once more per other adapter type: DoRA, IA3, prompt
+or prefix tuning, which peft cannot mix with plain LoRA in one batch or hold beside it). A LoRA
+fine-tune is an adapter on it, so requests for different fine-tunes share the base without
+reloading it; at most ``max_adapters`` stay loaded per base (least recently used is dropped, never
+one in use). A fully fine-tuned run is its own model.
 
-This module owns that state: the loaded models, their locks, admission and adapters. Loading is
-the engine's (``models/engine.py``: ``load_model``, ``load_classifier``), generating too (each
-loaded model is an ``Engine``, ``models/generation.py``), and which names exist is
-``serving/names.py``'s.
+Engines (``serving/engines.py`` picks one per model): on transformers, concurrent requests on a
+base are decoded together (``models/batching.py``: continuous batching, LoRA fine-tunes of one
+base mixed in one batch; DoRA and IA3 one adapter per batch); prompt and prefix tuning take turns
+under the model's lock through ``model.generate``; llama.cpp takes requests in turn, its GGUF
+adapter switched per request; vLLM schedules them itself. A bounded admission count turns
+overload into 429 + Retry-After, whatever the engine.
 
-A generation holds its model's lock in the thread that generates, never in the client's
-stream: a client that goes away sets the request's cancel event, generation stops at the next
-token and the lock and the admission slot are released by that thread.
+This module owns that state: the loaded models and their engines, admission and (for the serial
+path) adapters. Loading is ``models/engine.py``'s (``load_model``, ``load_classifier``),
+generating the engines', which names exist ``serving/names.py``'s.
+
+A generation's admission (and, on the serial path, the model's lock) is released by the side that
+generates, never by the client's stream: a client that goes away sets the request's cancel
+event, generation stops at the next token and the slot is released there.
 A prompt longer than the model's context is a 400 before anything is computed.
 """
 from __future__ import annotations
