@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from tunesmith.errors import TunesmithError
 from tunesmith.models.chat import stop_token_ids, stops_for
 from tunesmith.models.generation import Completion, Sampling, TextStream, context_length, ended
 
@@ -189,6 +190,8 @@ class BatchingEngine:
 
     def _submit(self, rows: list[_Row]) -> None:
         with self._wake:
+            if self._closed:
+                raise TunesmithError("this model was unloaded (deleted); send the request again")
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, daemon=True, name="tunesmith batching")
                 self._thread.start()
@@ -200,7 +203,7 @@ class BatchingEngine:
             with self._wake:
                 while not self._queue and not self._rows and not self._closed:
                     self._wake.wait()
-                if self._closed:
+                if self._closed and not self._queue and not self._rows:
                     return
             with self.lock:
                 self._once()

@@ -160,6 +160,8 @@ class ModelServer:
         with self._loading:
             for key, slot in list(self.slots.items()):
                 if key in (target.name, f"full:{target.full_dir}") or key.startswith(f"{target.name}|"):
+                    if slot.batched:
+                        slot.engine.close()  # its scheduler thread ends (after the rows it holds)
                     del self.slots[key]
                 elif slot.batched:
                     slot.engine.drop_adapter(adapter)
