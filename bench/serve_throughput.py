@@ -17,8 +17,10 @@ What runs, one server at a time on loopback (the home is ``TUNESMITH_HOME``, rea
    answer re-tokenised with the model's tokenizer, the same count for every server), time to
    first token and whole-request latency p50/p95, errors (non-200s, transport errors).
    On a machine with CUDA and vllm, ``--engine vllm`` runs too.
-3. **Different LoRA fine-tunes at once** on the transformers engine: 8 clients spread over 4 runs
-   of one base against 8 clients on one run.
+3. **Different LoRA fine-tunes at once** on the transformers engine: in process, 8 rows decoded
+   together (64 tokens forced) all on the base, all on one fine-tune, or spread over 4 fine-tunes
+   in one batch; over HTTP, 8 clients spread over 4 runs of one base, batched together and with
+   ``--max-batch 1`` (taking turns, an adapter switch per request), and 8 clients on one run.
 
 The ratios printed are against baselines measured in the same run. Results: JSON and Markdown.
 llama.cpp's own server needs its extra's packages: ``pip install sse-starlette starlette-context
@@ -90,7 +92,10 @@ def llama_cpp_server(gguf: Path, threads: int, out: Path) -> Server:
     port = _free_port()
     return Server("llama_cpp.server", [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--port", str(port),
                                        "--n_threads", str(threads), "--n_threads_batch", str(threads), "--n_ctx", "8192",
-                                       "--model_alias", "model"], port, out / "server-llama_cpp.log")
+                                       "--model_alias", "model",
+                                       # its default cuts a stream short when another request arrives; here
+                                       # requests take turns to the end, as on tunesmith's llama.cpp engine
+                                       "--interrupt_requests", "false"], port, out / "server-llama_cpp.log")
 
 
 # ── clients ────────────────────────────────────────────────────────────────────────────────
@@ -149,7 +154,8 @@ def level(url: str, models: list[str], clients: int, seconds: float, tokenizer) 
         t.join()
     wall = time.perf_counter() - started  # the last requests finish after ``until``: counted, and their time too
     tokens = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in tally.texts)
-    return {"clients": clients, "answered": len(tally.texts), "output_tokens": tokens,
+    return {"clients": clients, "answered": len(tally.texts), "requests_per_s": round(len(tally.texts) / wall, 3),
+            "output_tokens": tokens,
             "tokens_per_s": round(tokens / wall, 2), "ttft_p50_s": _q(tally.first, 0.5), "ttft_p95_s": _q(tally.first, 0.95),
             "latency_p50_s": _q(tally.latency, 0.5), "latency_p95_s": _q(tally.latency, 0.95),
             "errors": tally.errors, "wall_s": round(wall, 1)}
@@ -229,6 +235,49 @@ def decode_rates(run_id: str, threads: int) -> dict:
     return result
 
 
+def lora_steps(run_ids: list[str], base: str, threads: int, rows: int = 8) -> dict:
+    """Decode tokens/s of the batching engine with ``rows`` rows, 64 tokens forced, when every row
+    is the base, every row one fine-tune, or the rows spread over the fine-tunes (peft's mixed
+    batch): the cost of serving different adapters in one batch, without HTTP or answer lengths."""
+    import torch
+
+    from tunesmith.models import engine
+    from tunesmith.models.batching import Adapter, BatchingEngine
+    from tunesmith.models.chat import prompt_ids
+    from tunesmith.models.generation import Sampling
+    from tunesmith.runs import find_run
+    from tunesmith.workspace import Workspace
+
+    torch.set_num_threads(threads)
+    ws = Workspace.default()
+    loaded = engine.load(base, ws)
+    batching = BatchingEngine(loaded.model, loaded.tokenizer, max_batch=rows, max_adapters=len(run_ids))
+    batching._stop_ids = []  # noqa: SLF001 - 64 tokens forced on every row, whatever it answers
+    adapters = [Adapter(f"r{i}", find_run(r, ws).final_dir) for i, r in enumerate(run_ids)]
+    prompts = [prompt_ids(loaded.tokenizer, [{"role": "user", "content": p}]) for p in PROMPTS[:rows]]
+    sampling = Sampling(max_new_tokens=MAX_TOKENS)
+
+    def rate(chosen: list[Adapter | None]) -> float:
+        done, started = [], time.perf_counter()
+        threads_ = [threading.Thread(target=lambda p=p, a=a: done.append(
+            batching.generate([p], sampling, adapter=a)[0][0].tokens)) for p, a in zip(prompts, chosen)]
+        for t in threads_:
+            t.start()
+        for t in threads_:
+            t.join()
+        return round(sum(done) / (time.perf_counter() - started), 2)
+
+    rate([adapters[0]] * rows)  # every adapter loaded, warm, before the clock
+    rate([adapters[i % len(adapters)] for i in range(rows)])
+    result = {}
+    for _ in range(2):  # alternating rounds; the median of each
+        for label, chosen in (("base", [None] * rows), ("one_finetune", [adapters[0]] * rows),
+                              ("mixed_finetunes", [adapters[i % len(adapters)] for i in range(rows)])):
+            result.setdefault(label, []).append(rate(chosen))
+    batching.close()
+    return {label: statistics.median(values) for label, values in result.items()} | {"rows": rows, "runs": run_ids}
+
+
 class _NoJobs:
     def targets(self):
         return []
@@ -247,6 +296,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--run", default=None, help="a LoRA fine-tune of the base (default: the newest quickstart run)")
     parser.add_argument("--adapters", type=int, default=4, help="fine-tunes of one base requested at once")
+    parser.add_argument("--lora-steps-only", action="store_true",
+                        help="only the in-process decode of mixed LoRA rows (written to lora-steps.json)")
     parser.add_argument("-o", "--output", type=Path, default=Path("docs/results/serve-throughput"))
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
@@ -266,14 +317,22 @@ def main() -> None:
     if run is None:
         raise SystemExit("no LoRA run to serve: train one first (tunesmith quickstart)")
     base = run.info()["base_model"]
-    siblings = [r.id for r in reversed(runs) if r.info().get("base_model") == base][:args.adapters]
+    siblings = [run.id] + [r.id for r in reversed(runs) if r.info().get("base_model") == base and r.id != run.id]
+    siblings = siblings[:args.adapters]
     tokenizer = load_tokenizer(resolve_model(base, ws))
     result = {"machine": _machine(threads), "base": base, "run": run.id, "max_tokens": MAX_TOKENS,
               "seconds_per_level": args.seconds, "threads": threads}
 
+    if args.lora_steps_only:
+        result["lora_steps"] = lora_steps(siblings, base, threads)
+        (out / "lora-steps.json").write_text(json.dumps(result, indent=2))
+        print(json.dumps(result["lora_steps"]))
+        return
     print("batch-1 decode, in process ...", file=sys.stderr)
     result["decode"] = decode_rates(run.id, threads)
     print(json.dumps(result["decode"], indent=1), file=sys.stderr)
+    result["lora_steps"] = lora_steps(siblings, base, threads)
+    print(json.dumps(result["lora_steps"]), file=sys.stderr)
 
     from tunesmith.serving.engines import cuda_available, vllm_installed
 
@@ -295,13 +354,14 @@ def main() -> None:
                 rows.append(level(server.url, [model], clients, args.seconds, tokenizer))
                 print(label, json.dumps(rows[-1]), file=sys.stderr)
             result["http"][label] = rows
-            if label == "tunesmith transformers":
+            if label.startswith("tunesmith transformers"):
                 for s in siblings:  # each adapter loaded before the clock starts
                     stream_once(httpx.Client(timeout=600), server.url, s, PROMPTS[0], Tally())
-                result["lora"] = {"one_run": level(server.url, [run.id], 8, args.seconds, tokenizer),
-                                  "runs": siblings,
-                                  "mixed_runs": level(server.url, siblings, 8, args.seconds, tokenizer)}
-                print("lora", json.dumps(result["lora"]), file=sys.stderr)
+                key = "lora" if label == "tunesmith transformers" else "lora_max_batch_1"
+                result[key] = {"runs": siblings, "mixed_runs": level(server.url, siblings, 8, args.seconds, tokenizer)}
+                if key == "lora":
+                    result[key]["one_run"] = level(server.url, [run.id], 8, args.seconds, tokenizer)
+                print(key, json.dumps(result[key]), file=sys.stderr)
         finally:
             server.stop()
     result["ratios"] = ratios(result)
@@ -322,9 +382,15 @@ def ratios(result: dict) -> dict:
              "transformers_8_clients_vs_max_batch_1": at("tunesmith transformers", 8) / at("tunesmith transformers --max-batch 1", 8)}
     for clients in [r["clients"] for r in http["llama_cpp.server"]]:
         found[f"llama_cpp_engine_vs_llama_cpp_server_{clients}"] = at("tunesmith llama.cpp", clients) / at("llama_cpp.server", clients)
+    if "lora_steps" in result:
+        found["mixed_lora_rows_vs_one_lora_rows_decode"] = result["lora_steps"]["mixed_finetunes"] / \
+            result["lora_steps"]["one_finetune"]
     if "lora" in result:
-        found["mixed_lora_vs_one_lora_8_clients"] = result["lora"]["mixed_runs"]["tokens_per_s"] / \
-            result["lora"]["one_run"]["tokens_per_s"]
+        lora = result["lora"]
+        found["mixed_lora_vs_one_lora_8_clients_requests"] = lora["mixed_runs"]["requests_per_s"] / lora["one_run"]["requests_per_s"]
+        if "lora_max_batch_1" in result:
+            found["mixed_lora_batched_vs_taking_turns_requests"] = lora["mixed_runs"]["requests_per_s"] / \
+                result["lora_max_batch_1"]["mixed_runs"]["requests_per_s"]
     return {k: round(v, 2) for k, v in found.items()}
 
 
@@ -351,11 +417,22 @@ def markdown(result: dict) -> str:
                          f"{row['latency_p50_s']} / {row['latency_p95_s']} | {row['answered']} | {row['errors'] or 0} |")
     if "lora" in result:
         lo = result["lora"]
+        rows = [(f"all on `{result['run']}`, batched", lo["one_run"]),
+                (f"spread over {len(lo['runs'])} runs, batched together", lo["mixed_runs"])]
+        if "lora_max_batch_1" in result:
+            rows.append((f"spread over {len(lo['runs'])} runs, `--max-batch 1` (taking turns)",
+                         result["lora_max_batch_1"]["mixed_runs"]))
         lines += ["", "## LoRA fine-tunes of one base at once (transformers engine, 8 clients)", "",
-                  "| requests | tokens/s | TTFT p50 s | errors |", "|---|---|---|---|",
-                  f"| all on `{result['run']}` | {lo['one_run']['tokens_per_s']} | {lo['one_run']['ttft_p50_s']} | {lo['one_run']['errors'] or 0} |",
-                  f"| spread over {len(lo['runs'])} runs | {lo['mixed_runs']['tokens_per_s']} | {lo['mixed_runs']['ttft_p50_s']} | "
-                  f"{lo['mixed_runs']['errors'] or 0} |"]
+                  f"Runs: {', '.join(f'`{r}`' for r in lo['runs'])}.", "",
+                  "| requests | requests/s | tokens/s | TTFT p50 s | latency p50 s | errors |", "|---|---|---|---|---|---|"]
+        lines += [f"| {what} | {row['requests_per_s']} | {row['tokens_per_s']} | {row['ttft_p50_s']} | {row['latency_p50_s']} | "
+                  f"{row['errors'] or 0} |" for what, row in rows]
+    if "lora_steps" in result:
+        ls = result["lora_steps"]
+        lines += ["", f"## Mixed LoRA rows, in process ({ls['rows']} rows decoded together, 64 tokens forced)", "",
+                  "| rows | tokens/s |", "|---|---|", f"| all the base | {ls['base']} |",
+                  f"| all one fine-tune | {ls['one_finetune']} |",
+                  f"| spread over {len(ls['runs'])} fine-tunes, one batch | {ls['mixed_finetunes']} |"]
     lines += ["", "## Ratios", ""] + [f"- {k}: **{v}**" for k, v in r.items()]
     return "\n".join(lines) + "\n"
 

@@ -2,7 +2,7 @@
 
 On a CPU, decoding reads every weight once per token: a quantised GGUF through llama.cpp's
 kernels decodes SmolLM2-135M several times faster than transformers in fp32 (see
-``docs/results/serve-throughput.md``). tunesmith drives llama.cpp token by token
+``docs/results/serve-throughput/``). tunesmith drives llama.cpp token by token
 (``Llama.generate``), so prompts are the same token ids (the chat template applied by
 ``models/chat.py`` with the model's Hugging Face tokenizer, whose ids a converted GGUF keeps) and a
 request ends exactly as on the other engines (``generation.ended``: stop tokens, stop strings,
