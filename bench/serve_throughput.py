@@ -365,6 +365,9 @@ def main() -> None:
         finally:
             server.stop()
     result["ratios"] = ratios(result)
+    # this machine's paths stay out of the published results: the file names are in finetune_gguf / base_gguf
+    for key in ("base_gguf_path", "finetune_files"):
+        result["decode"].pop(key, None)
     (out / "results.json").write_text(json.dumps(result, indent=2))
     (out / "README.md").write_text(markdown(result))
     print(markdown(result))
