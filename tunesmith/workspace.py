@@ -7,6 +7,7 @@
     mlflow.db, mlartifacts/  the MLflow store         studies.db, studies/<name>/  hyperparameter searches
     compare/                 run and method tables    retrain/            retraining datasets
     monitor/<model>/         monitoring reports       monitor/schedule.json  scheduled checks
+    judge/<time>/            `tunesmith judge` reports
 
 This is the only module that builds paths inside the home. The home is passed in; it is read
 from ``TUNESMITH_HOME`` (default ``~/.cache/tunesmith``) in exactly one function, ``default_home``.
@@ -105,6 +106,11 @@ class Workspace:
     @property
     def compare_dir(self) -> Path:
         return self.home / "compare"
+
+    @property
+    def judge_dir(self) -> Path:
+        """``tunesmith judge`` reports, one folder each (eval/judge.py)."""
+        return self.home / "judge"
 
     @property
     def retrain_dir(self) -> Path:
