@@ -12,7 +12,7 @@ Every function takes an optional ``workspace`` (default: ``TUNESMITH_HOME`` or ~
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from tunesmith.catalog import DEFAULT_MODEL
 from tunesmith.config import ClassifyConfig, PreferenceConfig, RecipeConfig, SFTConfig, load_config
@@ -183,7 +183,9 @@ def evaluate(run: str, data: str | Path | None = None, max_examples: int | None 
              max_new_tokens: int | None = None, batch_size: int = 8, samples: int = 3, few_shot: int = 3,
              baselines: bool = True, llm: str | None = None, llm_examples: int = 200,
              workspace: Workspace | None = None, log: Log = print, forgetting: bool = False,
-             general_data: str | Path | None = None) -> dict[str, Any]:
+             general_data: str | Path | None = None, against: Sequence[str] = (),
+             judge: str | None = None, rubric: str | Path | None = None, judge_base_url: str | None = None,
+             judge_key_env: str = "OPENAI_API_KEY") -> dict[str, Any]:
     """Evaluate a run beside its baselines on held-out data (default: the config's ``data.test``);
     writes ``runs/<id>/eval/report.{json,md,html}`` (+ confusion matrix and plots for classifiers).
 
@@ -192,11 +194,47 @@ def evaluate(run: str, data: str | Path | None = None, max_examples: int | None 
     TF-IDF + logistic regression and the base LLM (``llm`` for encoder runs) prompted zero- and
     few-shot on ``llm_examples`` sampled test examples; ``baselines=False`` skips them.
     ``forgetting`` adds base vs tuned on general data (``general_data``: a directory with
-    heldout.jsonl and questions.jsonl; default examples/general) for sft and dpo runs."""
+    heldout.jsonl and questions.jsonl; default examples/general) for sft and dpo runs.
+    ``against``: other runs or models scored on the same examples, one more system each. Every
+    report's ``paired`` section compares the fine-tune with each system example by example: won,
+    lost and tied, lost ones first, and a paired test (McNemar for 0/1 metrics, else a bootstrap).
+    ``judge``: an LLM judge (a model or run, or a model at ``judge_base_url``) compares the
+    fine-tune's answers with each other system's, positions swapped (or scores them on ``rubric``)."""
     from tunesmith.eval.evaluate import EvalOptions, evaluate as _evaluate
+    from tunesmith.eval.judge import JudgeSpec
 
-    options = EvalOptions(max_examples, max_new_tokens, batch_size, samples, few_shot, baselines, llm, llm_examples)
+    options = EvalOptions(max_examples, max_new_tokens, batch_size, samples, few_shot, baselines, llm, llm_examples,
+                          against=tuple(against),
+                          judge=JudgeSpec(judge, judge_base_url, judge_key_env, rubric) if judge else None)
     return _evaluate(run, _ws(workspace), data, options, log, forgetting, general_data)
+
+
+def judge(a: str | Path, b: str | Path, model: str, rubric: str | Path | None = None, base_url: str | None = None,
+          key_env: str = "OPENAI_API_KEY", human: str | Path | None = None, review_queue: bool = False,
+          out: str | Path | None = None, workspace: Workspace | None = None, log: Log = print) -> dict[str, Any]:
+    """An LLM judge on two answer files (``{"id"?, "prompt" | "messages", "answer" | "output",
+    "reference"?}`` a line): pairwise, each pair asked twice with the answers swapped, or scored on
+    a ``rubric`` file. The judge ``model`` is loaded here, or called at ``base_url`` (an
+    OpenAI-compatible endpoint, key from ``$key_env``). Agreement with people comes from
+    ``human`` (JSONL) and/or the server's review queue (``review_queue``: its ratings and
+    corrections of the same answers). Writes judge.json / judge.md to ``out`` (default
+    ``<home>/judge/<time>``)."""
+    import time
+
+    from tunesmith.eval.judge import JudgeSpec, judge_files, read_human
+
+    ws = _ws(workspace)
+    directory = Path(out) if out else ws.judge_dir / time.strftime("%Y%m%d-%H%M%S")
+    return judge_files(a, b, JudgeSpec(model, base_url, key_env, rubric), ws, read_human(human) if human else (),
+                       _reviews(ws) if review_queue else None, directory, log)
+
+
+def _reviews(ws: Workspace) -> list[dict[str, Any]]:
+    """The review queue's items (jobs/feedback.py) as plain dicts: the eval layer cannot read jobs."""
+    from tunesmith.jobs.db import Database
+    from tunesmith.jobs.feedback import list_items
+
+    return list_items(Database.for_workspace(ws), None)
 
 
 def export(run: str, format: str = "merged", quant: str | None = None, output: str | Path | None = None,

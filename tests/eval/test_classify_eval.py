@@ -10,7 +10,7 @@ from tests.training.test_classify import classify_config
 from tunesmith import api
 from tunesmith.eval.prompted import PromptedClassifier, pick_shots
 
-SECTIONS = ["systems-side-by-side", "per-class", "confusion-matrix", "calibration", "most-confident-errors",
+SECTIONS = ["systems-side-by-side", "which-examples-changed", "per-class", "confusion-matrix", "calibration", "most-confident-errors",
             "baseline-details"]
 
 
@@ -37,7 +37,8 @@ def trained(tmp_path_factory, tiny_encoder_dir):
 
 def test_eval_scores_every_system_and_writes_every_report(trained, tiny_model_dir):
     run, workspace, test = trained
-    report = api.evaluate(run.id, llm=str(tiny_model_dir), llm_examples=12, workspace=workspace, log=lambda m: None)
+    report = api.evaluate(run.id, llm=str(tiny_model_dir), llm_examples=12, workspace=workspace, log=lambda m: None,
+                          against=[run.id])
     names = [s["name"] for s in report["systems"]]
     assert names[0] == "fine-tuned" and "majority class" in names and "TF-IDF + logistic regression" in names
     assert sum("prompted zero-shot" in n for n in names) == 1 and sum("prompted few-shot" in n for n in names) == 1
@@ -52,6 +53,18 @@ def test_eval_scores_every_system_and_writes_every_report(trained, tiny_model_di
     fine = report["fine_tuned"]
     assert len(fine["per_class"]) == 3 and sum(map(sum, fine["confusion_matrix"])) == 45
     assert 0 <= fine["calibration"]["ece"] <= 1
+
+    pairs = {c["other"]: c for c in report["paired"]["comparisons"]}  # fine-tuned vs every other system
+    assert set(pairs) == set(names[1:]) and pairs[run.id]["tied"] == 45  # --against itself: every example tied
+    assert pairs[run.id]["p_value"] == 1.0 and not pairs[run.id]["shown"]
+    for name, c in pairs.items():
+        system = by_name[name]
+        tuned_accuracy = system.get("fine_tuned_accuracy_same_examples", by_name["fine-tuned"]["accuracy"])
+        assert c["examples"] == system["examples"] and c["test"] == "mcnemar"
+        assert c["won"] - c["lost"] == round((tuned_accuracy - system["accuracy"]) * system["examples"])
+        assert [e["outcome"] for e in c["shown"]][:c["lost"]] == ["lost"] * min(c["lost"], 20)
+    report_lines = open(report["report_files"]["markdown"]).read()
+    assert "## Which examples changed" in report_lines and "| fine-tuned | majority class | accuracy |" in report_lines
 
     files = report["report_files"]
     page = open(files["html"], encoding="utf-8").read()

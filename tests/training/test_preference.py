@@ -45,8 +45,18 @@ def test_dpo_lora_learns_the_preference_and_reports_it(tiny_model_dir, pairs_fil
     result = tunesmith.train(dpo_config(tiny_model_dir, pairs_file), workspace=workspace)
     assert result.summary["algorithm"] == "dpo" and result.summary["global_step"] == 8
     assert result.summary["last_train_loss"] < 0.6931  # log 2: where DPO's loss starts
-    report = tunesmith.evaluate(result.run.id, pairs_file, workspace=workspace, max_new_tokens=6, log=lambda m: None)
+    report = tunesmith.evaluate(result.run.id, pairs_file, workspace=workspace, max_new_tokens=6, log=lambda m: None,
+                                against=[str(tiny_model_dir)])
     assert report["kind"] == "preference" and report["examples"] == 40
+    paired = {(c["other"], c["test"]): c for c in report["paired"]["comparisons"]}
+    margin, prefers = paired[("starting point", "bootstrap")], paired[("starting point", "mcnemar")]
+    assert (margin["won"] + margin["tied"] / 2) / 40 == pytest.approx(report["win_rate"])  # pair by pair
+    base_accuracy = report["metrics"]["base"]["preference_accuracy"]
+    assert prefers["won"] - prefers["lost"] == round((report["metrics"]["tuned"]["preference_accuracy"] - base_accuracy) * 40)
+    assert margin["p_value"] < 0.05 and margin["ci_low"] > 0
+    # --against the tiny model itself: the starting point again, pair by pair
+    again = paired[(str(tiny_model_dir), "bootstrap")]
+    assert again["mean_difference"] == pytest.approx(margin["mean_difference"], abs=1e-5)
     assert report["rewards"]["accuracy"] > 0.9 and report["rewards"]["margin"] > 0
     assert report["win_rate"] > 0.9
     base, tuned = report["metrics"]["base"], report["metrics"]["tuned"]

@@ -306,15 +306,41 @@ def eval_(run: str = typer.Argument(..., help="Run id or directory."),
           llm_examples: int = typer.Option(200, "--llm-examples", min=1, help="Stratified test sample for the prompted-LLM baselines (they generate, so they are slow)."),
           forgetting: bool = typer.Option(False, "--forgetting", help="Also measure base vs tuned on general data (perplexity of general conversations, general questions answered): what the specialisation cost."),
           general_data: Optional[Path] = typer.Option(None, "--general-data", help="Directory with heldout.jsonl and questions.jsonl for --forgetting (default: examples/general)."),
+          against: List[str] = typer.Option([], "--against", help="Another run or model scored on the same examples as one more system, compared example by example (repeatable)."),
+          judge: Optional[str] = typer.Option(None, "--judge", help="An LLM judge (a model or run, or a model at --judge-base-url) compares the fine-tune's answers with each baseline's, positions swapped."),
+          rubric: Optional[Path] = typer.Option(None, "--rubric", help="With --judge: score each answer on this rubric (YAML or Markdown) instead."),
+          judge_base_url: Optional[str] = typer.Option(None, "--judge-base-url", help="An OpenAI-compatible endpoint (…/v1) serving the judge."),
+          judge_key_env: str = typer.Option("OPENAI_API_KEY", "--judge-key-env", help="Environment variable holding the judge endpoint's key."),
           as_json: bool = typer.Option(False, "--json", help="Print the JSON report.")):
     """Evaluate a run beside its baselines on held-out data; writes HTML, Markdown and JSON reports."""
     report = api.evaluate(run, data, max_examples, max_new_tokens, batch_size, samples, few_shot, baselines, llm,
                           llm_examples, log=lambda m: err.print(m, highlight=False), forgetting=forgetting,
-                          general_data=general_data)
+                          general_data=general_data, against=against, judge=judge, rubric=rubric,
+                          judge_base_url=judge_base_url, judge_key_env=judge_key_env)
     if as_json:
         out.print_json(data=report)
     else:
         render.print_eval(out, report)
+
+
+@app.command()
+def judge(a: Path = typer.Argument(..., help="Answers of system A: JSONL, {\"id\"?, \"prompt\" or \"messages\", \"answer\" or \"output\", \"reference\"?} a line."),
+          b: Path = typer.Argument(..., help="Answers of system B to the same prompts (lined up by id, else by order)."),
+          model: str = typer.Option(..., "--judge", help="The judge: a pulled model or run, or a model name at --judge-base-url."),
+          rubric: Optional[Path] = typer.Option(None, "--rubric", help="Score each answer on this rubric (YAML: criteria, scale; or Markdown) instead of comparing pairs."),
+          base_url: Optional[str] = typer.Option(None, "--judge-base-url", help="An OpenAI-compatible endpoint (…/v1) serving the judge."),
+          key_env: str = typer.Option("OPENAI_API_KEY", "--judge-key-env", help="Environment variable holding the endpoint's key."),
+          human: Optional[Path] = typer.Option(None, "--human", help="Human judgements (JSONL: {\"id\", \"preference\": A|B|tie} or {\"id\", \"system\": A|B, \"rating\"}): the judge's agreement with them is reported."),
+          review_queue: bool = typer.Option(False, "--review-queue", help="Also take human ratings of these answers from the server's review queue (ratings and corrections)."),
+          output: Optional[Path] = typer.Option(None, "--output", "-o", help="Directory for judge.json/.md (default: <home>/judge/<time>)."),
+          as_json: bool = typer.Option(False, "--json", help="Print the JSON report.")):
+    """An LLM judge on two systems' answers: pairwise with positions swapped (flips counted), or a rubric score."""
+    report = api.judge(a, b, model, rubric, base_url, key_env, human, review_queue, output,
+                       log=lambda m: err.print(m, highlight=False))
+    if as_json:
+        out.print_json(data=report)
+    else:
+        render.print_judge(out, report)
 
 
 @app.command()

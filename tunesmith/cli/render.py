@@ -220,10 +220,31 @@ def print_eval(console: Console, report: dict[str, Any]) -> None:
         _print_classification(console, report)
     else:
         _print_generation(console, report)
+    _print_paired(console, report)
+    for comparison in (report.get("judge") or {}).get("comparisons", []):  # eval --judge
+        print_judge(console, comparison)
     files = report.get("report_files", {})
     if files:
         console.print("reports: " + "  ".join(files[k] for k in ("html", "markdown", "json") if k in files),
                       highlight=False)
+
+
+def print_judge(console: Console, report: dict[str, Any]) -> None:
+    """A judge's verdict (eval/judge.py), its calibration, and where the reports went."""
+    for line in report["lines"]:
+        console.print(line.replace("`", ""), style="bold yellow" if line.startswith("Warning") else None,
+                      highlight=False)
+    files = report.get("report_files", {})
+    if files:
+        console.print("reports: " + "  ".join(files[k] for k in ("markdown", "json") if k in files), highlight=False)
+
+
+def _print_paired(console: Console, report: dict[str, Any]) -> None:
+    """Won / lost / tied and the paired test per pair of systems; regressions as red warnings."""
+    from tunesmith.eval.paired_report import terminal_lines
+
+    for line in terminal_lines(report.get("paired")):
+        console.print(line, style="bold red" if line.startswith("warning:") else None, highlight=False, markup=False)
 
 
 def _print_generation(console: Console, report: dict[str, Any]) -> None:

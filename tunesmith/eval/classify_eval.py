@@ -22,14 +22,16 @@ import numpy as np
 
 from tunesmith import confusion as cm
 from tunesmith.config import load_config
-from tunesmith.errors import DataError, TunesmithError
+from tunesmith.errors import ConfigError, DataError, TunesmithError
+from tunesmith.eval import paired
 from tunesmith.eval.baselines import SystemOutput, majority, tfidf_logistic_regression, time_one_at_a_time
 from tunesmith.eval.prompted import pick_shots, prompted_baseline
 from tunesmith.files import sha256_file
 from tunesmith.models import engine
 from tunesmith.models.engine import load_classifier
-from tunesmith.runs import Run
+from tunesmith.runs import Run, find_run, is_run_ref
 from tunesmith.training.classify import Example, is_causal_lm, read_examples, read_splits
+from tunesmith.training.recipes import recipe_of
 from tunesmith.workspace import Workspace
 
 DEFAULT_LLM = "smollm2-135m-instruct"
@@ -38,10 +40,11 @@ DEFAULT_LLM = "smollm2-135m-instruct"
 def evaluate_classifier(run: Run, data: str | Path, workspace: Workspace, max_examples: int | None = None,
                         baselines: bool = True, llm: str | None = DEFAULT_LLM, llm_examples: int = 200,
                         batch_size: int = 64, latency_examples: int = 100,
-                        log: Callable[[str], None] = print) -> dict[str, Any]:
+                        log: Callable[[str], None] = print, against: Sequence[str] = ()) -> dict[str, Any]:
     classifier = load_classifier(run, workspace)
     labels = classifier.labels
     test = _test_examples(data, labels, max_examples)
+    others = [_against_classifier(target, labels, workspace) for target in against]
     texts, y_true = [e.text for e in test], [labels.index(e.label) for e in test]
 
     log(f"fine-tuned classifier on {len(test)} examples")
@@ -59,6 +62,7 @@ def evaluate_classifier(run: Run, data: str | Path, workspace: Workspace, max_ex
         systems += _llm_baselines(run, train, labels, [texts[i] for i in sample], llm, workspace, notes, log)
     else:
         sample = []
+    systems += [_against_system(target, other, texts, batch_size, log) for target, other in zip(against, others)]
 
     report = {
         "kind": "classification",
@@ -70,10 +74,58 @@ def evaluate_classifier(run: Run, data: str | Path, workspace: Workspace, max_ex
         "systems": [_system_row(s, y_true, sample, tuned, len(labels)) for s in systems],
         "fine_tuned": _details(tuned, y_true, labels),
         "errors": _errors(test, tuned, labels),
+        "per_example": {s.name: {"predicted": [labels[p] for p in s.predictions]} for s in systems},
+        "paired": paired_section(test, y_true, labels, systems, sample, run.info().get("base_model")),
         "notes": notes,
         "created_at": time.time(),
     }
     return report
+
+
+def paired_section(test: list[Example], y_true: list[int], labels: list[str], systems: list[SystemOutput],
+                   sample: list[int], base_model: str | None) -> dict[str, Any]:
+    """The fine-tuned classifier against every other system, example by example (McNemar on
+    correct / wrong), on the examples that system saw (the stratified sample for prompted LLMs).
+    Any example lost to the base model prompted is a regression to warn about."""
+    tuned, comparisons = systems[0], []
+    for other in systems[1:]:
+        positions = sample if len(other.predictions) != len(y_true) else list(range(len(y_true)))
+        other_at = dict(zip(positions, other.predictions))
+
+        def describe(i: int, other_at: dict[int, int] = other_at) -> dict[str, Any]:
+            return {"line": test[i].line, "prompt": test[i].text, "reference": test[i].label,
+                    "system_output": labels[tuned.predictions[i]], "other_output": labels[other_at[i]]}
+
+        comparisons.append(paired.compare(
+            tuned.name, other.name, "accuracy", [int(tuned.predictions[i] == y_true[i]) for i in positions],
+            [int(p == y_true[i]) for i, p in zip(positions, other.predictions)], binary=True, describe=describe,
+            indices=positions, warn_on_any_loss=bool(base_model) and other.details.get("model") == base_model))
+    return paired.section(comparisons)
+
+
+def _against_classifier(target: str, labels: list[str], workspace: Workspace):
+    """Another classify run with the same labels (checked before any system is scored)."""
+    if not is_run_ref(target, workspace):
+        raise ConfigError(f"--against {target}: a classifier is compared with another classify run; "
+                          f"{target!r} is not a run in this home")
+    other = find_run(target, workspace)
+    if recipe_of(other).generates:
+        raise ConfigError(f"--against {target}: a {other.info().get('recipe')} run generates text; "
+                          "give a classify run with the same labels")
+    classifier = load_classifier(other, workspace)
+    if list(classifier.labels) != list(labels):
+        raise ConfigError(f"--against {target}: its labels ({', '.join(classifier.labels)}) are not this run's "
+                          f"({', '.join(labels)})")
+    return classifier
+
+
+def _against_system(target: str, classifier, texts: list[str], batch_size: int,
+                    log: Callable[[str], None]) -> SystemOutput:
+    log(f"--against {target} on {len(texts)} examples")
+    started = time.time()
+    probabilities = classifier.predict_proba(texts, batch_size)
+    return SystemOutput(target, "against", probabilities.argmax(1).tolist(), probabilities, time.time() - started,
+                        details={"run": target})
 
 
 def _test_examples(data: str | Path, labels: list[str], max_examples: int | None) -> list[Example]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tunesmith.eval import plots
+from tunesmith.eval import paired_report, plots
 from tunesmith.files import write_atomic
 from tunesmith.reports import html, markdown_table, write_bundle, write_csv
 
@@ -64,6 +64,7 @@ def to_markdown(report: dict[str, Any]) -> str:
     lines += ["", f"Expected calibration error of the fine-tuned model: {fine['calibration']['ece']:.4f}.", "",
               "## Top confusions", "", *markdown_table(CONFUSION_HEADER, confusion_rows(fine)),
               "", "## Per class (fine-tuned)", "", *markdown_table(PER_CLASS_HEADER, per_class_rows(fine))]
+    lines += paired_report.markdown_lines(report.get("paired"))
     lines += ["", "Files: report.html (plots embedded), confusion.csv, confusion.png, reliability.png."]
     return "\n".join(lines)
 
@@ -85,6 +86,7 @@ def to_html(report: dict[str, Any], figures: dict[str, bytes]) -> str:
     details = html.table(["system", "details"], [[s["name"], _details_text(s["details"])] for s in report["systems"]])
     sections = [
         ("Systems side by side", summary),
+        *paired_report.html_section(report.get("paired")),
         ("Per class", per_class),
         ("Confusion matrix", html.image(figures["confusion"], "confusion matrix") + confusions),
         ("Calibration", calibration),

@@ -9,7 +9,7 @@ starting point (eval/preference_eval.py) — then optionally measures forgetting
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,6 +19,7 @@ from tunesmith.eval import report as report_files
 from tunesmith.eval.classify_eval import DEFAULT_LLM, evaluate_classifier
 from tunesmith.eval.forgetting import general_files, measure_forgetting
 from tunesmith.eval.generation_eval import evaluate_run
+from tunesmith.eval.judge import JudgeSpec, judge_evaluation, load_rubric
 from tunesmith.eval.preference_eval import evaluate_preference
 from tunesmith.eval.tracking import log_evaluation
 from tunesmith.models.card import write_model_card
@@ -41,20 +42,23 @@ class EvalOptions:
     baselines: bool = True
     llm: str | None = None
     llm_examples: int = 200
+    against: tuple[str, ...] = ()  # other runs or models evaluated on the same examples, one more system each
+    judge: JudgeSpec | None = None  # an LLM judge of the fine-tune's outputs against the others' (eval/judge.py)
 
 
 def _generation(run: Run, data: str | Path, workspace: Workspace, o: EvalOptions, log: Log) -> dict[str, Any]:
     return evaluate_run(run, data, workspace, o.max_examples, o.max_new_tokens, o.batch_size, o.samples,
-                        o.few_shot if o.baselines else 0, log)
+                        o.few_shot if o.baselines else 0, log, against=o.against)
 
 
 def _classification(run: Run, data: str | Path, workspace: Workspace, o: EvalOptions, log: Log) -> dict[str, Any]:
     return evaluate_classifier(run, data, workspace, o.max_examples, o.baselines, o.llm or DEFAULT_LLM,
-                               o.llm_examples, max(o.batch_size, 32), log=log)
+                               o.llm_examples, max(o.batch_size, 32), log=log, against=o.against)
 
 
 def _preference(run: Run, data: str | Path, workspace: Workspace, o: EvalOptions, log: Log) -> dict[str, Any]:
-    return evaluate_preference(run, data, workspace, o.max_examples, o.batch_size, o.samples, o.max_new_tokens, log)
+    return evaluate_preference(run, data, workspace, o.max_examples, o.batch_size, o.samples, o.max_new_tokens, log,
+                               against=o.against)
 
 
 EVALUATIONS: dict[Recipe, Callable[..., dict[str, Any]]] = {SFT: _generation, CLASSIFY: _classification,
@@ -74,13 +78,31 @@ def evaluate(run: str, workspace: Workspace, data: str | Path | None = None, opt
                           f"{found.id} is a classifier")
     if forgetting:  # the general files are checked before the task evaluation, not after it
         general_files(general_data)
-    result = EVALUATIONS[recipe](found, data, workspace, options, log)
+    if options.judge:
+        check_judge(found, recipe, options.judge)
+        result = EVALUATIONS[recipe](found, data, workspace, replace(options, samples=ALL_SAMPLES), log)
+        result["judge"] = judge_evaluation(result, options.judge, workspace, log)
+        result["samples"] = result["samples"][:options.samples]  # every output was kept for the judge only
+    else:
+        result = EVALUATIONS[recipe](found, data, workspace, options, log)
     if forgetting:
         result["forgetting"] = measure_forgetting(found, workspace, general_data, options.batch_size, log)
     result["report_files"] = report_files.write(result, found.eval_dir)
     refresh_card(found, workspace, log)
     log_evaluation(found, result, result["report_files"], workspace, warn=lambda message: log(f"warning: {message}"))
     return result
+
+
+ALL_SAMPLES = 10**9  # samples=every example: the judge reads each one's outputs
+
+
+def check_judge(run: Run, recipe: Recipe, judge: JudgeSpec) -> None:
+    """The judge compares generated answers of an sft run; its rubric is read before any model loads."""
+    if recipe is not SFT:
+        raise ConfigError(f"--judge compares the generated answers of a chat (sft) run; {run.id} is a "
+                          f"{recipe.name} run")
+    if judge.rubric:
+        load_rubric(judge.rubric)
 
 
 def refresh_card(run: Run, workspace: Workspace, log: Log = print) -> None:

@@ -16,11 +16,20 @@ def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> float:
     >>> round(rouge_l(["the cat sat"], ["the cat sat down"]), 3)
     0.857
     """
+    scores = rouge_l_scores(predictions, references)
+    return sum(scores) / len(scores) if scores else 0.0
+
+
+def rouge_l_scores(predictions: Sequence[str], references: Sequence[str]) -> list[float]:
+    """ROUGE-L F1 of each prediction against its reference (what a paired comparison needs).
+
+    >>> [round(s, 3) for s in rouge_l_scores(["the cat sat", "a dog"], ["the cat sat down", "a dog"])]
+    [0.857, 1.0]
+    """
     from rouge_score import rouge_scorer
 
     scorer = rouge_scorer.RougeScorer(["rougeL"])
-    scores = [scorer.score(ref, pred)["rougeL"].fmeasure for pred, ref in zip(predictions, references)]
-    return sum(scores) / len(scores) if scores else 0.0
+    return [scorer.score(ref, pred)["rougeL"].fmeasure for pred, ref in zip(predictions, references)]
 
 
 def bleu(predictions: Sequence[str], references: Sequence[str]) -> float:
@@ -69,9 +78,17 @@ def exact_match(predictions: Sequence[str], answers: Sequence[str]) -> float:
     """
     if not answers:
         return 0.0
-    hits = sum(normalize_answer(extract_final_answer(p)) == normalize_answer(str(a))
-               for p, a in zip(predictions, answers))
-    return hits / len(answers)
+    return sum(exact_matches(predictions, answers)) / len(answers)
+
+
+def exact_matches(predictions: Sequence[str], answers: Sequence[str]) -> list[int]:
+    """1 where a prediction's extracted final answer equals the expected answer, else 0.
+
+    >>> exact_matches(["... #### 42", "#### 41"], ["42", "42"])
+    [1, 0]
+    """
+    return [int(normalize_answer(extract_final_answer(p)) == normalize_answer(str(a)))
+            for p, a in zip(predictions, answers)]
 
 
 def perplexity(mean_nll: float) -> float:

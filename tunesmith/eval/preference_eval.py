@@ -19,10 +19,12 @@ from __future__ import annotations
 import contextlib
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from tunesmith.config import load_config
-from tunesmith.eval import metrics
+from tunesmith.errors import ConfigError
+from tunesmith.eval import metrics, paired
+from tunesmith.eval.generation_eval import against_key, check_against
 from tunesmith.models import engine
 from tunesmith.models.chat import encode_chat
 from tunesmith.runs import Run
@@ -36,9 +38,10 @@ DEFAULT_MAX_NEW_TOKENS = 128  # the sample answers shown in the report
 
 def evaluate_preference(run: Run, data: str | Path, workspace: Workspace, max_examples: int | None = None,
                         batch_size: int = 8, n_samples: int = 3, max_new_tokens: int | None = None,
-                        log: Callable[[str], None] = print) -> dict[str, Any]:
+                        log: Callable[[str], None] = print, against: Sequence[str] = ()) -> dict[str, Any]:
     config = load_config(run.config_path)
     pairs = read_pairs(str(data), 1)[:max_examples]
+    check_against(against, workspace)
     loaded = engine.load_run(run, workspace)
     start = loaded if loaded.is_adapter else engine.load_start(run, workspace)
     chosen, rejected, kept = _encode(pairs, loaded.tokenizer, config.data.max_length)
@@ -48,6 +51,15 @@ def evaluate_preference(run: Run, data: str | Path, workspace: Workspace, max_ex
         with model.base_context() if side == "base" and model.is_adapter else contextlib.nullcontext():
             scores[side] = (engine.sequence_logprobs(model, chosen, batch_size),
                             engine.sequence_logprobs(model, rejected, batch_size))
+    for target in against:  # another run or model, on the same pairs encoded with its own tokenizer
+        other = engine.load(target, workspace)
+        other_chosen, other_rejected, other_kept = _encode(pairs, other.tokenizer, config.data.max_length)
+        if other_kept != kept:
+            raise ConfigError(f"--against {target}: its tokenizer truncates other pairs away than this run's; "
+                              "compare on pairs short enough for both (raise data.max_length)")
+        log(f"scoring {len(kept)} held-out pairs with {target} (--against)")
+        scores[against_key(target)] = (engine.sequence_logprobs(other, other_chosen, batch_size),
+                                       engine.sequence_logprobs(other, other_rejected, batch_size))
     beta = DEFAULT_BETA if config.preference.algorithm == "orpo" else config.preference.beta
     report = {
         "kind": "preference",
@@ -61,6 +73,8 @@ def evaluate_preference(run: Run, data: str | Path, workspace: Workspace, max_ex
         "metrics": {side: side_metrics(*scores[side]) for side in scores},
         "rewards": reward_metrics(scores["base"], scores["tuned"], beta),
         "win_rate": win_rate(scores["base"], scores["tuned"]),
+        "per_example": {side: {"margin": margins(scores[side])} for side in scores},
+        "paired": paired_section([pairs[i] for i in kept], scores),
         "created_at": time.time(),
     }
     report["samples"] = _samples([pairs[i] for i in kept[:n_samples]], start, loaded, max_new_tokens, log)
@@ -92,10 +106,33 @@ def reward_metrics(base, tuned, beta: float) -> dict[str, Any]:
 
 def win_rate(base, tuned) -> float:
     """Share of pairs the tuned model separates further than the start (per-token gap; ties half)."""
-    def gaps(side):
-        return [c[0] / c[1] - r[0] / r[1] for c, r in zip(*side)]
+    return _mean([1.0 if t > b else 0.5 if t == b else 0.0 for t, b in zip(margins(tuned), margins(base))])
 
-    return _mean([1.0 if t > b else 0.5 if t == b else 0.0 for t, b in zip(gaps(tuned), gaps(base))])
+
+def margins(side) -> list[float]:
+    """Per pair, how far a model separates chosen from rejected: the per-token log-likelihood gap."""
+    return [c[0] / c[1] - r[0] / r[1] for c, r in zip(*side)]
+
+
+def paired_section(pairs: list[Pair], scores: dict[str, Any]) -> dict[str, Any]:
+    """The tuned model against its starting point (and any ``--against`` system), pair by pair: on
+    the margin (paired bootstrap, what the win rate counts), and on whether the chosen answer is
+    preferred at all (McNemar) — a pair the start ranked right and the tuned model ranks wrong
+    is a regression."""
+    def describe(i: int) -> dict[str, Any]:
+        return {"prompt": pairs[i]["prompt"][-1]["content"], "reference": pairs[i]["chosen"][-1]["content"],
+                "rejected": pairs[i]["rejected"][-1]["content"]}
+
+    tuned, comparisons = margins(scores["tuned"]), []
+    for key in [k for k in scores if k != "tuned"]:
+        name = "starting point" if key == "base" else key.removeprefix("against:")
+        other = margins(scores[key])
+        comparisons.append(paired.compare("tuned", name, "margin (chosen − rejected, per token)", tuned, other,
+                                          binary=False, describe=describe))
+        comparisons.append(paired.compare("tuned", name, "prefers chosen", [int(m > 0) for m in tuned],
+                                          [int(m > 0) for m in other], binary=True, describe=describe,
+                                          warn_on_any_loss=key == "base"))
+    return paired.section(comparisons)
 
 
 def _encode(pairs: list[Pair], tokenizer, max_length: int):

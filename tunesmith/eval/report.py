@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tunesmith.eval import classify_report
+from tunesmith.eval import classify_report, paired_report
 from tunesmith.reports import html, markdown_table, write_bundle
 
 # (key, label, format, higher is better)
@@ -32,7 +32,11 @@ SIDES = [("base", "base"), ("few_shot", "base, few-shot prompt"), ("tuned", "fin
 
 
 def sides(report: dict[str, Any]) -> list[tuple[str, str]]:
-    return [(key, title) for key, title in SIDES if key in report["metrics"]]
+    """The systems of the table in column order; ``--against`` ones (eval/generation_eval.py's
+    ``against:NAME`` keys) after the baselines, before the fine-tuned model."""
+    known = [(key, title) for key, title in SIDES if key in report["metrics"]]
+    against = [(key, key.removeprefix("against:")) for key in report["metrics"] if key.startswith("against:")]
+    return known[:-1] + against + known[-1:] if against else known
 
 
 def rows(report: dict[str, Any]) -> list[list[str]]:
@@ -55,7 +59,7 @@ def rows(report: dict[str, Any]) -> list[list[str]]:
 
 def header(report: dict[str, Any]) -> list[str]:
     if report.get("kind") == "preference":
-        return ["metric", "starting point", "tuned", "change"]
+        return ["metric", "starting point"] + [t for k, t in sides(report) if k.startswith("against:")] + ["tuned", "change"]
     return ["metric"] + [title for _, title in sides(report)] + ["change vs best baseline"]
 
 
@@ -84,6 +88,11 @@ def preference_lines(report: dict[str, Any]) -> list[str]:
             f"(chosen {r['chosen']:+.3f}, rejected {r['rejected']:+.3f})."]
 
 
+def judge_lines(report: dict[str, Any]) -> list[str]:
+    """The LLM judge's verdicts (eval/judge.py): the fine-tune against each other system."""
+    return [line for comparison in report["judge"]["comparisons"] for line in comparison["lines"]]
+
+
 def to_markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# Evaluation of `{report['run_id']}`",
@@ -99,6 +108,9 @@ def to_markdown(report: dict[str, Any]) -> str:
         lines += ["", f"Few-shot prompt: {report['few_shot']['shots']} training conversations before each test one."]
     if report.get("forgetting"):
         lines += ["", "## Forgetting", "", *markdown_table(FORGETTING_HEADER, forgetting_rows(report))]
+    lines += paired_report.markdown_lines(report.get("paired"))
+    if report.get("judge"):
+        lines += ["", "## LLM judge", ""] + [f"{line}  " for line in judge_lines(report)]
     lines += ["", "## Samples", ""]
     for i, sample in enumerate(report["samples"], 1):
         lines += [f"### {i}. {_one_line(sample['prompt'])}", "",
@@ -127,7 +139,9 @@ def to_html(report: dict[str, Any]) -> str:
     subtitle = (f"Run <code>{html.escape(report['run_id'])}</code>, base model "
                 f"<code>{html.escape(str(report['base_model']))}</code>, data <code>{html.escape(report['data'])}</code>: "
                 f"{report['examples']} examples, greedy decoding, up to {report['max_new_tokens']} new tokens.")
-    sections = [("Metrics side by side", summary)]
+    sections = [("Metrics side by side", summary)] + paired_report.html_section(report.get("paired"))
+    if report.get("judge"):
+        sections.append(("LLM judge", "".join(html.paragraph(line.replace("`", "")) for line in judge_lines(report))))
     if report.get("forgetting"):
         sections.append(("Forgetting: general data", html.table(FORGETTING_HEADER, forgetting_rows(report))))
     return html.page(f"Evaluation: {report['run_id']}", sections + [("Samples", samples), ("Time", timing)], subtitle)
