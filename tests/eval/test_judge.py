@@ -170,3 +170,27 @@ def test_the_tiny_random_model_judges_without_crashing_and_its_report_is_written
     assert s["unparsed_replies"] == sum(v is None for e in report["examples"] for v in e["verdicts"])
     assert (tmp_path / "out" / "judge.md").read_text().startswith("# Judge: a (A) vs b (B)")
     assert json.loads((tmp_path / "out" / "judge.json").read_text())["pairs"] == 3
+
+
+@pytest.mark.slow
+def test_eval_with_a_judge_compares_the_fine_tune_with_each_baseline_in_the_report(tiny_model_dir, tmp_path, workspace):
+    import tunesmith
+    from tests.conftest import chat_records
+    from tunesmith.config import load_config
+
+    train = write_jsonl(tmp_path / "train.jsonl", chat_records(20))
+    config = load_config(None, [f"model={tiny_model_dir}", f"data.train={train}", "training.max_steps=2"])
+    run = tunesmith.train(config, workspace=workspace).run
+    with pytest.raises(ConfigError, match="--rubric .*missing.yaml: no such file"):  # before any model loads
+        tunesmith.evaluate(run.id, train, max_examples=4, workspace=workspace, log=lambda m: None,
+                           judge=str(tiny_model_dir), rubric=tmp_path / "missing.yaml")
+    report = tunesmith.evaluate(run.id, train, max_examples=4, samples=1, workspace=workspace, log=lambda m: None,
+                                judge=str(tiny_model_dir))
+    comparisons = {c["other_key"]: c for c in report["judge"]["comparisons"]}
+    assert set(comparisons) == {"base", "few_shot"}
+    for c in comparisons.values():
+        assert c["systems"]["A"] == "fine-tuned" and c["summary"]["pairs"] == 4 and len(c["examples"]) == 4
+    assert len(report["samples"]) == 1  # every output was kept for the judge, one shown
+    markdown = (run.eval_dir / "report.md").read_text()
+    assert "## LLM judge" in markdown and "fine-tuned wins" in markdown
+    assert 'id="llm-judge"' in (run.eval_dir / "report.html").read_text()

@@ -449,7 +449,7 @@ def judge_files(a: str | Path, b: str | Path, spec: JudgeSpec, workspace: Worksp
     report = judge_pairs(pairs, spec.client(workspace, log), rubric, human, (Path(a).stem, Path(b).stem), log)
     report["files"] = {"A": str(a), "B": str(b)}
     if human is not None and not report["agreement"]:
-        log("warning: no human judgement matches these pairs: no agreement to report")
+        log("warning: no pair has both a parsed verdict and a human judgement: no agreement to report")
     if out_dir:
         report["report_files"] = write_bundle(out_dir, "judge", data=report, markdown=to_markdown(report) + "\n")
     return report
