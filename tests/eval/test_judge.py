@@ -194,3 +194,29 @@ def test_eval_with_a_judge_compares_the_fine_tune_with_each_baseline_in_the_repo
     markdown = (run.eval_dir / "report.md").read_text()
     assert "## LLM judge" in markdown and "fine-tuned wins" in markdown
     assert 'id="llm-judge"' in (run.eval_dir / "report.html").read_text()
+
+
+def test_the_review_queue_calibrates_the_judge_through_the_api(tmp_path, workspace, monkeypatch):
+    """``api.judge(review_queue=True)``: the queue's ratings of these very answers (the api
+    layer reads jobs/feedback.py; the eval layer gets plain rows)."""
+    from tunesmith import api
+    from tunesmith.jobs.db import Database
+    from tunesmith.jobs.feedback import add
+
+    prompts = [f"Where is parcel {i}?" for i in range(4)]
+    good = [f"GOOD answer {i}" for i in range(4)]
+    bad = [f"bad answer {i}" for i in range(4)]  # the good one is A on even pairs, B on odd ones
+    a = _answers(tmp_path / "a.jsonl", [{"prompt": p, "answer": (good if i % 2 == 0 else bad)[i]} for i, p in enumerate(prompts)])
+    b = _answers(tmp_path / "b.jsonl", [{"prompt": p, "answer": (bad if i % 2 == 0 else good)[i]} for i, p in enumerate(prompts)])
+    db = Database.for_workspace(workspace)
+    for i, p in enumerate(prompts):
+        add(db, {"messages": [{"role": "user", "content": p}], "answer": f"GOOD answer {i}", "rating": 1})
+        add(db, {"messages": [{"role": "user", "content": p}], "answer": f"bad answer {i}", "correction": "better"})
+    monkeypatch.setattr(judge.JudgeSpec, "client", lambda self, workspace, log=print: Scripted(_fair))
+    report = api.judge(a, b, "scripted", review_queue=True, out=tmp_path / "out", workspace=workspace,
+                       log=lambda m: None)
+    assert report["agreement"]["pairs"] == 4 and report["agreement"]["kappa"] == pytest.approx(1.0)
+    assert report["summary"]["a_wins"] == report["summary"]["b_wins"] == 0.5
+    assert judge.human_judgements(judge.reviews_as_human(
+        judge.pair_up(judge.read_answers(a), judge.read_answers(b)),
+        api._reviews(workspace))).preferences == {"1": "A", "2": "B", "3": "A", "4": "B"}
