@@ -81,8 +81,8 @@ def test_a_prompt_list_answers_every_prompt(server):
     assert [c["index"] for c in response.json()["choices"]] == list(range(6))
     too_many = client.post("/v1/completions", json={"model": "tiny-chat", "prompt": ["a"] * 20, "n": 4})
     assert_openai_error(too_many, 400)
-    assert_openai_error(client.post("/v1/completions", json={"model": "tiny-chat", "prompt": "a", "echo": True}),
-                        400, "echo")
+    assert_openai_error(client.post("/v1/completions", json={"model": "tiny-chat", "prompt": "a", "suffix": "b"}),
+                        400, "suffix")  # echo and logprobs are served now (tests/server/test_lm_eval.py)
 
 
 # ── malformed requests: a 400 naming the field, and a row in the request log ──────────────

@@ -39,6 +39,7 @@ from typing import Any, Callable, Sequence
 from tunesmith.errors import TunesmithError
 from tunesmith.models.chat import stop_token_ids, stops_for
 from tunesmith.models.generation import Completion, Sampling, TextStream, context_length, ended
+from tunesmith.models.scoring import TokenScores, token_logprobs
 
 BASE = "__base__"  # peft's name for "no adapter" in a mixed batch
 
@@ -157,6 +158,24 @@ class BatchingEngine:
         return text
 
     # ── state others may read or change ─────────────────────────────────────────────────────
+    def score(self, sequences: Sequence[list[int]], top_k: int = 0, adapter: Adapter | None = None) -> list[TokenScores]:
+        """Each token's logprob and the top ``top_k`` at each position (``models/scoring.py``), on
+        ``adapter`` (or the base model). Between two decode steps, under ``lock``: the running batch
+        waits for one forward pass over these sequences."""
+        with self.lock:
+            if adapter is not None:
+                self._load(adapter, in_use={_key(r) for r in self._rows} | {adapter.key})
+            name, context = None, nullcontext()
+            if self.adapters:  # the model is a PeftModel
+                if self.mixed_adapters:
+                    name = adapter.key if adapter else BASE
+                elif adapter is None:
+                    context = self.model.disable_adapter()
+                else:
+                    self.model.set_adapter(adapter.key)  # the next step sets its own rows' adapter again
+            pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+            return token_logprobs(self.model, sequences, top_k, pad, self.max_batch, context, name)
+
     @property
     def active(self) -> int:
         """Requests generating now or waiting to."""

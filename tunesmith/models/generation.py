@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Protocol, Sequence
 
 from tunesmith.models.chat import cut_at_stop, cut_stream, stop_token_ids, stops_for
+from tunesmith.models.scoring import TokenScores, token_logprobs
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class Completion:
     text: str            # special tokens skipped, cut before the first stop string; whitespace kept
     tokens: int          # tokens generated, the one that ended it included
     finish_reason: str   # "stop" (a stop token or string, or cancelled) or "length" (max_new_tokens)
+    token_ids: tuple[int, ...] = ()  # the tokens generated (``tokens`` of them; what logprobs are scored on)
 
 
 class TextStream:
@@ -133,6 +135,11 @@ class TransformersEngine:
                 for i, completion in zip(batch, self._run([prompts[i] for i in batch], params, cancel)):
                     choices[i].append(completion)
         return choices
+
+    def score(self, sequences: Sequence[list[int]], top_k: int = 0) -> list[TokenScores]:
+        """Each token's logprob and the top ``top_k`` at each position (``models/scoring.py``), with
+        whatever adapter the caller made active."""
+        return token_logprobs(self.model, sequences, top_k, _pad_id(self.tokenizer), self.batch_size)
 
     def stream(self, prompt: list[int], params: Sampling,
                hold: AbstractContextManager | None = None) -> TextStream:
@@ -222,7 +229,7 @@ def _completion(tokenizer, row, ended_at: int | None, stops: list[str], max_new_
     text, stopped = cut_at_stop(tokenizer.decode(row, skip_special_tokens=True), stops)
     tokens = ended_at or len(row)  # a row that never ended ran to the batch's last step
     ended = stopped or ended_at is not None or tokens < max_new_tokens
-    return Completion(text, int(tokens), "stop" if ended else "length")
+    return Completion(text, int(tokens), "stop" if ended else "length", tuple(row[:tokens].tolist()))
 
 
 def ended(tokenizer, tokens: list[int], stop_ids, stops: list[str], cancelled: bool,
@@ -242,7 +249,11 @@ def ended(tokenizer, tokens: list[int], stop_ids, stops: list[str], cancelled: b
         return None
     text = text if text is not None else tokenizer.decode(tokens, skip_special_tokens=True)
     text, cut = cut_at_stop(text, stops)
-    return Completion(text, len(tokens), "stop" if stopped or cut else "length")
+    return Completion(text, len(tokens), "stop" if stopped or cut else "length", tuple(tokens))
+
+
+def _pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
 
 def _seed(seed: int | None) -> None:

@@ -37,10 +37,11 @@ from tunesmith.errors import APIError, TunesmithError, model_not_found
 from tunesmith.models import engine
 from tunesmith.models.batching import Adapter, BatchingEngine
 from tunesmith.models.chat import ensure_chat_template, prompt_ids
-from tunesmith.models.engine import Sampling, TextStream, TransformersEngine
+from tunesmith.models.engine import Completion, Sampling, TextStream, TransformersEngine
 from tunesmith.models.llama_cpp import LlamaCppEngine, llama_cpp_installed
 from tunesmith.models.loading import load_tokenizer
 from tunesmith.models.predict import predict_texts
+from tunesmith.models.scoring import TokenScores
 from tunesmith.models.store import ModelRef, resolve_model
 from tunesmith.runs import Run
 from tunesmith.serving.aliases import read_aliases, remove_alias
@@ -312,30 +313,71 @@ class ModelServer:
         finally:
             admitted.release()
 
-    def complete(self, name: str, messages: list[dict] | None, prompt: str | list[str] | None, params: dict,
+    def complete(self, name: str, messages: list[dict] | None, prompt: str | list | None, params: dict,
                  cancel: threading.Event | None = None) -> dict:
-        """``n`` choices for the conversation, or for each prompt (prompt-major, as OpenAI orders them)."""
+        """``n`` choices for the conversation, or for each prompt (prompt-major, as OpenAI orders them).
+        A prompt is text or token ids. With ``params["logprobs"]`` (text completions; 0-5) each choice
+        carries OpenAI's legacy ``logprobs`` object; ``echo`` puts the prompt before each choice (its
+        tokens first in ``logprobs``, the first one's logprob null); ``max_tokens`` 0 with ``echo``
+        scores the prompt and generates nothing (what lm-evaluation-harness asks for loglikelihoods)."""
         target = self.resolve(name)
         slot, adapter = self.acquire(target)
         tokenizer = slot.engine.tokenizer
-        prompts = [_prompt(tokenizer, messages, None)] if messages is not None else \
-            [_prompt(tokenizer, None, p) for p in ([prompt] if isinstance(prompt, str) else prompt or [""])]
         asked = "messages" if messages is not None else "prompt"
-        samplings = [_sampling(params, _budget(slot.engine.context_length, ids, params, asked)) for ids in prompts]
+        if messages is not None:
+            prompts = [_prompt(tokenizer, messages, None)]
+        else:
+            prompts = [_prompt(tokenizer, None, p) for p in ([prompt] if isinstance(prompt, (str, type(None))) else prompt)]
+        top_k, echo = params.get("logprobs"), bool(params.get("echo"))
+        if top_k is not None and not hasattr(slot.engine, "score"):
+            raise APIError(400, f"logprobs are not available on the {self.engine_of(target)} engine that serves "
+                           f"'{name}'; serve it with `tunesmith serve --engine transformers` to score tokens.",
+                           "invalid_value", "logprobs")
+        if top_k is not None:
+            _check_ids(tokenizer, prompts)
+        scoring_only = params.get("max_tokens") == 0
+        samplings = [_sampling(params, 0 if scoring_only else _budget(slot.engine.context_length, ids, params, asked))
+                     for ids in prompts]
+        if scoring_only:
+            _fits(slot.engine.context_length, prompts)
+
+        def run() -> tuple[list[Completion], list | None]:
+            if scoring_only:
+                choices = [Completion("", 0, "length") for s in samplings for _ in range(s.n)]
+            elif slot.concurrent:
+                per_prompt = slot.engine.generate_each(list(zip(prompts, samplings)), cancel,
+                                                       self._adapter_for(slot, target.name, adapter))
+                choices = [c for completions in per_prompt for c in completions]
+            else:
+                choices = [c for ids, sampling in zip(prompts, samplings)
+                           for c in slot.engine.generate([ids], sampling, cancel)[0]]
+            if top_k is None:
+                return choices, None
+            owners = [ids for ids, s in zip(prompts, samplings) for _ in range(s.n)]
+            sequences = [list(ids) + list(c.token_ids) for ids, c in zip(owners, choices)]
+            if slot.batched:
+                return choices, slot.engine.score(sequences, top_k, self._adapter_for(slot, target.name, adapter))
+            return choices, slot.engine.score(sequences, top_k)
+
         if slot.concurrent:
             admitted = self._admitted()
             try:
-                per_prompt = slot.engine.generate_each(list(zip(prompts, samplings)), cancel,
-                                                       self._adapter_for(slot, target.name, adapter))
+                choices, scores = run()
             finally:
                 admitted.release()
-            choices = [c for completions in per_prompt for c in completions]
         else:
             with self._holding(slot, target.name, adapter, self._admitted()):
-                choices = [c for ids, sampling in zip(prompts, samplings)
-                           for c in slot.engine.generate([ids], sampling, cancel)[0]]
-        return {"texts": [c.text for c in choices], "completion_tokens": [c.tokens for c in choices],
-                "finish_reasons": [c.finish_reason for c in choices], "prompt_tokens": sum(len(ids) for ids in prompts)}
+                choices, scores = run()
+        texts = [c.text for c in choices]
+        owners = [ids for ids, s in zip(prompts, samplings) for _ in range(s.n)]
+        if echo:
+            shown = [p for p, s in zip(_prompt_texts(tokenizer, prompt, prompts), samplings) for _ in range(s.n)]
+            texts = [p + t for p, t in zip(shown, texts)]
+        logprobs = None if scores is None else [
+            legacy_logprobs(tokenizer, score, 0 if echo else len(ids)) for score, ids in zip(scores, owners)]
+        return {"texts": texts, "completion_tokens": [c.tokens for c in choices],
+                "finish_reasons": [c.finish_reason for c in choices], "prompt_tokens": sum(len(ids) for ids in prompts),
+                "logprobs": logprobs}
 
     def stream(self, name: str, messages: list[dict] | None, prompt: str | None, params: dict) -> TextStream:
         """Text pieces of one completion, as they are generated (see the module docstring: the
@@ -383,10 +425,71 @@ def _adapter_key(name: str) -> str:
     return "a" + "".join(c if c.isalnum() else "_" for c in name)[-60:]
 
 
-def _prompt(tokenizer, messages: list[dict] | None, prompt: str | None) -> list[int]:
+def _prompt(tokenizer, messages: list[dict] | None, prompt: str | list[int] | None) -> list[int]:
     if messages is not None:
         return prompt_ids(tokenizer, [{"role": m["role"], "content": _text(m.get("content"))} for m in messages])
+    if isinstance(prompt, list):  # token ids (lm-evaluation-harness sends them with tokenized_requests)
+        _check_ids(tokenizer, [prompt])
+        return list(prompt)
     return tokenizer(prompt or "", add_special_tokens=True)["input_ids"]
+
+
+def _check_ids(tokenizer, prompts: list[list[int]]) -> None:
+    """Token ids the model has (a 400 naming ``prompt`` otherwise, never an index error in the model)."""
+    vocabulary = len(tokenizer)
+    for ids in prompts:
+        bad = next((i for i in ids if not 0 <= i < vocabulary), None)
+        if bad is not None:
+            raise APIError(400, f"Invalid 'prompt': token id {bad} is not in this model's vocabulary "
+                           f"(0-{vocabulary - 1}).", "invalid_value", "prompt")
+    if any(len(ids) == 0 for ids in prompts):
+        raise APIError(400, "Invalid 'prompt': an empty prompt has no tokens to score.", "invalid_value", "prompt")
+
+
+def _fits(context: int | None, prompts: list[list[int]]) -> None:
+    """A prompt scored without generating (``max_tokens`` 0) may fill the whole context, not more."""
+    longest = max(len(ids) for ids in prompts)
+    if context is not None and longest > context:
+        raise APIError(400, f"This model's maximum context length is {context} tokens. However, your prompt "
+                       f"resulted in {longest} tokens. Please reduce the length of the prompt.",
+                       "context_length_exceeded", "prompt")
+
+
+def _prompt_texts(tokenizer, prompt, prompts: list[list[int]]) -> list[str]:
+    """What ``echo`` puts before each completion: the prompt as sent, or its token ids decoded."""
+    sent = [prompt] if isinstance(prompt, (str, type(None))) else prompt
+    return [p if isinstance(p, str) else tokenizer.decode(ids) for p, ids in zip(sent, prompts)]
+
+
+def legacy_logprobs(tokenizer, score: TokenScores, start: int) -> dict:
+    """OpenAI's legacy ``choices[i].logprobs`` for the tokens of ``score`` from ``start`` on (0 with
+    ``echo``: the prompt's too): ``tokens``, ``token_logprobs`` (null for the sequence's first
+    token), ``top_logprobs`` (the ``logprobs`` most likely tokens at each position and the chosen
+    one, as OpenAI always includes it: up to ``logprobs`` + 1 entries) and ``text_offset``.
+
+    Each token's string is that token decoded on its own, and ``text_offset`` their running length
+    from the start of the echoed text (or of the completion): a character split across two byte
+    tokens shows as a replacement character in each, as in OpenAI's own answers."""
+    ids = score.token_ids[start:]
+    tokens = tokenizer.batch_decode([[i] for i in ids]) if ids else []
+    wanted = {i for top in score.top[start:] if top for i, _ in top}
+    names = dict(zip(wanted, tokenizer.batch_decode([[i] for i in wanted]))) if wanted else {}
+    tops: list[dict | None] = []
+    for token, logprob, top in zip(tokens, score.logprobs[start:], score.top[start:]):
+        if logprob is None:
+            tops.append(None)
+            continue
+        entry: dict[str, float] = {}
+        for i, value in top or []:
+            entry.setdefault(names[i], value)  # two ids can decode alike: the likelier is kept
+        entry.setdefault(token, logprob)
+        tops.append(entry)
+    offsets, at = [], 0
+    for token in tokens:
+        offsets.append(at)
+        at += len(token)
+    return {"tokens": tokens, "token_logprobs": list(score.logprobs[start:]), "top_logprobs": tops,
+            "text_offset": offsets}
 
 
 def _text(content: Any) -> str:

@@ -9,7 +9,7 @@ infinity: ``allow_inf_nan=False`` refuses it) or a missing required field.
 Unknown top-level fields are ignored, as OpenAI's newer SDKs send fields an older server does
 not know (``store``, ``metadata``, ``stream_options`` ...): refusing them would break clients that
 work against OpenAI. Fields tunesmith does not implement but a client may rely on are refused
-when set to a value that would change the answer (``tools``, ``logprobs``, non-text content).
+when set to a value that would change the answer (``tools``, chat ``logprobs``, non-text content).
 """
 from __future__ import annotations
 
@@ -34,6 +34,8 @@ MAX_STOP_SEQUENCES = 4     # OpenAI's limit
 MAX_BATCH_INPUTS = 2048    # OpenAI's embeddings limit, for /v1/classifications
 MAX_PROMPT_CHOICES = 64    # prompts × n in one /v1/completions request: each is a generation
 MAX_STOP_LENGTH = 256      # characters: transformers builds its stop-string tables from each
+MAX_LOGPROBS = 5           # OpenAI's legacy completions: the most likely tokens listed per position
+MAX_PROMPT_TOKENS = 131_072  # token ids in one prompt (the model's context is checked on top)
 
 
 def unsupported(what: str) -> AfterValidator:
@@ -119,10 +121,20 @@ class ChatCompletionRequest(Sampling):
         return [{"role": m.role, "content": m.text()} for m in self.messages]
 
 
+TokenId = Annotated[StrictInt, Field(ge=0)]
+TokenIds = Annotated[list[TokenId], Field(min_length=1, max_length=MAX_PROMPT_TOKENS)]
+
+
 class CompletionRequest(Sampling):
-    prompt: str | Annotated[list[str], Field(min_length=1, max_length=MAX_BATCH_INPUTS)]
-    echo: Annotated[StrictBool | None, unsupported("echo is")] = False
-    logprobs: Annotated[Annotated[StrictInt, Field(ge=0, le=5)] | None, unsupported("logprobs are")] = None
+    """OpenAI's legacy completions: a prompt is text, a list of texts, token ids or a list of
+    token-id lists (what lm-evaluation-harness sends with ``tokenized_requests``). ``logprobs``
+    (0-5) asks for the legacy logprobs object, ``echo`` for the prompt before the completion (and its
+    tokens in ``logprobs``); ``max_tokens`` 0 with ``echo`` scores the prompt without generating."""
+    prompt: str | Annotated[list[str], Field(min_length=1, max_length=MAX_BATCH_INPUTS)] | TokenIds | Annotated[
+        list[TokenIds], Field(min_length=1, max_length=MAX_BATCH_INPUTS)]
+    max_tokens: Annotated[StrictInt, Field(ge=0, le=MAX_GENERATION_TOKENS)] | None = None
+    echo: StrictBool | None = False
+    logprobs: Annotated[StrictInt, Field(ge=0, le=MAX_LOGPROBS)] | None = None
     best_of: Annotated[StrictInt, Field(ge=1, le=1)] | None = None  # only the default: one candidate each
     suffix: Annotated[str | None, unsupported("suffix (insertion) is")] = None
 
@@ -130,10 +142,19 @@ class CompletionRequest(Sampling):
     def _bounded(self):
         if len(self.prompts()) * (self.n or 1) > MAX_PROMPT_CHOICES:
             raise ValueError(f"prompts × n may be at most {MAX_PROMPT_CHOICES} generations in one request")
+        if self.max_tokens == 0 and not self.echo:  # raised as is (not a ValueError): it names its field
+            raise APIError(400, "Invalid 'max_tokens': 0 generates nothing; it is allowed with echo: true only "
+                           "(to score the prompt).", "invalid_value", "max_tokens")
         return self
 
-    def prompts(self) -> list[str]:
-        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+    def prompts(self) -> list[str | list[int]]:
+        """One entry per prompt: its text, or its token ids."""
+        if isinstance(self.prompt, str) or (self.prompt and isinstance(self.prompt[0], int)):
+            return [self.prompt]
+        return list(self.prompt)
+
+    def params(self) -> dict[str, Any]:
+        return super().params() | {"echo": bool(self.echo), "logprobs": self.logprobs}
 
 
 class ClassificationRequest(Body):
@@ -217,6 +238,7 @@ class EvaluationRequest(Body):
     max_examples: Annotated[StrictInt, Field(ge=1, le=100_000)] | None = None
     max_new_tokens: Annotated[StrictInt, Field(ge=1, le=MAX_GENERATION_TOKENS)] | None = None
     baselines: StrictBool | None = None
+    against: Annotated[list[ModelName], Field(max_length=4)] | None = None  # runs or models, one more system each
 
 
 class ExportRequest(Body):

@@ -63,7 +63,7 @@ async def _completion(request: Request, models: ModelServer, log: RequestLog, bo
     messages = body.conversation() if chat else None
     prompt = None if chat else body.prompts()
     record = partial(log.record, completion_id, body.model, "chat" if chat else "completion", started=started,
-                     inputs=[last_user_text(messages) if chat else prompt[0]])
+                     inputs=[last_user_text(messages) if chat else _logged(prompt[0])])
     request.state.record = record  # what the error handlers log a failure with
     completion = Completion(completion_id, created, body.model, chat)
     if body.stream:
@@ -85,6 +85,10 @@ async def _streamed(models: ModelServer, body, messages: list[dict] | None, prom
     params = body.params()
     if params["n"] != 1:
         raise APIError(400, "Streaming supports n=1 only.", "invalid_value", "n")
+    for field in ("logprobs", "echo"):  # lm-evaluation-harness and OpenAI's SDK score without streaming
+        if not completion.chat and params[field] not in (None, False):
+            raise APIError(400, f"Streaming does not support {field}; send the request with stream: false.",
+                           "invalid_value", field)
     if not completion.chat and len(prompt) != 1:
         raise APIError(400, "Streaming supports one prompt only.", "invalid_value", "prompt")
     stream = await run_in_threadpool(models.stream, body.model, messages, None if completion.chat else prompt[0], params)
@@ -92,15 +96,21 @@ async def _streamed(models: ModelServer, body, messages: list[dict] | None, prom
     return StreamingResponse(completion_events(stream, completion, record, usage), media_type="text/event-stream")
 
 
+def _logged(prompt: str | list[int]) -> str:
+    return prompt if isinstance(prompt, str) else f"<{len(prompt)} token ids> {prompt[:64]}"
+
+
 def _completion_object(result: dict, completion: Completion) -> dict:
-    """The answer to a blocking completion: one choice per text, with the token counts."""
+    """The answer to a blocking completion: one choice per text, with the token counts (and, for a
+    text completion that asked for them, OpenAI's legacy logprobs)."""
     choices = []
+    logprobs = result.get("logprobs") or [None] * len(result["texts"])
     for i, (text, reason) in enumerate(zip(result["texts"], result["finish_reasons"])):
         if completion.chat:
             choices.append({"index": i, "message": {"role": "assistant", "content": text, "refusal": None},
                             "finish_reason": reason, "logprobs": None})
         else:
-            choices.append({"index": i, "text": text, "finish_reason": reason, "logprobs": None})
+            choices.append({"index": i, "text": text, "finish_reason": reason, "logprobs": logprobs[i]})
     completion_tokens = sum(result["completion_tokens"])
     return {"id": completion.id, "object": "chat.completion" if completion.chat else "text_completion",
             "created": completion.created, "model": completion.model, "choices": choices, "system_fingerprint": None,
