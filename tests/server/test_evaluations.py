@@ -47,19 +47,22 @@ def test_a_command_line_run_is_listed_served_evaluated_and_compared(client, work
 
     test_file = upload(client, write_jsonl(tmp_path / "held-out.jsonl", chat_records(6, seed=2)))
     started = client.post(f"/v1/tunesmith/runs/{run.id}/evaluation",
-                          json={"data_file": test_file["id"], "samples": 2, "baselines": False})
+                          json={"data_file": test_file["id"], "samples": 2, "baselines": False,
+                                "against": [str(tiny_model_dir)]})
     assert started.status_code == 200, started.text
     assert started.json()["task"]["status"] == "running"
     again = client.post(f"/v1/tunesmith/runs/{run.id}/evaluation", json={"data_file": test_file["id"]})
     assert again.status_code == 409  # one evaluation of a run at a time
 
-    found = wait_for_evaluation(client, run.id)
+    found = wait_for_evaluation(client, run.id, timeout=420)  # three systems (the base, --against, the run)
     assert found["task"]["status"] == "succeeded", "\n".join(found["task"]["log"])
     assert found["task"]["data_filename"] == "held-out.jsonl"
     report = found["report"]
-    assert report["examples"] == 6 and set(report["metrics"]) == {"base", "tuned"} and len(report["samples"]) == 2
+    assert report["examples"] == 6 and len(report["samples"]) == 2
+    assert set(report["metrics"]) == {"base", f"against:{tiny_model_dir}", "tuned"}  # "against" over HTTP too
+    assert [c["other_key"] for c in report["paired"]["comparisons"]] == ["base", f"against:{tiny_model_dir}"]
     page = client.get(f"/v1/tunesmith/runs/{run.id}/evaluation/report.html")
-    assert page.status_code == 200 and "Metrics side by side" in page.text
+    assert page.status_code == 200 and "Metrics side by side" in page.text and "Which examples changed" in page.text
     assert "default-src 'none'" in page.headers["content-security-policy"]
 
     listed = client.get("/v1/tunesmith/runs").json()["data"][0]
@@ -77,6 +80,9 @@ def test_evaluation_refuses_unfinished_unknown_and_path_runs(client, workspace, 
     run.update_info(status="succeeded")
     bad = client.post(f"/v1/tunesmith/runs/{run.id}/evaluation", json={"samples": -1})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "samples"
+    unknown = client.post(f"/v1/tunesmith/runs/{run.id}/evaluation", json={"against": ["no-such-model"]})
+    assert unknown.status_code == 400 and unknown.json()["error"]["param"] == "against"
+    assert "unknown model 'no-such-model'" in unknown.json()["error"]["message"]
     assert client.get("/v1/tunesmith/compare").status_code == 400
 
 

@@ -21,12 +21,13 @@ from sqlalchemy import select
 
 from tunesmith.config import load_config
 from tunesmith.data.validate import validate_file
-from tunesmith.errors import APIError, RunNotFound, not_found
+from tunesmith.errors import APIError, RunNotFound, TunesmithError, not_found
 from tunesmith.eval.compare import comparison, run_row
 from tunesmith.files import write_json_atomic
 from tunesmith.jobs.db import Database, JobRow
 from tunesmith.jobs.files import FileStore
-from tunesmith.runs import Run, all_runs, find_run
+from tunesmith.models.store import resolve_model
+from tunesmith.runs import Run, all_runs, find_run, is_run_ref
 from tunesmith.workspace import Workspace
 
 LOG_TAIL_LINES = 40
@@ -68,14 +69,15 @@ def report_html(workspace: Workspace, run_id: str) -> str:
 
 def start(workspace: Workspace, files: FileStore, run_id: str, body: dict[str, Any]) -> dict[str, Any]:
     """Start ``tunesmith eval`` on a finished run: on an uploaded file (``data_file``) or the
-    run's own ``data.test``; ``max_examples``, ``samples`` and ``baselines`` as on the command line."""
+    run's own ``data.test``; ``max_examples``, ``samples``, ``baselines`` and ``against`` as on the command line."""
     run = _run(workspace, run_id)
     if run.info().get("status") != "succeeded":
         raise APIError(409, f"run {run.id} has not finished training (status {run.info().get('status')}).",
                        "invalid_state", None)
     if _task_state(run)["status"] == "running":
         raise APIError(409, f"an evaluation of {run.id} is already running.", "invalid_state", None)
-    command = [sys.executable, "-m", "tunesmith", "eval", run.id, *_eval_options(files, body)]
+    command = [sys.executable, "-m", "tunesmith", "eval", run.id, *_eval_options(files, body),
+               *_against_options(workspace, body.get("against") or [])]
     run.eval_dir.mkdir(parents=True, exist_ok=True)
     data_file = body.get("data_file")
     task = {"command": command[3:], "data_file": data_file,
@@ -115,6 +117,20 @@ def _eval_options(files: FileStore, body: dict[str, Any]) -> list[str]:
             options += [flag, str(value)]
     if body.get("baselines") is False:
         options.append("--no-baselines")
+    return options
+
+
+def _against_options(workspace: Workspace, against: list[str]) -> list[str]:
+    """``--against`` for each name, each a run of this home or a model tunesmith can load (an
+    unknown one is a 400 here, not a failed evaluation later)."""
+    options: list[str] = []
+    for target in against:
+        if not is_run_ref(target, workspace):
+            try:
+                resolve_model(target, workspace)
+            except TunesmithError as e:
+                raise APIError(400, f"against: {e}", "invalid_value", "against") from None
+        options += ["--against", target]
     return options
 
 
