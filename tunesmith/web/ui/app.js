@@ -539,6 +539,7 @@ async function evalPage(runId) {
   const maxExamples = el("input", { type: "number", id: "eval-max-examples", min: 1, placeholder: "all" });
   const samples = el("input", { type: "number", id: "eval-samples", min: 0, value: 3 });
   const baselines = el("input", { type: "checkbox", id: "eval-baselines", checked: true });
+  const against = el("input", { type: "text", id: "eval-against", placeholder: "run or model ids, comma-separated" });
   const message = el("p", { class: "error", role: "alert", id: "eval-error" });
   const taskPanel = el("div", { id: "eval-task" });
   const reportPanel = el("div", { id: "eval-report" });
@@ -549,6 +550,8 @@ async function evalPage(runId) {
       message.textContent = "";
       const body = { data_file: dataSelect.value || undefined, samples: Number(samples.value), baselines: baselines.checked,
         max_examples: maxExamples.value ? Number(maxExamples.value) : undefined };
+      const others = against.value.split(",").map((v) => v.trim()).filter(Boolean);
+      if (others.length) body.against = others;  // tunesmith eval --against: one more system each
       try {
         await api(`/v1/tunesmith/runs/${runId}/evaluation`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
         const route = location.hash;
@@ -559,7 +562,8 @@ async function evalPage(runId) {
   }, el("div", { class: "row" }, el("label", { for: "eval-data" }, "held-out data"), dataSelect),
   el("div", { class: "row" }, el("label", { for: "eval-max-examples" }, "examples"), maxExamples,
     el("label", { for: "eval-samples" }, "sample outputs"), samples, el("label", {}, baselines, " baselines")),
-  el("p", { class: "help" }, "Runs tunesmith eval in the background: the base model (plain and few-shot) for chat runs; majority class, TF-IDF and the prompted LLM for classifiers; the starting point for preference runs."),
+  el("div", { class: "row" }, el("label", { for: "eval-against" }, "also compare against"), against),
+  el("p", { class: "help" }, "Runs tunesmith eval in the background: the base model (plain and few-shot) for chat runs; majority class, TF-IDF and the prompted LLM for classifiers; the starting point for preference runs. The report lists, for each of them, the examples the fine-tune won, lost (first) and tied, with a paired significance test."),
   el("p", {}, start), message);
   const draw = async () => {
     const found = await api(`/v1/tunesmith/runs/${runId}/evaluation`);
