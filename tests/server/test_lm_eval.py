@@ -162,3 +162,24 @@ def test_lm_eval_local_completions_matches_tunesmiths_own_scoring(app, loaded, t
         mine = ours["items"][sample["doc_id"]]["logprobs"]
         theirs = [float(r[0]) for r in sample["filtered_resps"]]
         assert theirs == pytest.approx(mine, abs=1e-3)
+
+
+def test_tunesmith_eval_lm_eval_runs_a_local_task_on_a_model(home, loaded, tmp_path):
+    """``tunesmith eval --lm-eval`` (eval/lm_eval.py): lm-eval's own ``hf`` model on the model
+    tunesmith loads, the tokenizer from its local directory; the same accuracy as tunesmith's scoring."""
+    pytest.importorskip("lm_eval")
+    from tunesmith.errors import ConfigError
+    from tunesmith.eval import multiple_choice
+    from tunesmith.eval.lm_eval import run_lm_eval
+
+    items = [{"question": f"Is {i} even?", "choices": ["yes", "no"], "answer": i % 2} for i in range(10)]
+    items_path = tmp_path / "items.jsonl"
+    items_path.write_text("".join(json.dumps(item) + "\n" for item in items))
+    task = write_task(tmp_path, items_path)
+    result = run_lm_eval("tiny-chat", home, task, include=tmp_path, limit=8, log=lambda m: None)
+    ours = multiple_choice.score(loaded, multiple_choice.read_items(items_path)[:8])
+    assert result["tasks"][task]["acc"] == pytest.approx(ours["acc"])
+    with pytest.raises(ConfigError, match="unknown lm-eval task"):
+        run_lm_eval("tiny-chat", home, "no_such_task_here", include=tmp_path)
+    with pytest.raises(ConfigError, match="not a directory"):
+        run_lm_eval("tiny-chat", home, task, include=tmp_path / "missing")

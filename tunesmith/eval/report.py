@@ -93,6 +93,15 @@ def judge_lines(report: dict[str, Any]) -> list[str]:
     return [line for comparison in report["judge"]["comparisons"] for line in comparison["lines"]]
 
 
+def lm_eval_rows(report: dict[str, Any]) -> list[list[str]]:
+    """lm-evaluation-harness's metrics (``tunesmith eval --lm-eval``, eval/lm_eval.py): task, metric, value."""
+    return [[task, metric, f"{value:.4f}"] for task, metrics in report["lm_eval"]["tasks"].items()
+            for metric, value in metrics.items()]
+
+
+LM_EVAL_HEADER = ["task", "metric", "value"]
+
+
 def to_markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# Evaluation of `{report['run_id']}`",
@@ -111,6 +120,9 @@ def to_markdown(report: dict[str, Any]) -> str:
     lines += paired_report.markdown_lines(report.get("paired"))
     if report.get("judge"):
         lines += ["", "## LLM judge", ""] + [f"{line}  " for line in judge_lines(report)]
+    if report.get("lm_eval"):  # eval/lm_eval.py
+        lines += ["", f"## lm-evaluation-harness ({report['lm_eval']['model']})", "",
+                  *markdown_table(LM_EVAL_HEADER, lm_eval_rows(report))]
     lines += ["", "## Samples", ""]
     for i, sample in enumerate(report["samples"], 1):
         lines += [f"### {i}. {_one_line(sample['prompt'])}", "",
@@ -144,6 +156,8 @@ def to_html(report: dict[str, Any]) -> str:
         sections.append(("LLM judge", "".join(html.paragraph(line.replace("`", "")) for line in judge_lines(report))))
     if report.get("forgetting"):
         sections.append(("Forgetting: general data", html.table(FORGETTING_HEADER, forgetting_rows(report))))
+    if report.get("lm_eval"):  # eval/lm_eval.py
+        sections.append(("lm-evaluation-harness", html.table(LM_EVAL_HEADER, lm_eval_rows(report))))
     return html.page(f"Evaluation: {report['run_id']}", sections + [("Samples", samples), ("Time", timing)], subtitle)
 
 
