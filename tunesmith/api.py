@@ -237,6 +237,29 @@ def _reviews(ws: Workspace) -> list[dict[str, Any]]:
     return list_items(Database.for_workspace(ws), None)
 
 
+def distill(teacher: str, prompts: str | Path, teacher_base_url: str | None = None,
+            teacher_key_env: str = "OPENAI_API_KEY", student: str | None = None, recipe: str | Path | None = None,
+            held_out: float = 0.1, requests_per_minute: float | None = None, max_tokens: int = 256,
+            judge: str | None = None, out: str | Path | None = None, resume: bool = False,
+            overrides: Sequence[str] = (), concurrency: int = 4, workspace: Workspace | None = None, progress=None,
+            log: Log = print, console=None) -> dict[str, Any]:
+    """Distil ``teacher`` (a model tunesmith loads, or one at ``teacher_base_url``: OpenAI, tunesmith
+    serve, vLLM…) into ``student`` (default SmolLM2-135M-Instruct, LoRA; ``recipe`` YAML overrides):
+    its answers to ``prompts`` kept in ``answers.jsonl`` (resumable), cleaned, trained on, and the
+    student before and after compared with the teacher on ``held_out`` prompts (a share or a count).
+    ``concurrency``: requests in flight at once to an endpoint.
+    Writes distill.json / distill.md to ``out`` (default ``<home>/distill/<time>``)."""
+    import time
+
+    from tunesmith.distill.distill import Options, Teacher, distill as _distill
+
+    ws = _ws(workspace)
+    directory = Path(out) if out else ws.home / "distill" / time.strftime("%Y%m%d-%H%M%S")
+    options = Options(student, recipe, held_out, max_tokens, judge, tuple(overrides))
+    return _distill(prompts, Teacher(teacher, teacher_base_url, teacher_key_env, requests_per_minute, concurrency), directory, ws,
+                    options, resume, progress, log, console)
+
+
 def export(run: str, format: str = "merged", quant: str | None = None, output: str | Path | None = None,
            data: str | Path | None = None, min_identical: float = 0.95, max_drop: float = 0.02,
            parity_examples: int | None = 200, check: bool = True, force: bool = False,

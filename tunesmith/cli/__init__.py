@@ -357,6 +357,33 @@ def compare(runs: List[str] = typer.Argument(..., help="Run ids or directories."
 
 
 @app.command()
+def distill(teacher: str = typer.Option(..., "--teacher", help="The teacher: a model or run tunesmith loads, or a model name at --teacher-base-url (e.g. ft:gpt-4o-mini:org::id)."),
+            prompts: Path = typer.Option(..., "--prompts", help="JSONL of prompts: {\"messages\": [...]} (a last assistant turn or final_answer is the reference) or {\"prompt\": \"...\"}; a label field stratifies the held-out split."),
+            teacher_base_url: Optional[str] = typer.Option(None, "--teacher-base-url", help="An OpenAI-compatible endpoint (…/v1) serving the teacher."),
+            teacher_key_env: str = typer.Option("OPENAI_API_KEY", "--teacher-key-env", help="Environment variable holding the endpoint's key."),
+            student: Optional[str] = typer.Option(None, "--student", help="The model to train (default: the recipe's, else smollm2-135m-instruct)."),
+            recipe: Optional[Path] = typer.Option(None, "--recipe", help="An sft YAML recipe for the student (its data is replaced by the teacher's answers)."),
+            held_out: float = typer.Option(0.1, "--held-out", min=0, help="Prompts held out for the comparison: a share (< 1) or a count."),
+            requests_per_minute: Optional[float] = typer.Option(None, "--requests-per-minute", min=0.01, help="Pace the teacher's requests."),
+            max_tokens: int = typer.Option(256, "--max-tokens", min=1, help="Longest answer asked of the teacher and the student."),
+            concurrency: int = typer.Option(4, "--concurrency", min=1, help="Requests in flight at once to --teacher-base-url (a batching server answers several for about the price of one)."),
+            judge: Optional[str] = typer.Option(None, "--judge", help="Also have this model judge the student's answers against the teacher's (positions swapped)."),
+            set_: List[str] = typer.Option([], "--set", help="Override a training setting of the student: key=value."),
+            output: Optional[Path] = typer.Option(None, "--output", "-o", help="Directory for answers.jsonl, the data and distill.json/.md (default: <home>/distill/<time>)."),
+            resume: bool = typer.Option(False, "--resume", help="Continue a distillation in -o: ask only the prompts without a kept answer."),
+            as_json: bool = typer.Option(False, "--json", help="Print the JSON report.")):
+    """Distil a teacher (a hosted fine-tune, any served model) into an open student: answers kept, cleaned, trained on, compared."""
+    with render.answer_progress(err, "teacher answers") as progress:
+        report = api.distill(teacher, prompts, teacher_base_url, teacher_key_env, student, recipe, held_out,
+                             requests_per_minute, max_tokens, judge, output, resume, set_, concurrency, progress=progress,
+                             log=lambda m: err.print(m, highlight=False), console=err)
+    if as_json:
+        out.print_json(data=report)
+    else:
+        render.print_distill(out, report)
+
+
+@app.command()
 def export(run: str = typer.Argument(..., help="Run id or directory."),
            format: str = typer.Option("merged", "--format", "-f", help="merged (a Hugging Face directory, adapter merged), gguf (llama.cpp, LM Studio), ollama (GGUF + Modelfile), gguf-adapter (the LoRA as a GGUF adapter, with its GGUF base); classifiers: merged or onnx."),
            quant: Optional[str] = typer.Option(None, "--quant", "-q", help="GGUF quantisation: f16, q8_0 (default) or q4_k_m."),

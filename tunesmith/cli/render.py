@@ -441,3 +441,39 @@ def print_parity(console: Console, report: dict[str, Any] | None) -> None:
                       f"  export:  {difference['export'][:80]!r}", highlight=False, markup=False)
     console.print("parity: " + ("passed" if report["passed"] else "FAILED: " + "; ".join(report["failures"])),
                   highlight=False, markup=False)
+
+# ── distillation ────────────────────────────────────────────────────────────────────────────
+@contextmanager
+def answer_progress(console: Console, label: str):
+    """A bar of answers kept out of prompts on a terminal (silent otherwise); yields (done, total) → None."""
+    if not console.is_terminal:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as progress:
+        task = progress.add_task(label, total=None)
+        yield lambda done, total: progress.update(task, completed=done, total=total)
+
+
+def print_distill(console: Console, report: dict[str, Any]) -> None:
+    table = Table(title=f"{report['teacher']} → {report['student']} ({report['held_out_prompts']} held-out prompts)")
+    for column in ("system", "agrees with teacher", "ROUGE-L vs teacher", "task exact match"):
+        table.add_column(column, justify="left" if column == "system" else "right")
+    for name in ("student_before", "student_after", "teacher"):
+        row = report["metrics"].get(name)
+        if row:
+            table.add_row(name.replace("_", " "), *(_share(row.get(k)) for k in ("agreement_exact",)),
+                          "-" if row.get("agreement_rouge_l") is None else f"{row['agreement_rouge_l']:.3f}",
+                          _share(row.get("task_exact_match")))
+    cleaning = report["cleaning"]
+    table.caption = (f"run {report['run']}; {report['answers']} teacher answers, {cleaning['kept']} trained on "
+                     f"({cleaning['removed']} set aside by cleaning: {cleaning['removed_by_reason'] or 'none'})")
+    console.print(table)
+    for line in (report.get("judge") or {}).get("lines", []):
+        console.print(f"judge: {line}", highlight=False)
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
