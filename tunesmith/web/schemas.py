@@ -241,6 +241,17 @@ class EvaluationRequest(Body):
     against: Annotated[list[ModelName], Field(max_length=4)] | None = None  # runs or models, one more system each
 
 
+class DistillationRequest(Body):
+    teacher: ModelName  # a model tunesmith loads, or a model name at teacher_base_url
+    prompts_file: FileId
+    teacher_base_url: Annotated[str, Field(min_length=1, max_length=2048, pattern=r"^https?://")] | None = None
+    teacher_api_key: Annotated[str, Field(max_length=4096)] | None = None  # to the child's environment only
+    student: ModelName | None = None
+    held_out: Annotated[Number, Field(gt=0, le=100_000)] | None = None  # a share (< 1) or a count
+    max_tokens: Annotated[StrictInt, Field(ge=1, le=MAX_GENERATION_TOKENS)] | None = None
+    requests_per_minute: Annotated[Number, Field(gt=0, le=100_000)] | None = None
+
+
 class ExportRequest(Body):
     # Names only here; which format fits the run and which quantisations exist is checked in
     # jobs/exports.py against tunesmith.exports, so the list is written down once.

@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse
 
 from tunesmith.config import recipe_schema as schema_of
 from tunesmith.errors import APIError
-from tunesmith.jobs import evaluations, exports, feedback
+from tunesmith.jobs import distillations, evaluations, exports, feedback
 from tunesmith.web import schemas
 from tunesmith.web.bodies import JSONBody
 from tunesmith.web.deps import DatabaseDep, FilesDep, WorkspaceDep, principal
@@ -25,6 +25,7 @@ FeedbackBody = Annotated[schemas.FeedbackRequest, Depends(JSONBody(schemas.Feedb
 FeedbackUpdateBody = Annotated[schemas.FeedbackUpdate, Depends(JSONBody(schemas.FeedbackUpdate))]
 EvaluationBody = Annotated[schemas.EvaluationRequest, Depends(JSONBody(schemas.EvaluationRequest))]
 ExportBody = Annotated[schemas.ExportRequest, Depends(JSONBody(schemas.ExportRequest))]
+DistillationBody = Annotated[schemas.DistillationRequest, Depends(JSONBody(schemas.DistillationRequest))]
 # Shown in a sandboxed frame by the UI; the page has no scripts and loads nothing.
 REPORT_POLICY = {"Content-Security-Policy": "default-src 'none'; img-src data:; style-src 'unsafe-inline'"}
 
@@ -97,6 +98,22 @@ def export_text(run_id: str, name: str, filename: str, workspace: WorkspaceDep):
 @router.get("/v1/tunesmith/compare")
 def compare_runs(workspace: WorkspaceDep, runs: Annotated[list[str], Query(max_length=50)] = []):  # noqa: B006 - FastAPI copies defaults
     return evaluations.compare(workspace, runs)
+
+
+# ── distillations (jobs/distillations.py) ─────────────────────────────────────────────────
+@router.post("/v1/tunesmith/distillations", openapi_extra=schemas.openapi_body(schemas.DistillationRequest))
+async def start_distillation(body: DistillationBody, workspace: WorkspaceDep, files: FilesDep):
+    return await run_in_threadpool(distillations.start, workspace, files, body.model_dump(exclude_unset=True))
+
+
+@router.get("/v1/tunesmith/distillations")
+def list_distillations(workspace: WorkspaceDep):
+    return page(distillations.list_all(workspace), False)
+
+
+@router.get("/v1/tunesmith/distillations/{distillation_id}")
+def retrieve_distillation(distillation_id: str, workspace: WorkspaceDep):
+    return distillations.retrieve(workspace, distillation_id)
 
 
 # ── recipes ────────────────────────────────────────────────────────────────────────────────
