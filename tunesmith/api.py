@@ -118,6 +118,24 @@ def resume(run: str, workspace: Workspace | None = None, console=None, callbacks
     return launch.resume(run, _ws(workspace), console, callbacks, distributed)
 
 
+def estimate(config: RecipeConfig | str | Path, overrides: list[str] | None = None,
+             workspace: Workspace | None = None, probe_steps: int | None = None, timeout: float | None = None):
+    """A pre-flight estimate of a training run (peak RAM / GPU memory, tokens, steps, time per
+    epoch, checkpoint disk), measured by a few real steps of its recipe in a child process."""
+    from tunesmith.training import estimate as preflight
+
+    if not isinstance(config, (SFTConfig, ClassifyConfig, PreferenceConfig)):
+        config = load_config(config, overrides)
+    return preflight.estimate(config, _ws(workspace), probe_steps or preflight.DEFAULT_PROBE_STEPS, timeout)
+
+
+def check_fits(estimate, force: bool = False) -> None:
+    """Refuse (ResourceError, with the numbers) an estimate that exceeds the free memory, unless forced."""
+    from tunesmith.training import estimate as preflight
+
+    preflight.check_fits(estimate, force)
+
+
 def tune(config: RecipeConfig | str | Path | None, trials: int = 10, search: str | Path | None = None,
          storage: str | None = None, workers: int = 1, study: str | None = None, overrides: list[str] | None = None,
          join: str | None = None, threads: int | None = None, worker_index: int | None = None, write_report: bool = True,
@@ -207,6 +225,22 @@ def evaluate(run: str, data: str | Path | None = None, max_examples: int | None 
                           against=tuple(against),
                           judge=JudgeSpec(judge, judge_base_url, judge_key_env, rubric) if judge else None)
     return _evaluate(run, _ws(workspace), data, options, log, forgetting, general_data)
+
+
+def lm_eval(target: str, tasks: str | Sequence[str], include: str | Path | None = None, limit: int | None = None,
+            batch_size: int = 8, report: dict[str, Any] | None = None, workspace: Workspace | None = None,
+            log: Log = print) -> dict[str, Any]:
+    """lm-evaluation-harness ``tasks`` (comma-separated names) on a run or model (eval/lm_eval.py);
+    custom tasks from ``include`` (a directory of task YAMLs). With ``report`` (``evaluate``'s), its
+    metrics join that report as its ``lm_eval`` section and the report files are written again."""
+    from tunesmith.eval import report as report_files
+    from tunesmith.eval.lm_eval import run_lm_eval
+
+    result = run_lm_eval(target, _ws(workspace), tasks, Path(include) if include else None, limit, batch_size, log)
+    if report is not None and report.get("report_files"):
+        report["lm_eval"] = result
+        report["report_files"] = report_files.write(report, Path(next(iter(report["report_files"].values()))).parent)
+    return result
 
 
 def judge(a: str | Path, b: str | Path, model: str, rubric: str | Path | None = None, base_url: str | None = None,

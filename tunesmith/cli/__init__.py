@@ -166,9 +166,25 @@ def train(config: Optional[Path] = typer.Argument(None, help="YAML recipe (see e
           nnodes: int = typer.Option(1, "--nnodes", min=1, help="Machines taking part (each runs this same command)."),
           node_rank: Optional[int] = typer.Option(None, "--node-rank", min=0, help="This machine's rank (default: assigned at rendezvous)."),
           rdzv_endpoint: Optional[str] = typer.Option(None, "--rdzv-endpoint", help="HOST:PORT where the machines meet (several machines)."),
-          run_id: Optional[str] = typer.Option(None, "--run-id", help="Run id to create (required with several machines: the same on each).")):
+          run_id: Optional[str] = typer.Option(None, "--run-id", help="Run id to create (required with several machines: the same on each)."),
+          dry_run: bool = typer.Option(False, "--dry-run", help="Only estimate: peak RAM (GPU memory on CUDA), tokens, steps, time per epoch, checkpoint disk, from a few real steps; no run is created."),
+          preflight: bool = typer.Option(False, "--preflight", help="Estimate first (as --dry-run) and refuse to start when the run would not fit in free memory."),
+          force: bool = typer.Option(False, "--force", help="With --dry-run/--preflight: do not refuse a run that exceeds the free memory."),
+          probe_steps: int = typer.Option(4, "--probe-steps", min=2, help="With --dry-run/--preflight: optimizer steps the estimate runs (the first is warm-up)."),
+          as_json: bool = typer.Option(False, "--json", help="With --dry-run: print the estimate as JSON.")):
     """Fine-tune a model (LoRA or full): chat / instruction SFT, or text classification (recipe: classify)."""
     distributed = api.Distributed(nproc, nnodes, node_rank, rdzv_endpoint, run_id)
+    if (dry_run or preflight) and not config:
+        raise TunesmithError("--dry-run / --preflight estimate a CONFIG file; give one")
+    if dry_run or preflight:
+        estimate = api.estimate(config, overrides=set_, probe_steps=probe_steps)
+        if as_json and dry_run:
+            out.print_json(data=estimate.to_dict())
+        else:
+            (out if dry_run else err).print(render.estimate_table(estimate))
+        api.check_fits(estimate, force)
+        if dry_run:
+            return
     if resume:
         result = api.resume(resume, console=err, distributed=distributed)
     elif config:
@@ -311,12 +327,18 @@ def eval_(run: str = typer.Argument(..., help="Run id or directory."),
           rubric: Optional[Path] = typer.Option(None, "--rubric", help="With --judge: score each answer on this rubric (YAML or Markdown) instead."),
           judge_base_url: Optional[str] = typer.Option(None, "--judge-base-url", help="An OpenAI-compatible endpoint (…/v1) serving the judge."),
           judge_key_env: str = typer.Option("OPENAI_API_KEY", "--judge-key-env", help="Environment variable holding the judge endpoint's key."),
+          lm_eval_tasks: Optional[str] = typer.Option(None, "--lm-eval", help="Also run lm-evaluation-harness tasks on the run (comma-separated names). Custom tasks from local YAMLs (--lm-eval-include; dataset_path: json + data_files) run offline; most stock tasks (hellaswag, arc_easy, mmlu ...) download their dataset from the Hugging Face hub."),
+          lm_eval_include: Optional[Path] = typer.Option(None, "--lm-eval-include", help="A directory of lm-eval task YAMLs (e.g. examples/lm-eval)."),
+          lm_eval_limit: Optional[int] = typer.Option(None, "--lm-eval-limit", min=1, help="Only the first N documents of each lm-eval task."),
           as_json: bool = typer.Option(False, "--json", help="Print the JSON report.")):
     """Evaluate a run beside its baselines on held-out data; writes HTML, Markdown and JSON reports."""
     report = api.evaluate(run, data, max_examples, max_new_tokens, batch_size, samples, few_shot, baselines, llm,
                           llm_examples, log=lambda m: err.print(m, highlight=False), forgetting=forgetting,
                           general_data=general_data, against=against, judge=judge, rubric=rubric,
                           judge_base_url=judge_base_url, judge_key_env=judge_key_env)
+    if lm_eval_tasks:  # eval/lm_eval.py: its metrics join the report (and its files)
+        api.lm_eval(run, lm_eval_tasks, lm_eval_include, lm_eval_limit, batch_size, report=report,
+                    log=lambda m: err.print(m, highlight=False))
     if as_json:
         out.print_json(data=report)
     else:

@@ -130,6 +130,35 @@ def summary_table(summary: dict[str, Any]) -> Table:
     return table
 
 
+def estimate_table(estimate) -> Table:
+    """`tunesmith train --dry-run`: the pre-flight estimate (training/estimate.py)."""
+    e = estimate
+
+    def size(n):
+        return "-" if n is None else f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+    def span(seconds):
+        return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+    table = Table(title=f"estimate: {e.recipe} / {e.method} on {e.device}", show_header=False)
+    rows = [
+        ("peak RAM (RSS)", f"{size(e.peak_rss_bytes)}  (free now {size(e.free_ram_bytes)})"),
+        ("peak GPU memory", "-" if e.peak_gpu_bytes is None else f"{size(e.peak_gpu_bytes)}  (free now {size(e.free_gpu_bytes)})"),
+        ("training examples", str(e.train_examples)),
+        ("tokens per epoch", f"{e.tokens_per_epoch:,}  ({e.padded_tokens_per_epoch:,} with padding; longest example {e.longest_example_tokens})"),
+        ("optimizer steps", f"{e.steps_per_epoch} per epoch, {e.total_steps} in all ({e.epochs:g} epochs)"),
+        ("time per step", f"{e.seconds_per_step:.2f} s (mean of {e.measured_steps} measured; warm-up excluded)"),
+        ("time per epoch", f"{span(e.seconds_per_epoch)}  (training {span(e.train_seconds_per_epoch)} + "
+                           f"{e.evals_per_epoch} evaluation(s) × {e.eval_seconds:.1f} s + {e.saves_per_epoch} save(s) × {e.save_seconds:.1f} s)"),
+        ("time in all", span(e.total_seconds)),
+        ("checkpoint disk", f"{size(e.disk_bytes)}  ({e.checkpoints_kept} kept × {size(e.checkpoint_bytes)} + final weights {size(e.final_weights_bytes)})"),
+        ("fits", "yes" if e.fits else "NO: " + "; ".join(e.problems())),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
+
+
 def runs_table(runs) -> Table:
     table = Table(title="runs")
     for column in ("id", "status", "base model", "method", "best val loss"):
@@ -223,10 +252,23 @@ def print_eval(console: Console, report: dict[str, Any]) -> None:
     _print_paired(console, report)
     for comparison in (report.get("judge") or {}).get("comparisons", []):  # eval --judge
         print_judge(console, comparison)
+    if report.get("lm_eval"):  # eval --lm-eval
+        print_lm_eval(console, report["lm_eval"])
     files = report.get("report_files", {})
     if files:
         console.print("reports: " + "  ".join(files[k] for k in ("html", "markdown", "json") if k in files),
                       highlight=False)
+
+
+def print_lm_eval(console: Console, result: dict[str, Any]) -> None:
+    """lm-evaluation-harness's metrics per task (eval/lm_eval.py)."""
+    table = Table(title=f"lm-evaluation-harness on {result['model']}" + (f" (limit {result['limit']})" if result.get("limit") else ""))
+    for column in ("task", "metric", "value"):
+        table.add_column(column)
+    for task, metrics in result["tasks"].items():
+        for metric, value in metrics.items():
+            table.add_row(task, metric, f"{value:.4f}")
+    console.print(table)
 
 
 def print_judge(console: Console, report: dict[str, Any]) -> None:
@@ -442,6 +484,7 @@ def print_parity(console: Console, report: dict[str, Any] | None) -> None:
     console.print("parity: " + ("passed" if report["passed"] else "FAILED: " + "; ".join(report["failures"])),
                   highlight=False, markup=False)
 
+
 # ── distillation ────────────────────────────────────────────────────────────────────────────
 @contextmanager
 def answer_progress(console: Console, label: str):
@@ -477,3 +520,4 @@ def print_distill(console: Console, report: dict[str, Any]) -> None:
 
 def _share(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
+
