@@ -108,3 +108,38 @@ def test_fine_tunes_of_one_base_requested_at_once_share_a_batch(tiny_model_dir, 
         assert text.strip() == alone[name].strip(), name
     assert len(server.slots) == 1 and server.status()["adapters_loaded"] == 2
     assert server.status()["generating"] == 0 and server.status()["admitted"] == 0
+
+
+def test_under_auto_a_request_for_logprobs_is_scored_by_transformers_where_llama_cpp_generates(
+        tiny_model_dir, workspace, monkeypatch):
+    """lm-eval's local-completions against a plain `tunesmith serve`: llama.cpp keeps generating,
+    the request that asks for token log-probabilities goes to a transformers copy of the model;
+    an engine chosen by name is kept (and refuses the request: a 400 naming logprobs)."""
+    from tunesmith.errors import APIError
+    from tunesmith.serving import model_server
+
+    class FakeLlama:  # what the llama.cpp engine offers: generation, no scoring
+        def __init__(self, tokenizer):
+            self.tokenizer, self.context_length, self.model = tokenizer, 2048, None
+
+    tokenizer = engine.load_model(engine.resolve_model(str(tiny_model_dir), workspace)).tokenizer
+    monkeypatch.setattr(model_server, "llama_cpp_installed", lambda: True)
+    monkeypatch.setattr(engines, "llama_cpp_installed", lambda: True)
+    for name in ("auto", "llama.cpp"):
+        server = _server(workspace, engine=name, directories={"local": tiny_model_dir})
+        llama = model_server.BaseSlot(FakeLlama(tokenizer))
+        monkeypatch.setattr(server.gguf, "found", lambda target: "model.gguf")
+        monkeypatch.setattr(server.gguf, "servable", lambda target: True)
+        monkeypatch.setattr(server, "_llama_slot", lambda target: (llama, None))
+        target = server.resolve("local")
+        assert server.engine_of(target) == "llama.cpp" and server.acquire(target)[0] is llama
+        scoring = {**PARAMS, "max_tokens": 0, "echo": True, "logprobs": 1}
+        if name == "auto":
+            assert server.acquire(target, scoring=True)[0] is not llama
+            result = server.complete("local", None, "Which colour is item 2?", scoring)
+            assert result["logprobs"][0]["token_logprobs"][0] is None and len(result["logprobs"][0]["tokens"]) > 2
+        else:
+            assert server.acquire(target, scoring=True)[0] is llama
+            with pytest.raises(APIError) as refused:
+                server.complete("local", None, "Which colour is item 2?", scoring)
+            assert refused.value.param == "logprobs" and "--engine transformers" in str(refused.value)

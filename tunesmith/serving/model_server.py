@@ -241,10 +241,18 @@ class ModelServer:
                 self.slots[key] = BaseSlot(VLLMEngine(model_dir, tokenizer, max_loras=self.max_adapters))
             return self.slots[key]
 
-    def acquire(self, target: Target) -> tuple[BaseSlot, Path | None]:
+    def acquire(self, target: Target, scoring: bool = False) -> tuple[BaseSlot, Path | None]:
         """(slot, adapter directory or None) for a target: the adapter a concurrent engine takes per
-        request (a GGUF file for llama.cpp), or the one the serial path activates."""
+        request (a GGUF file for llama.cpp), or the one the serial path activates.
+
+        ``scoring``: the request wants token log-probabilities, which only the transformers engines
+        give (models/scoring.py). Under ``--engine auto`` such a request goes to a transformers copy
+        of the model even when llama.cpp serves its generation — so that lm-eval's
+        ``local-completions`` works against a plain ``tunesmith serve``; an engine chosen by name
+        (``--engine llama.cpp``) is kept, and ``complete`` refuses the request with a 400."""
         chosen = self.engine_of(target)
+        if scoring and self.engine == "auto" and chosen == "llama.cpp":
+            chosen = "transformers"
         if chosen == "llama.cpp":
             found = self._llama_slot(target)
             if found is not None:
@@ -321,7 +329,7 @@ class ModelServer:
         tokens first in ``logprobs``, the first one's logprob null); ``max_tokens`` 0 with ``echo``
         scores the prompt and generates nothing (what lm-evaluation-harness asks for loglikelihoods)."""
         target = self.resolve(name)
-        slot, adapter = self.acquire(target)
+        slot, adapter = self.acquire(target, scoring=params.get("logprobs") is not None)
         tokenizer = slot.engine.tokenizer
         asked = "messages" if messages is not None else "prompt"
         if messages is not None:
@@ -331,7 +339,7 @@ class ModelServer:
         top_k, echo = params.get("logprobs"), bool(params.get("echo"))
         if top_k is not None and not hasattr(slot.engine, "score"):
             raise APIError(400, f"logprobs are not available on the {self.engine_of(target)} engine that serves "
-                           f"'{name}'; serve it with `tunesmith serve --engine transformers` to score tokens.",
+                           f"'{name}'; serve it with `tunesmith serve --engine transformers` (or auto) to score tokens.",
                            "invalid_value", "logprobs")
         if top_k is not None:
             _check_ids(tokenizer, prompts)
