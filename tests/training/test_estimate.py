@@ -42,7 +42,8 @@ def test_estimate_measures_tokens_steps_memory_time_and_disk(probed):
     assert est.seconds_per_step > 0 and est.train_seconds_per_epoch > 0
     assert est.evals_per_epoch == est.steps_per_epoch // 5 and est.eval_seconds > 0
     assert est.seconds_per_epoch >= est.train_seconds_per_epoch
-    assert est.total_seconds == pytest.approx(est.seconds_per_epoch * est.epochs, rel=0.01)
+    # both are rounded to 0.1 s: on a fast machine an epoch of the tiny model takes well under a second
+    assert est.total_seconds == pytest.approx(est.seconds_per_epoch * est.epochs, rel=0.01, abs=0.1 * est.epochs)
     assert est.peak_rss_bytes > 50 * 2**20 and est.peak_gpu_bytes is None
     assert est.checkpoint_bytes > est.final_weights_bytes > 0  # adapter + optimizer state + ...
     assert est.checkpoints_kept == min(config.training.save_total_limit, est.total_steps // 5)
