@@ -32,3 +32,16 @@ def sha256_file(path: str | Path) -> str:
         while block := f.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
+
+
+def process_alive(pid: int | None) -> bool:
+    """Whether a process with this id exists (one we may not signal counts: it exists)."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

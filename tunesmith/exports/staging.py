@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 from tunesmith.errors import ExportError
+from tunesmith.files import process_alive
 
 MB = 1024 * 1024
 
@@ -71,18 +72,10 @@ def _remove_abandoned(output: Path) -> None:
     """Staging directories of exports to ``output`` whose process is gone (killed half-way)."""
     for stale in output.parent.glob(f".{output.name}.partial-*"):
         pid = stale.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(stale, ignore_errors=True)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _publish(partial: Path, output: Path) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.errors import not_found
-from tunesmith.files import write_json_atomic
+from tunesmith.files import process_alive, write_json_atomic
 from tunesmith.jobs.files import FileStore
 from tunesmith.workspace import Workspace
 
@@ -86,7 +86,7 @@ def _task_state(distillation_id: str, directory: Path) -> dict[str, Any]:
         if child is not None and child.pid == task.get("pid"):
             code = child.poll()
             status = None if code is None else ("succeeded" if code == 0 else "failed")
-        elif _alive(task.get("pid")):
+        elif process_alive(task.get("pid")):
             status = None
         else:
             status = "succeeded" if (directory / "distill.json").exists() else "interrupted"
@@ -99,14 +99,3 @@ def _task_state(distillation_id: str, directory: Path) -> dict[str, Any]:
     return {k: v for k, v in task.items() if k != "pid"} | {"log": lines[-LOG_TAIL_LINES:]}
 
 
-# Kept as in jobs/evaluations.py (a little duplication rather than a shared helper of three users).
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

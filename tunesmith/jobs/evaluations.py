@@ -23,7 +23,7 @@ from tunesmith.config import load_config
 from tunesmith.data.validate import validate_file
 from tunesmith.errors import APIError, RunNotFound, TunesmithError, not_found
 from tunesmith.eval.compare import comparison, run_row
-from tunesmith.files import write_json_atomic
+from tunesmith.files import process_alive, write_json_atomic
 from tunesmith.jobs.db import Database, JobRow
 from tunesmith.jobs.files import FileStore
 from tunesmith.models.store import resolve_model
@@ -156,7 +156,7 @@ def _settle(run: Run, task: dict[str, Any], path: Path) -> dict[str, Any]:
             return task
         _children.pop(run.id, None)
         status = "succeeded" if code == 0 else "failed"
-    elif _alive(task.get("pid")):
+    elif process_alive(task.get("pid")):
         return task
     else:
         report = run.eval_dir / "report.json"
@@ -166,16 +166,6 @@ def _settle(run: Run, task: dict[str, Any], path: Path) -> dict[str, Any]:
     return task
 
 
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _run(workspace: Workspace, run_id: str) -> Run:

@@ -27,7 +27,7 @@ from typing import Any
 
 from tunesmith.errors import APIError, ExportError, ParityFailed, RunNotFound, not_found
 from tunesmith.exports import DEFAULT_QUANT, FORMATS, QUANTS, check_choice, formats_for
-from tunesmith.files import write_json_atomic
+from tunesmith.files import process_alive, write_json_atomic
 from tunesmith.runs import Run, find_run
 from tunesmith.workspace import Workspace
 
@@ -177,7 +177,7 @@ def _settle(run: Run, task: dict[str, Any], path: Path) -> dict[str, Any]:
             return task
         _children.pop(run.id, None)
         status = {0: "succeeded", PARITY_FAILED_EXIT: "parity_failed"}.get(code, "failed")
-    elif _alive(task.get("pid")):
+    elif process_alive(task.get("pid")):
         return task
     else:
         status = _outcome_on_disk(_exports_dir(run) / task["name"], task["started_at"])
@@ -204,17 +204,6 @@ def _result(folder: Path) -> dict[str, Any] | None:
     return {k: v for k, v in result.items() if k != "parity"} if isinstance(result, dict) else None
 
 
-# Kept as in jobs/evaluations.py (a little duplication rather than a shared helper of two users).
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _run(workspace: Workspace, run_id: str) -> Run:
