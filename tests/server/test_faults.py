@@ -246,10 +246,11 @@ def test_two_workers_and_a_save_longer_than_the_lease_run_the_job_once(workspace
     from tunesmith.training import callbacks
 
     mark_complete = callbacks.mark_complete
-    # A 4 s save against a 3 s lease: long enough for the old heartbeat to lose the job, with room
-    # for a heartbeat delayed by a loaded machine (renewals come every second).
-    monkeypatch.setattr(callbacks, "mark_complete", lambda *a: (time.sleep(4.0), mark_complete(*a)))
-    settings = WorkerSettings(lease_seconds=3.0)
+    # A 7 s save against a 6 s lease: long enough for the old heartbeat to lose the job, with room
+    # for a heartbeat thread starved by a loaded 2-core machine (renewals come every 2 s, so a
+    # stall of up to 4 s is survived; CI once saw a 3 s lease expire under the whole suite's load).
+    monkeypatch.setattr(callbacks, "mark_complete", lambda *a: (time.sleep(7.0), mark_complete(*a)))
+    settings = WorkerSettings(lease_seconds=6.0)
     db, job_id = queued_job(workspace, tiny_model_dir, tmp_path, {"n_epochs": 2, "batch_size": 8})
     first = Worker(workspace, db, name="first", settings=settings, isolate=False)
     second = Worker(workspace, db, name="second", settings=settings, isolate=False)
