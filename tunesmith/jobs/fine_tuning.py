@@ -47,24 +47,8 @@ def create_job(db: Database, body: dict[str, Any], recipe_settings: dict | None 
     ``recipe_settings`` come from tunesmith itself, not from a request: a retraining repeats a
     run's whole recipe, a classifier's included, so these may name the recipe; API callers get
     OpenAI's sft / dpo jobs with ``tunesmith.settings`` on top."""
-    model, training_file = body.get("model"), body.get("training_file")
-    if not model or not isinstance(model, str):
-        raise APIError(400, "Missing required parameter: 'model'.", "missing_required_parameter", "model")
-    if not training_file:
-        raise APIError(400, "Missing required parameter: 'training_file'.", "missing_required_parameter",
-                       "training_file")
-    suffix = body.get("suffix")
-    if suffix is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", str(suffix)):
-        raise APIError(400, "suffix must be 1-64 characters of letters, digits, '-' or '_'.", "invalid_value", "suffix")
-    method = _method(body)
-    settings = _settings(body, method) if recipe_settings is None else _checked(recipe_settings, method)
-    metadata = body.get("metadata")
-    if metadata is not None and (not isinstance(metadata, dict) or len(metadata) > 16):
-        raise APIError(400, "metadata must be an object of at most 16 string pairs.", "invalid_value", "metadata")
-    job = JobRow(id="ftjob-" + secrets.token_hex(12), created_at=int(time.time()), status="validating_files",
-                 model=model, training_file=training_file, validation_file=body.get("validation_file"),
-                 suffix=suffix, seed=int(body["seed"]) if body.get("seed") is not None else secrets.randbelow(2**31),
-                 method=method, job_metadata=metadata, settings=settings)
+    job = new_job(body, recipe_settings)
+    training_file = job.training_file
     with db.session() as session:
         for param in ("training_file", "validation_file"):
             file_id = getattr(job, param)
@@ -82,6 +66,29 @@ def create_job(db: Database, body: dict[str, Any], recipe_settings: dict | None 
     else:
         add_event(db, job.id, "Files validated, moving job to queued state")
     return job_object(get_job(db, job.id))
+
+
+def new_job(body: dict[str, Any], recipe_settings: dict | None = None) -> JobRow:
+    """The job a request describes, every field checked (a 400 naming the first bad one), not
+    yet stored: ``create_job`` stores it; a pre-flight estimate (jobs/estimates.py) only probes it."""
+    model, training_file = body.get("model"), body.get("training_file")
+    if not model or not isinstance(model, str):
+        raise APIError(400, "Missing required parameter: 'model'.", "missing_required_parameter", "model")
+    if not training_file:
+        raise APIError(400, "Missing required parameter: 'training_file'.", "missing_required_parameter",
+                       "training_file")
+    suffix = body.get("suffix")
+    if suffix is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", str(suffix)):
+        raise APIError(400, "suffix must be 1-64 characters of letters, digits, '-' or '_'.", "invalid_value", "suffix")
+    method = _method(body)
+    settings = _settings(body, method) if recipe_settings is None else _checked(recipe_settings, method)
+    metadata = body.get("metadata")
+    if metadata is not None and (not isinstance(metadata, dict) or len(metadata) > 16):
+        raise APIError(400, "metadata must be an object of at most 16 string pairs.", "invalid_value", "metadata")
+    return JobRow(id="ftjob-" + secrets.token_hex(12), created_at=int(time.time()), status="validating_files",
+                  model=model, training_file=training_file, validation_file=body.get("validation_file"),
+                  suffix=suffix, seed=int(body["seed"]) if body.get("seed") is not None else secrets.randbelow(2**31),
+                  method=method, job_metadata=metadata, settings=settings)
 
 
 def _method(body: dict[str, Any]) -> dict:

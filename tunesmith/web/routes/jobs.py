@@ -1,6 +1,7 @@
 """OpenAI's fine-tuning jobs (``/v1/fine_tuning/jobs``: create, list, retrieve, cancel, events,
 checkpoints, plus tunesmith's pause and resume) over the job queue in jobs/fine_tuning.py,
-which checks a job's settings; workers run the jobs (jobs/worker.py)."""
+which checks a job's settings; workers run the jobs (jobs/worker.py). ``/v1/tunesmith/estimates``
+takes a job's body and answers the pre-flight estimate of that job (jobs/estimates.py)."""
 from __future__ import annotations
 
 from typing import Annotated
@@ -9,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
 from tunesmith.errors import APIError
-from tunesmith.jobs import fine_tuning
+from tunesmith.jobs import estimates, fine_tuning
 from tunesmith.serving.model_server import ModelServer
 from tunesmith.web import schemas
 from tunesmith.web.bodies import JSONBody
@@ -24,12 +25,23 @@ After = Annotated[str | None, Query(max_length=64)]
 
 @router.post("/v1/fine_tuning/jobs", openapi_extra=schemas.openapi_body(schemas.FineTuningJobRequest))
 async def create_job(body: JobBody, models: ModelsDep, files: FilesDep, db: DatabaseDep):
+    await _check_job_inputs(body, models, files)
+    return await run_in_threadpool(fine_tuning.create_job, db, body.model_dump(exclude_unset=True))
+
+
+@router.post("/v1/tunesmith/estimates", openapi_extra=schemas.openapi_body(schemas.FineTuningJobRequest))
+async def estimate_job(body: JobBody, models: ModelsDep, files: FilesDep, workspace: WorkspaceDep):
+    """Will this job fit, and how long will it take? Its body, probed for a few steps; nothing stored."""
+    await _check_job_inputs(body, models, files)
+    return await run_in_threadpool(estimates.estimate_job, workspace, body.model_dump(exclude_unset=True))
+
+
+async def _check_job_inputs(body: schemas.FineTuningJobRequest, models: ModelServer, files) -> None:
     await run_in_threadpool(_require_base_model, models, body.model)
     for param in ("training_file", "validation_file"):
         if getattr(body, param) is not None:
             await run_in_threadpool(files.require_trainable, getattr(body, param), param)
     await run_in_threadpool(files.require_examples, body.training_file, "training_file")
-    return await run_in_threadpool(fine_tuning.create_job, db, body.model_dump(exclude_unset=True))
 
 
 @router.get("/v1/fine_tuning/jobs")

@@ -211,18 +211,29 @@ async function runsPage() {
     settings = next;
   });
   const yamlBox = el("textarea", { id: "recipe-yaml", rows: 6, placeholder: "method: dora\nlora:\n  r: 8\ntraining:\n  learning_rate: 1.0e-4" });
+  const jobBody = () => JSON.stringify({ model: modelSelect.value, training_file: fileSelect.value, suffix: suffix.value || undefined,
+    method: { type: kind.value, [kind.value]: { hyperparameters: { n_epochs: Number(epochs.value) } } },
+    tunesmith: yamlBox.value.trim() ? { recipe_yaml: yamlBox.value } : { settings: settings.changed() } });
+  const post = (path) => api(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: jobBody() });
+  const estimateBox = el("div", { id: "estimate" });
+  // Will it fit, and how long? The same body, probed for a few real steps (jobs/estimates.py).
+  const estimateButton = el("button", { type: "button", class: "secondary", id: "estimate-run", disabled: !usable.length || !base.length,
+    onclick: async () => {
+      settings.clearErrors();
+      message.textContent = "";
+      estimateButton.disabled = true;
+      estimateBox.replaceChildren(el("p", { class: "help" }, "Estimating: loading the model and timing a few training steps (a minute or two)…"));
+      try { estimateBox.replaceChildren(estimateTable(await post("/v1/tunesmith/estimates"))); }
+      catch (e) { estimateBox.replaceChildren(); message.textContent = settings.showErrors(e.message); }
+      finally { estimateButton.disabled = false; }
+    } }, "Estimate");
   const form = el("form", {
     onsubmit: async (event) => {
       event.preventDefault();
       settings.clearErrors();
       message.textContent = "";
-      const tunesmith = yamlBox.value.trim() ? { recipe_yaml: yamlBox.value } : { settings: settings.changed() };
       try {
-        const job = await api("/v1/fine_tuning/jobs", {
-          method: "POST", headers: { "Content-Type": "application/json" },
-          body: JSON.stringify({ model: modelSelect.value, training_file: fileSelect.value, suffix: suffix.value || undefined,
-            method: { type: kind.value, [kind.value]: { hyperparameters: { n_epochs: Number(epochs.value) } } }, tunesmith }),
-        });
+        const job = await post("/v1/fine_tuning/jobs");
         location.hash = `#/runs/${job.id}`;
       } catch (e) { message.textContent = settings.showErrors(e.message); }
     },
@@ -234,7 +245,8 @@ async function runsPage() {
   el("label", { for: "suffix" }, "Name suffix"), suffix,
   settings.node,
   el("details", {}, el("summary", {}, "Or paste a YAML recipe (its settings replace the form's)"), yamlBox),
-  el("p", {}, el("button", { type: "submit", disabled: !usable.length || !base.length }, "Start fine-tuning")), message);
+  el("p", {}, el("button", { type: "submit", disabled: !usable.length || !base.length }, "Start fine-tuning"), " ", estimateButton),
+  estimateBox, message);
   const runs = await allPages("/v1/tunesmith/runs");
   show(el("h1", {}, "Runs"),
     el("h2", {}, "Fine-tuning jobs"),
@@ -244,6 +256,22 @@ async function runsPage() {
     el("h2", {}, "All runs"), el("p", { class: "help" }, "Every run in this home: trained by a job here, or with tunesmith train / tune on the command line."),
     runsTable(runs),
     el("h2", {}, "New run"), form);
+}
+
+function estimateTable(e) {  // the pre-flight estimate (training/estimate.py) as the CLI's table shows it
+  const gib = (n) => `${(n / 2 ** 30).toFixed(2)} GiB`;
+  const mins = (s) => s >= 90 ? `${(s / 60).toFixed(1)} min` : `${s.toFixed(0)} s`;
+  const rows = [
+    ["peak RAM", `${gib(e.peak_rss_bytes)} (${gib(e.free_ram_bytes)} free now)`],
+    ...(e.peak_gpu_bytes != null ? [["peak GPU memory", `${gib(e.peak_gpu_bytes)} (${gib(e.free_gpu_bytes || 0)} free now)`]] : []),
+    ["tokens per epoch", `${e.tokens_per_epoch.toLocaleString()} (${e.train_examples} examples, longest ${e.longest_example_tokens})`],
+    ["optimizer steps", `${e.steps_per_epoch} per epoch, ${e.total_steps} in all`],
+    ["time per epoch", `${mins(e.seconds_per_epoch)} (${e.evals_per_epoch} evaluations, ${e.saves_per_epoch} saves)`],
+    ["time in all", mins(e.total_seconds)],
+    ["checkpoint disk", `${gib(e.disk_bytes)} (${e.checkpoints_kept} kept)`],
+    ["device", e.device]];
+  return el("div", {}, table(["estimate", ""], rows),
+    el("p", { class: e.fits ? "help" : "error" }, e.fits ? "It fits in the memory free now." : `It would not fit: ${e.problems.join("; ")}.`));
 }
 
 function runsTable(runs) {
