@@ -40,13 +40,14 @@ def test_estimate_measures_tokens_steps_memory_time_and_disk(probed):
     assert est.tokens_per_epoch > 0 and est.padded_tokens_per_epoch >= est.tokens_per_epoch
     assert est.longest_example_tokens > est.tokens_per_epoch / train_examples
     assert est.seconds_per_step > 0 and est.train_seconds_per_epoch > 0
-    assert est.evals_per_epoch == est.steps_per_epoch // 5 and est.eval_seconds > 0
+    in_all = preflight._every(est.total_steps, 5)  # every 5 steps and at the last
+    assert est.evals_per_epoch == round(in_all / est.epochs) and est.eval_seconds > 0
     assert est.seconds_per_epoch >= est.train_seconds_per_epoch
     # both are rounded to 0.1 s: on a fast machine an epoch of the tiny model takes well under a second
     assert est.total_seconds == pytest.approx(est.seconds_per_epoch * est.epochs, rel=0.01, abs=0.1 * est.epochs)
     assert est.peak_rss_bytes > 50 * 2**20 and est.peak_gpu_bytes is None
     assert est.checkpoint_bytes > est.final_weights_bytes > 0  # adapter + optimizer state + ...
-    assert est.checkpoints_kept == min(config.training.save_total_limit, est.total_steps // 5)
+    assert est.checkpoints_kept == min(config.training.save_total_limit, in_all)
     assert est.disk_bytes == est.checkpoint_bytes * est.checkpoints_kept + est.final_weights_bytes
     assert est.free_ram_bytes > 0 and est.fits
     assert json.loads(json.dumps(est.to_dict()))["fits"] is True
@@ -95,3 +96,18 @@ def test_api_estimate_takes_a_yaml_with_overrides(tiny_model_dir, chat_file, wor
     est = tunesmith.api.estimate(None, [f"model={tiny_model_dir}", f"data.train={chat_file}", *FAST,
                                         "training.max_steps=3"], workspace=workspace, probe_steps=2)
     assert est.total_steps == 3 and est.measured_steps == 1
+
+
+def test_the_peak_adds_the_measured_growth_per_new_batch_shape_for_the_shapes_not_run(probed):
+    _, est, _ = probed
+    assert est.peak_rss_bytes >= est.probe_peak_rss_bytes > 0
+    assert (est.peak_rss_bytes - est.probe_peak_rss_bytes) % max(1, est.bytes_per_new_shape) == 0
+    assert est.batch_shapes_per_epoch >= 1 and est.warmup_seconds >= 0
+    # steps 1..3 ran shapes A, B, A with the RSS rising 30 MiB after the warm-up step: B was the
+    # one new shape, and the epoch's two shapes it did not run cost 30 MiB each
+    a, b, c, d = [[[2, 8]]], [[[2, 9]]], [[2, 10]], [[2, 11]]
+    probe = {"step_rss": [100 * 2**20, 110 * 2**20, 130 * 2**20], "step_shapes": [a, b, a],
+             "epoch_shapes": [a[0], b[0], c, d], "peak_gpu_bytes": None}
+    assert preflight.shape_growth(probe) == (30 * 2**20, 2)
+    assert preflight.shape_growth(probe | {"step_rss": [130 * 2**20, 120 * 2**20, 110 * 2**20]}) == (0, 2)
+    assert preflight.shape_growth(probe | {"peak_gpu_bytes": 10}) == (0, 0)  # on a GPU activations are not RSS

@@ -12,9 +12,20 @@ child process, in a scratch directory, for a few real optimizer steps on real ba
 - **time per epoch**: the measured steps' seconds per (padded) input token × the padded input
   tokens of one epoch (one pass of the Trainer's dataloader, collated as training does), so an
   epoch of longer sequences than the measured steps costs more; plus one measured evaluation
-  pass × the evaluations per epoch, and one measured checkpoint save × the saves per epoch;
+  pass × the evaluations, and one measured checkpoint save × the saves (each every
+  ``eval_steps`` / ``save_steps`` and once more at the last step), and the first step's warm-up
+  (kernels compiled, caches filled) beyond its tokens' share, once per run;
 - **peak RAM** is the child's RSS high-water (``getrusage``), which covers loading, the longest
-  batch, an evaluation pass and a checkpoint save; on CUDA, **GPU memory** is torch's peak reserved;
+  batch, an evaluation pass and a checkpoint save, **plus what grows with each new batch shape**.
+  On a CPU the resident memory between steps rises with every batch shape not seen before
+  (oneDNN keeps compiled kernels and their buffers per shape; the allocator keeps freed blocks
+  of each size) and stops once the shapes repeat: measured on the quickstart (SmolLM2-135M, LoRA,
+  packed rows of varying length), +630 MiB over the first epoch even with the heap trimmed after
+  every step, flat in the last steps, and a 4-step probe's high-water 34 % under the run's. So
+  the probe measures the RSS after each step, divides its rise over the measured steps by the new
+  shapes they brought, and adds that per shape × the epoch's distinct shapes it has not run (the
+  Trainer's own batches, collated again: the same count that gives the padded tokens). On CUDA,
+  **GPU memory** is torch's peak reserved;
 - **disk**: the size of the checkpoint the probe wrote × the checkpoints kept
   (``save_total_limit``), plus the final weights.
 
@@ -67,9 +78,9 @@ class Estimate:
     evals_per_epoch: int
     save_seconds: float                 # one checkpoint save
     saves_per_epoch: int
-    seconds_per_epoch: float            # training + evaluations + saves
+    seconds_per_epoch: float            # training + evaluations + saves (+ the warm-up, over the epochs)
     total_seconds: float
-    peak_rss_bytes: int
+    peak_rss_bytes: int                 # the probe's high-water + the growth for the shapes it did not run
     peak_gpu_bytes: int | None
     checkpoint_bytes: int
     checkpoints_kept: int
@@ -78,6 +89,10 @@ class Estimate:
     free_ram_bytes: int = 0
     free_gpu_bytes: int | None = None
     probe_seconds: float = 0.0
+    warmup_seconds: float = 0.0         # the first step's time beyond its tokens' share, once per run
+    probe_peak_rss_bytes: int = 0       # the high-water the probe itself reached
+    bytes_per_new_shape: int = 0        # resident growth per batch shape not seen before, measured
+    batch_shapes_per_epoch: int = 0     # distinct batch shapes in one epoch
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -166,19 +181,38 @@ def scale(probe: dict[str, Any], config: RecipeConfig) -> Estimate:
     timed = probe["step_seconds"][1:]
     timed_tokens = probe["step_tokens"][1:]
     seconds_per_step = sum(timed) / len(timed) if timed else 0.0
-    if timed and sum(timed_tokens) > 0:
-        # seconds per padded token, measured, × the padded tokens of an epoch
-        train_per_epoch = sum(timed) / sum(timed_tokens) * probe["padded_tokens_per_epoch"]
+    # A step is its forward and backward passes, which grow with the tokens, and the optimizer's
+    # update (and the scheduler's), which does not: a full fine-tune's AdamW over every weight is
+    # a fixed cost that short batches do not shrink. Between steps, the next batches are fetched
+    # and collated and the last step logged: a fixed cost too.
+    optimizer = _mean(probe.get("optimizer_seconds", [])[1:])
+    between = _mean(probe.get("gap_seconds", []))
+    per_token = (sum(timed) - optimizer * len(timed)) / sum(timed_tokens) if timed and sum(timed_tokens) > 0 else 0.0
+    if per_token > 0:
+        # seconds per padded token, measured, × the padded tokens of an epoch, + the fixed costs per step
+        train_per_epoch = per_token * probe["padded_tokens_per_epoch"] + (optimizer + between) * steps_per_epoch
     else:
-        train_per_epoch = seconds_per_step * steps_per_epoch
-    epoch_steps = min(steps_per_epoch, total_steps)
-    evals = epoch_steps // t.eval_steps if probe["has_eval"] else 0
+        train_per_epoch = (seconds_per_step + between) * steps_per_epoch
     save_every = t.save_steps or t.eval_steps
-    saves = epoch_steps // save_every
-    per_epoch = train_per_epoch + evals * probe["eval_seconds"] + saves * probe["save_seconds"]
-    all_saves = total_steps // save_every
+    # Every eval_steps / save_steps, and once more at the last step when it is not on one (the
+    # Trainer evaluates and saves at the end of training).
+    evals_in_all = _every(total_steps, t.eval_steps) if probe["has_eval"] else 0
+    all_saves = _every(total_steps, save_every)
+    evals, saves = round(evals_in_all / epochs), round(all_saves / epochs)
+    # The first step compiles kernels and fills caches: what it took beyond its tokens' share,
+    # once per run (in the first epoch).
+    warmup = 0.0
+    if per_token > 0 and probe["step_tokens"][0] > 0:
+        warmup = max(0.0, probe["step_seconds"][0] - per_token * probe["step_tokens"][0] - optimizer)
+    in_all = (train_per_epoch * epochs + evals_in_all * probe["eval_seconds"] + all_saves * probe["save_seconds"]
+              + warmup)
+    per_epoch = in_all / epochs
     kept = min(all_saves, t.save_total_limit) if t.save_total_limit else all_saves
+    growth_per_shape, unseen = shape_growth(probe)
     notes = []
+    if unseen and growth_per_shape:
+        notes.append(f"peak RAM includes {_mib(growth_per_shape * unseen)} for the {unseen} batch shapes the probe "
+                     f"did not run ({_mib(growth_per_shape)} each, measured)")
     if probe["accumulation"] > 1:
         notes.append(f"{probe['accumulation']} batches per optimizer step")
     return Estimate(
@@ -190,11 +224,53 @@ def scale(probe: dict[str, Any], config: RecipeConfig) -> Estimate:
         measured_steps=len(timed), seconds_per_step=round(seconds_per_step, 3),
         train_seconds_per_epoch=round(train_per_epoch, 1), eval_seconds=round(probe["eval_seconds"], 2),
         evals_per_epoch=evals, save_seconds=round(probe["save_seconds"], 2), saves_per_epoch=saves,
-        seconds_per_epoch=round(per_epoch, 1), total_seconds=round(per_epoch * epochs, 1),
-        peak_rss_bytes=probe["peak_rss_bytes"], peak_gpu_bytes=probe["peak_gpu_bytes"],
+        seconds_per_epoch=round(per_epoch, 1), total_seconds=round(in_all, 1), warmup_seconds=round(warmup, 2),
+        peak_rss_bytes=probe["peak_rss_bytes"] + growth_per_shape * unseen, peak_gpu_bytes=probe["peak_gpu_bytes"],
+        probe_peak_rss_bytes=probe["peak_rss_bytes"], bytes_per_new_shape=growth_per_shape,
+        batch_shapes_per_epoch=len(probe.get("epoch_shapes", [])),
         checkpoint_bytes=probe["checkpoint_bytes"], checkpoints_kept=kept,
         final_weights_bytes=probe["weights_bytes"],
         disk_bytes=probe["checkpoint_bytes"] * kept + probe["weights_bytes"], notes=notes)
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def _every(steps: int, interval: int) -> int:
+    """How often something every ``interval`` steps happens in ``steps``, the last step included.
+
+    >>> _every(59, 24), _every(48, 24), _every(10, 0)
+    (3, 2, 0)
+    """
+    if interval <= 0:
+        return 0
+    return steps // interval + (1 if steps % interval else 0)
+
+
+def shape_growth(probe: dict[str, Any]) -> tuple[int, int]:
+    """(resident bytes each new batch shape adds, the epoch's shapes the probe did not run).
+
+    The rise of the RSS after each step, from the end of the warm-up step to the end of the last
+    measured one, over the shapes first seen in those steps; none when they brought no new shape
+    or the RSS fell. A GPU keeps its activations on the device: there the RSS does not grow so."""
+    rss, shapes = probe.get("step_rss", []), probe.get("step_shapes", [])
+    if len(rss) < 2 or len(shapes) != len(rss) or probe.get("peak_gpu_bytes") is not None:
+        return 0, 0
+    seen = {tuple(map(tuple, s)) for s in shapes[0]}
+    new = 0
+    for step in shapes[1:]:
+        fresh = {tuple(map(tuple, s)) for s in step} - seen
+        new, seen = new + len(fresh), seen | fresh
+    unseen = len({tuple(map(tuple, s)) for s in probe.get("epoch_shapes", [])} - seen)
+    rise = rss[-1] - rss[0]
+    if new == 0 or rise <= 0:
+        return 0, unseen
+    return rise // new, unseen
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.0f} MiB"
 
 
 # --- the probe (the child process) ---------------------------------------------------------
@@ -230,6 +306,13 @@ def example_tokens(example: Any) -> int:
     return sum(_input_tokens(v) for k, v in example.items() if k.endswith("input_ids"))
 
 
+def batch_shape(batch: Any) -> list[list[int]]:
+    """A collated batch's tensor shapes, by key: the kernels and buffers a step needs follow them."""
+    if not isinstance(batch, dict):
+        return []
+    return [[*map(int, v.shape)] for _, v in sorted(batch.items()) if hasattr(v, "shape")]
+
+
 def batch_tokens(batch: Any) -> int:
     """Input ids a collated batch carries, padding included."""
     if not isinstance(batch, dict):
@@ -237,15 +320,26 @@ def batch_tokens(batch: Any) -> int:
     return sum(int(v.numel()) for k, v in batch.items() if k.endswith("input_ids") and hasattr(v, "numel"))
 
 
-def _padded_tokens(dataloader, dataset) -> int:
-    """The input ids one epoch's batches carry, padding included: the Trainer's own batches (its
-    batch sampler and collator), collated again here — iterating its dataloader itself would
-    share the iterator training is using."""
+def _epoch_batches(dataloader, dataset) -> tuple[int, list[list[list[int]]]]:
+    """The input ids one epoch's batches carry, padding included, and their distinct shapes: the
+    Trainer's own batches (its batch sampler and collator), collated again here — iterating its
+    dataloader itself would share the iterator training is using."""
     base = getattr(dataloader, "base_dataloader", dataloader)
     batches = getattr(base, "batch_sampler", None)
     if batches is None:
-        return 0
-    return sum(batch_tokens(base.collate_fn([dataset[i] for i in batch])) for batch in batches)
+        return 0, []
+    tokens, shapes = 0, set()
+    for batch in batches:
+        collated = base.collate_fn([dataset[i] for i in batch])
+        tokens += batch_tokens(collated)
+        shapes.add(tuple(map(tuple, batch_shape(collated))))
+    return tokens, [[*map(list, s)] for s in sorted(shapes)]
+
+
+def _rss_now() -> int:
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
 
 
 def _dir_bytes(path: Path) -> int:
@@ -265,16 +359,27 @@ def _probe_callback(steps: int, record: dict):
             record.update(train_examples=len(lengths), tokens_per_epoch=sum(lengths),
                           longest_example_tokens=max(lengths, default=0),
                           batches_per_epoch=len(train_dataloader), accumulation=args.gradient_accumulation_steps,
-                          max_steps=state.max_steps, has_eval=args.eval_strategy != "no",
-                          padded_tokens_per_epoch=_padded_tokens(train_dataloader, dataset))
+                          max_steps=state.max_steps, has_eval=args.eval_strategy != "no")
+            record["padded_tokens_per_epoch"], record["epoch_shapes"] = _epoch_batches(train_dataloader, dataset)
 
         def on_step_begin(self, args, state, control, **kwargs):
+            now = time.perf_counter()
+            if "_step_ended" in record:  # the next batches fetched and collated, the last step logged
+                record["gap_seconds"].append(now - record["_step_ended"])
             record["_tokens_before"] = record["micro_tokens"]
-            record["_step_started"] = time.perf_counter()
+            record["_shapes"] = []
+            record["_step_started"] = now
+
+        def on_pre_optimizer_step(self, args, state, control, **kwargs):
+            record["_optimizer_started"] = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kwargs):
-            record["step_seconds"].append(time.perf_counter() - record["_step_started"])
+            now = record["_step_ended"] = time.perf_counter()
+            record["step_seconds"].append(now - record["_step_started"])
+            record["optimizer_seconds"].append(now - record.get("_optimizer_started", now))
             record["step_tokens"].append(record["micro_tokens"] - record["_tokens_before"])
+            record["step_shapes"].append(record["_shapes"])
+            record["step_rss"].append(_rss_now())
             if len(record["step_seconds"]) >= min(steps, state.max_steps):
                 record["_eval_started"] = time.perf_counter()
                 control.should_evaluate = record["has_eval"]
@@ -308,6 +413,7 @@ def _patch_trainer(record: dict) -> None:
 
     def counted_step(self, model, inputs, *args, **kwargs):
         record["micro_tokens"] += batch_tokens(inputs)
+        record.setdefault("_shapes", []).append(batch_shape(inputs))
         return training_step(self, model, inputs, *args, **kwargs)
 
     class LongestFirst:
@@ -341,9 +447,17 @@ def probe(config: RecipeConfig, workspace: Workspace, steps: int) -> dict[str, A
 
     from tunesmith.training.recipes import recipe_for
 
-    record: dict[str, Any] = {"micro_tokens": 0, "step_seconds": [], "step_tokens": [], "eval_seconds": 0.0,
+    record: dict[str, Any] = {"micro_tokens": 0, "step_seconds": [], "step_tokens": [], "step_shapes": [],
+                              "optimizer_seconds": [], "gap_seconds": [],
+                              "step_rss": [], "epoch_shapes": [], "eval_seconds": 0.0,
                               "save_seconds": 0.0, "checkpoint_bytes": 0, "weights_bytes": 0}
-    tracking = config.tracking.model_copy(update={"report_to": []})
+    # MLflow is in the run's memory (~200 MiB resident once imported and writing): the probe
+    # tracks as the run will, into a store in its scratch directory, not the user's.
+    scratch = getattr(workspace, "scratch", None)
+    mlflow = "mlflow" in config.tracking.report_to and scratch is not None
+    tracking = config.tracking.model_copy(update={
+        "report_to": ["mlflow"] if mlflow else [],
+        "tracking_uri": f"sqlite:///{Path(scratch).resolve() / 'mlflow.db'}" if mlflow else None})
     config = config.model_copy(update={"tracking": tracking, "run_name": "estimate"})
     _patch_trainer(record)
     console = Console(stderr=True, quiet=True)
