@@ -142,6 +142,11 @@ def test_upload_train_watch_the_curve_and_chat(site, tmp_path):
     page.fill("#set-training-learning_rate", "0.01")
     page.click("summary:has-text('lora settings')")
     page.fill("#set-lora-r", "4")
+    page.click("#estimate-run")  # will it fit, how long: the same body, probed for a few steps
+    page.wait_for_selector("#estimate td >> text=time per epoch", timeout=120_000)
+    estimate = page.inner_text("#estimate")
+    assert "peak RAM" in estimate and "GiB" in estimate and "It fits in the memory free now." in estimate, estimate
+    shot(page, "2b-run-estimate")
     page.click("text=Start fine-tuning")
     page.wait_for_selector("#loss-chart svg")
     seen = []
