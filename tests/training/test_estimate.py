@@ -26,7 +26,9 @@ def probed(tiny_model_dir, tmp_path_factory):
     records[7]["messages"][1]["content"] += " It is a long answer." * 6  # the longest example
     data = write_jsonl(tmp / "chat.jsonl", records)
     config = load_config(None, [f"model={tiny_model_dir}", f"data.train={data}", *FAST, "training.epochs=2"])
-    return config, preflight.estimate(config, Workspace(tmp / "home"), probe_steps=3), records
+    est = preflight.estimate(config, Workspace(tmp / "home"), probe_steps=3)
+    assert not (tmp / "home" / "mlflow.db").exists()  # the probe tracked into its scratch store
+    return config, est, records
 
 
 def test_estimate_measures_tokens_steps_memory_time_and_disk(probed):

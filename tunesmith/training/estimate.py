@@ -151,7 +151,8 @@ def estimate(config: RecipeConfig, workspace: Workspace, probe_steps: int = DEFA
         cmd = [sys.executable, "-m", "tunesmith.training.estimate", "--config", str(config_path),
                "--home", str(workspace.home), "--scratch", str(scratch_path), "--steps", str(probe_steps),
                "--out", str(out)]
-        env = dict(os.environ, TOKENIZERS_PARALLELISM="false")
+        env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME")}
+        env["TOKENIZERS_PARALLELISM"] = "false"
         try:
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -288,6 +289,14 @@ class _ScratchWorkspace(Workspace):
     @property
     def cleaned_dir(self) -> Path:
         return self.scratch / "cleaned"
+
+    @property
+    def mlflow_db_path(self) -> Path:
+        return self.scratch / "mlflow.db"
+
+    @property
+    def mlflow_artifacts_dir(self) -> Path:
+        return self.scratch / "mlartifacts"
 
 
 class _ProbeDone(Exception):
@@ -452,12 +461,10 @@ def probe(config: RecipeConfig, workspace: Workspace, steps: int) -> dict[str, A
                               "step_rss": [], "epoch_shapes": [], "eval_seconds": 0.0,
                               "save_seconds": 0.0, "checkpoint_bytes": 0, "weights_bytes": 0}
     # MLflow is in the run's memory (~200 MiB resident once imported and writing): the probe
-    # tracks as the run will, into a store in its scratch directory, not the user's.
-    scratch = getattr(workspace, "scratch", None)
-    mlflow = "mlflow" in config.tracking.report_to and scratch is not None
-    tracking = config.tracking.model_copy(update={
-        "report_to": ["mlflow"] if mlflow else [],
-        "tracking_uri": f"sqlite:///{Path(scratch).resolve() / 'mlflow.db'}" if mlflow else None})
+    # tracks as the run will, into the scratch workspace's own store (database and artefacts),
+    # never the user's (estimate() leaves MLFLOW_TRACKING_URI out of the child's environment).
+    mlflow = "mlflow" in config.tracking.report_to and isinstance(workspace, _ScratchWorkspace)
+    tracking = config.tracking.model_copy(update={"report_to": ["mlflow"] if mlflow else [], "tracking_uri": None})
     config = config.model_copy(update={"tracking": tracking, "run_name": "estimate"})
     _patch_trainer(record)
     console = Console(stderr=True, quiet=True)
