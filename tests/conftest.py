@@ -7,6 +7,9 @@ generation) runs in well under a second per step.
 from __future__ import annotations
 
 import json
+import threading
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -114,3 +117,32 @@ def chat_records(n: int, seed: int = 0) -> list[dict]:
 @pytest.fixture
 def chat_file(tmp_path) -> Path:
     return write_jsonl(tmp_path / "chat.jsonl", chat_records(40))
+
+
+@contextmanager
+def fake_endpoint(respond):
+    """A stdlib HTTP server standing in for an OpenAI-compatible endpoint: each POST's JSON body
+    and headers go to ``respond(body, headers) -> (status, answer, extra headers)``. Yields its
+    ``…/v1`` base URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+            status, answer, headers = respond(body, self.headers)
+            data = json.dumps(answer).encode()
+            self.send_response(status)
+            for k, v in {"content-type": "application/json", **headers}.items():
+                self.send_header(k, v)
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/v1"
+    finally:
+        server.shutdown()

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.conftest import chat_records, write_jsonl
+from tests.conftest import chat_records, fake_endpoint, write_jsonl
 from tunesmith.distill.distill import Options, Teacher, ask_teacher, distill, read_prompts, split_held_out
 from tunesmith.errors import DataError, TunesmithError
 from tunesmith.models.remote import RemoteChat, RemoteError, chat_client
@@ -93,29 +91,16 @@ def endpoint():
     script: list = []
     seen: list = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-            seen.append(body["messages"][-1]["content"])
-            status, headers = script.pop(0) if script else (200, {})
-            answer = ({"id": "c", "object": "chat.completion", "created": 0, "model": "m", "choices": [
-                {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "A:" + seen[-1]}}]}
-                if status == 200 else {"error": {"message": f"status {status}", "type": "x", "param": None, "code": None}})
-            data = json.dumps(answer).encode()
-            self.send_response(status)
-            for k, v in {"content-type": "application/json", **headers}.items():
-                self.send_header(k, v)
-            self.send_header("content-length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def respond(body, headers):
+        seen.append(body["messages"][-1]["content"])
+        status, extra = script.pop(0) if script else (200, {})
+        answer = ({"id": "c", "object": "chat.completion", "created": 0, "model": "m", "choices": [
+            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "A:" + seen[-1]}}]}
+            if status == 200 else {"error": {"message": f"status {status}", "type": "x", "param": None, "code": None}})
+        return status, answer, extra
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/v1", script, seen
-    server.shutdown()
+    with fake_endpoint(respond) as url:
+        yield url, script, seen
 
 
 def test_a_429_with_retry_after_is_waited_out_and_nothing_is_asked_twice(tmp_path, endpoint):

@@ -3,13 +3,11 @@ Retry-After, 5xx), fails at once with a plain message on what will not (refused 
 model, nothing listening). The endpoint is a stdlib HTTP server answering from a script."""
 from __future__ import annotations
 
-import json
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from tests.conftest import fake_endpoint
 from tunesmith.models.remote import RemoteChat, RemoteError, _Pace
 
 
@@ -24,26 +22,12 @@ def endpoint():
     script: list[tuple[int, dict, dict]] = []
     seen: list[dict] = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-            seen.append({"body": body, "auth": self.headers.get("authorization")})
-            status, answer, headers = script.pop(0)
-            data = json.dumps(answer).encode()
-            self.send_response(status)
-            for k, v in {"content-type": "application/json", **headers}.items():
-                self.send_header(k, v)
-            self.send_header("content-length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def respond(body, headers):
+        seen.append({"body": body, "auth": headers.get("authorization")})
+        return script.pop(0)
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/v1", script, seen
-    server.shutdown()
+    with fake_endpoint(respond) as url:
+        yield url, script, seen
 
 
 def _error(message: str) -> dict:
