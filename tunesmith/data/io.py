@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from tunesmith.errors import DataError
+
 BOM = b"\xef\xbb\xbf"
 
 
@@ -33,6 +35,21 @@ def is_csv(path: Path) -> bool:
 def read_rows(path: Path) -> Iterator[Row]:
     """Every non-blank record of a JSONL or CSV file, with its 1-based line number."""
     yield from (_read_csv(path) if is_csv(path) else _read_jsonl(path))
+
+
+def json_lines(path: str | Path, what: str = "") -> Iterator[tuple[str, Any]]:
+    """(``"file:line"``, parsed value) for each non-blank line of a JSONL file, for readers that
+    stop at the first bad line: a missing file or a line that is not JSON is a DataError naming
+    it (``what``, e.g. ``"--human "``, prefixes the file's name)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{what}{path}: no such file")
+    for row in _read_jsonl(path):
+        where = f"{path}:{row.line}"
+        if row.error:
+            raise DataError(f"{where}: not JSON ({row.error[1]})" if row.error[0] == "invalid_json"
+                            else f"{where}: {row.error[1]}")
+        yield where, row.value
 
 
 def _decoded_lines(path: Path) -> Iterator[tuple[int, str, str | None]]:

@@ -22,7 +22,6 @@ has no log-probabilities, and most hosted endpoints give none for chat), measure
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 import time
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from tunesmith.data.io import json_lines
 from tunesmith.errors import ConfigError, DataError
 from tunesmith.models.remote import ChatClient, chat_client
 from tunesmith.reports import markdown_table, write_bundle
@@ -88,18 +88,7 @@ class Human:
 
 def read_answers(path: str | Path) -> list[dict[str, Any]]:
     """The lines of an answers file: ``{"id"?, "prompt" | "messages", "answer" | "output", "reference"?}``."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{n}: not JSON ({e.msg})") from None
-        rows.append(_answer_row(row, f"{path}:{n}"))
+    rows = [_answer_row(row, where) for where, row in json_lines(path)]
     if not rows:
         raise DataError(f"{path}: no answers")
     return rows
@@ -195,25 +184,16 @@ def _yaml_rubric(text: str, path: Path) -> Rubric:
 def read_human(path: str | Path) -> list[dict[str, Any]]:
     """Human judgements, one JSON object a line: ``{"id", "preference": "A"|"B"|"tie"}`` for a
     pair, or ``{"id", "system": "A"|"B", "rating": number}`` for one answer."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"--human {path}: no such file")
     rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{n}: not JSON ({e.msg})") from None
+    for where, row in json_lines(path, "--human "):
         if not isinstance(row, dict) or row.get("id") is None:
-            raise DataError(f"{path}:{n}: needs an id (the pair's)")
+            raise DataError(f"{where}: needs an id (the pair's)")
         if "preference" in row and row["preference"] not in VERDICTS:
-            raise DataError(f"{path}:{n}: preference must be A, B or tie")
+            raise DataError(f"{where}: preference must be A, B or tie")
         if "rating" in row and (row.get("system") not in ("A", "B") or not isinstance(row["rating"], (int, float))):
-            raise DataError(f"{path}:{n}: a rating needs system (A or B) and a number")
+            raise DataError(f"{where}: a rating needs system (A or B) and a number")
         if "preference" not in row and "rating" not in row:
-            raise DataError(f"{path}:{n}: give a preference (A, B, tie) or a system and its rating")
+            raise DataError(f"{where}: give a preference (A, B, tie) or a system and its rating")
         rows.append(row)
     return rows
 

@@ -11,9 +11,9 @@ the two can be compared item by item (``examples/lm-eval/``).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from tunesmith.data.io import json_lines
 from tunesmith.errors import DataError
 from tunesmith.models import engine
 
@@ -22,15 +22,7 @@ PROMPT = "Question: {question}\nAnswer:"
 
 def read_items(path: Path) -> list[dict]:
     """The items of a JSONL file, checked: a bad line is a DataError naming it."""
-    items = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{number}: not JSON ({e.msg})") from None
-        items.append(_checked(item, f"{path}:{number}"))
+    items = [_checked(item, where) for where, item in json_lines(path)]
     if not items:
         raise DataError(f"{path}: no multiple-choice items")
     return items
