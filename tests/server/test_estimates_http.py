@@ -6,7 +6,7 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import chat_records, write_jsonl
 from tests.server.test_http import assert_openai_error
-from tests.server.test_openai_sdk import install_model
+from tests.server.test_openai_sdk import home_with_model
 
 pytestmark = pytest.mark.slow
 
@@ -14,10 +14,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, tiny_model_dir):
     from tunesmith.web.app import ServerSettings, create_app
-    from tunesmith.workspace import Workspace
 
-    workspace = Workspace(tmp_path_factory.mktemp("estimate-home"))
-    install_model(workspace.home, tiny_model_dir)
+    workspace = home_with_model(tmp_path_factory, tiny_model_dir, "estimate-home")
     client = TestClient(create_app(workspace, ServerSettings(require_keys=False)), raise_server_exceptions=False)
     data = write_jsonl(tmp_path_factory.mktemp("estimate-data") / "train.jsonl", chat_records(24))
     with data.open("rb") as f:

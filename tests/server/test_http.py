@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from tests.conftest import chat_records, write_jsonl
-from tests.server.test_openai_sdk import install_model, served
+from tests.server.test_openai_sdk import home_with_model, install_model, served
 
 CHAT = "/v1/chat/completions"
 ASK = [{"role": "user", "content": "Which colour is item 2?"}]
@@ -19,11 +19,7 @@ ASK = [{"role": "user", "content": "Which colour is item 2?"}]
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory, tiny_model_dir):
-    from tunesmith.workspace import Workspace
-
-    workspace = Workspace(tmp_path_factory.mktemp("http-home"))
-    install_model(workspace.home, tiny_model_dir)
-    return workspace
+    return home_with_model(tmp_path_factory, tiny_model_dir, "http-home")
 
 
 @pytest.fixture(scope="module")

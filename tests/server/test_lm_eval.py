@@ -9,18 +9,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.server.test_http import assert_openai_error
-from tests.server.test_openai_sdk import install_model, served
+from tests.server.test_openai_sdk import home_with_model, served
 
 COMPLETIONS = "/v1/completions"
 
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory, tiny_model_dir):
-    from tunesmith.workspace import Workspace
-
-    workspace = Workspace(tmp_path_factory.mktemp("lm-eval-home"))
-    install_model(workspace.home, tiny_model_dir)
-    return workspace
+    return home_with_model(tmp_path_factory, tiny_model_dir, "lm-eval-home")
 
 
 @pytest.fixture(scope="module")

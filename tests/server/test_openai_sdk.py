@@ -31,6 +31,15 @@ def install_model(home, model_dir, name="tiny-chat"):
                                                              "architecture": "llama", "task": "causal-lm"}))
 
 
+def home_with_model(tmp_path_factory, model_dir, label: str):
+    """A fresh workspace (``label`` names its directory) holding ``model_dir`` as ``tiny-chat``."""
+    from tunesmith.workspace import Workspace
+
+    workspace = Workspace(tmp_path_factory.mktemp(label))
+    install_model(workspace.home, model_dir)
+    return workspace
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
