@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tunesmith.errors import RunNotFound
+from tunesmith.errors import RunNotFound, not_found
 from tunesmith.files import write_json_atomic
 from tunesmith.workspace import Workspace, is_safe_name
 
@@ -107,6 +107,18 @@ def find_run(ref: str, workspace: Workspace) -> Run:
             return Run(matches[-1])  # the newest run with that name
     raise RunNotFound(f"no run {ref!r}: give a run directory or an id from {workspace.runs_dir}")
 
+
+
+def requested_run(run_id: str, workspace: Workspace) -> Run:
+    """The run a request names (the server's routes): by id or name in this home only, never a
+    path from the request; a 404 in OpenAI's shape otherwise."""
+    try:
+        run = find_run(run_id, workspace)
+    except RunNotFound:
+        raise not_found("run", run_id) from None
+    if run.dir.parent.resolve() != workspace.runs_dir.resolve():
+        raise not_found("run", run_id)
+    return run
 
 def is_run_ref(ref: str, workspace: Workspace) -> bool:
     try:

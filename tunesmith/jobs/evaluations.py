@@ -21,13 +21,13 @@ from sqlalchemy import select
 
 from tunesmith.config import load_config
 from tunesmith.data.validate import validate_file
-from tunesmith.errors import APIError, RunNotFound, TunesmithError, not_found
+from tunesmith.errors import APIError, TunesmithError, not_found
 from tunesmith.eval.compare import comparison, run_row
 from tunesmith.files import process_alive, write_json_atomic
 from tunesmith.jobs.db import Database, JobRow
 from tunesmith.jobs.files import FileStore
 from tunesmith.models.store import resolve_model
-from tunesmith.runs import Run, all_runs, find_run, is_run_ref
+from tunesmith.runs import Run, all_runs, is_run_ref, requested_run
 from tunesmith.workspace import Workspace
 
 LOG_TAIL_LINES = 40
@@ -169,13 +169,7 @@ def _settle(run: Run, task: dict[str, Any], path: Path) -> dict[str, Any]:
 
 
 def _run(workspace: Workspace, run_id: str) -> Run:
-    try:
-        run = find_run(run_id, workspace)
-    except RunNotFound:
-        raise not_found("run", run_id) from None
-    if run.dir.parent.resolve() != workspace.runs_dir.resolve():  # ids only, never a path from a request
-        raise not_found("run", run_id)
-    return run
+    return requested_run(run_id, workspace)
 
 
 def _jobs_by_run(db: Database) -> dict[str, JobRow]:

@@ -25,10 +25,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tunesmith.errors import APIError, ExportError, ParityFailed, RunNotFound, not_found
+from tunesmith.errors import APIError, ExportError, ParityFailed
 from tunesmith.exports import DEFAULT_QUANT, FORMATS, QUANTS, check_choice, formats_for
 from tunesmith.files import process_alive, write_json_atomic
-from tunesmith.runs import Run, find_run
+from tunesmith.runs import Run, requested_run
 from tunesmith.workspace import Workspace
 
 LOG_TAIL_LINES = 40
@@ -207,10 +207,4 @@ def _result(folder: Path) -> dict[str, Any] | None:
 
 
 def _run(workspace: Workspace, run_id: str) -> Run:
-    try:
-        run = find_run(run_id, workspace)
-    except RunNotFound:
-        raise not_found("run", run_id) from None
-    if run.dir.parent.resolve() != workspace.runs_dir.resolve():  # ids only, never a path from a request
-        raise not_found("run", run_id)
-    return run
+    return requested_run(run_id, workspace)
