@@ -77,3 +77,76 @@ def test_leakage_finds_exact_and_near_overlaps(tmp_path):
     found = tunesmith.leakage(a, b)
     assert (found["exact_overlaps"], found["near_overlaps"]) == (1, 1)
     assert {(e["kind"], e["a_line"], e["b_line"]) for e in found["examples"]} == {("exact", 1, 1), ("near", 2, 2)}
+
+
+def paraphrase_heavy(n_labels=30, per_label=40, seed=0):
+    """Intent data the way real intent sets are: each label's examples in groups of paraphrases
+    (a base utterance, recased, re-punctuated or with a word added) of 1 to 10, mostly small, one
+    label with a group of 14, and a near-duplicate filed under two labels. Returns (records, group of each)."""
+    import random
+
+    rng = random.Random(seed)
+    words = ("card account transfer money balance pin payment refund limit fee exchange rate cash top up "
+             "app phone address identity verify cancel close open freeze deliver arrive lost stolen charge "
+             "declined pending statement salary abroad currency wallet contactless virtual").split()
+    records, group_of = [], []
+    for label in range(n_labels):
+        sizes, left = ([14], per_label - 14) if label == 0 else ([], per_label)
+        while left > 0:
+            sizes.append(min(left, rng.choice([1, 1, 1, 1, 2, 2, 3, 4, 6, 10])))
+            left -= sizes[-1]
+        for size in sizes:
+            base = " ".join(rng.choices(words, k=rng.randint(7, 12)))
+            variants = [base, base.upper(), base + "?", base + " please", "hi " + base, base + " thanks",
+                        base.capitalize() + ".", base + " now", "please " + base, base + " asap", base + "!!",
+                        base + " pls", base + " today", "ok " + base]
+            group = len(set(group_of))
+            records += [{"text": variants[k], "label": f"intent_{label}"} for k in range(size)]
+            group_of += [group] * size
+    shared = " ".join(rng.choices(words, k=10))  # the same request filed under two intents
+    records += [{"text": shared, "label": "intent_1"}, {"text": shared + " please", "label": "intent_2"}]
+    group_of += [len(set(group_of))] * 2
+    return records, group_of
+
+
+def test_a_paraphrase_heavy_intent_split_keeps_every_label_within_20_percent_groups_whole_and_no_leak(tmp_path):
+    import json
+
+    import tunesmith
+    from tunesmith.data.split import tolerance
+
+    records, group_of = paraphrase_heavy()
+    path = tmp_path / "intents.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    card = tunesmith.split_data(path, "0.8,0.1,0.1", seed=0, stratify="label", out_dir=tmp_path / "out")
+    assert card["near_duplicate_groups"] > 100
+    assert all(v == {"exact": 0, "near": 0} for v in card["leakage"].values()), card["leakage"]
+    assert card["labels_off"] == {}
+    whole = Counter(r["label"] for r in records)
+    split_of = {}
+    for (name, file), ratio in zip(card["files"].items(), (0.8, 0.1, 0.1)):
+        rows = [json.loads(line) for line in open(file)]
+        counts = Counter(r["label"] for r in rows)
+        for label, n in whole.items():
+            assert abs(counts[label] - ratio * n) <= tolerance(ratio * n), (name, label, counts[label], ratio * n)
+        worst = card["worst_label_deviation"][name]
+        assert worst["relative"] <= 0.2 or worst["expected"] < 5
+        split_of |= {(r["text"], r["label"]): name for r in rows}
+    splits_of_group: dict[int, set] = {}
+    for record, group in zip(records, group_of):
+        splits_of_group.setdefault(group, set()).add(split_of[(record["text"], record["label"])])
+    assert all(len(s) == 1 for s in splits_of_group.values())  # every paraphrase group whole
+
+
+def test_labels_a_split_cannot_hold_within_tolerance_are_named():
+    from tunesmith.data.split import split_indices, split_report
+
+    # one label whose 20 examples are a single group: it cannot be in validation or test at all
+    records = [{"label": "a"} for _ in range(20)] + [{"label": "b"} for _ in range(80)]
+    groups = [0] * 20 + list(range(1, 81))
+    parts = split_indices(records, (0.8, 0.1, 0.1), seed=0, stratify="label", groups=groups)
+    assert sorted(parts[0])[:20] == list(range(20))  # the group went whole to train
+    report = split_report(records, parts, ("train", "validation", "test"), "label")
+    assert set(report["labels_off"]) >= {"validation", "test"}
+    assert report["labels_off"]["test"]["a"]["count"] == 0
+    assert report["worst_label_deviation"]["test"]["label"] == "a"

@@ -94,14 +94,20 @@ def counting_progress(console: Console, label: str):
 
 def split_table(card: dict[str, Any]) -> Table:
     table = Table(title=f"split (seed {card['seed']}{', stratified on ' + card['stratify'] if card['stratify'] else ''})")
-    for column in ("split", "records", "label-share deviation", "file"):
+    for column in ("split", "records", "label-share deviation", "worst label vs its expected count", "file"):
         table.add_column(column)
     deviation = card.get("max_label_share_deviation_pp", {})
+    worst = card.get("worst_label_deviation", {})
     for name, n in card["records"].items():
-        dev = deviation.get(name)
-        table.add_row(name, str(n), "-" if dev is None else f"{dev:.2f} pp", card["files"][name])
+        dev, w = deviation.get(name), worst.get(name)
+        table.add_row(name, str(n), "-" if dev is None else f"{dev:.2f} pp",
+                      "-" if not w else f"{w['label']}: {w['count']} for {w['expected']:g} ({w['relative']:.0%})",
+                      card["files"][name])
     leaks = ", ".join(f"{pair}: {v['exact']} exact / {v['near']} near" for pair, v in card["leakage"].items())
     rare = f"\nlabels too rare for every split: {', '.join(card['rare_labels'])}" if card.get("rare_labels") else ""
+    rare += "".join(f"\n{name}: outside ±20 % of the expected count (near-duplicate groups too large to place): "
+                    + ", ".join(f"{label} {v['count']} for {v['expected']:g}" for label, v in off.items())
+                    for name, off in card.get("labels_off", {}).items())
     table.caption = (f"{card['near_duplicate_groups']} near-duplicate groups kept whole; leakage {leaks}{rare}"
                      f"\ncard: {card['card']}")
     return table

@@ -5,7 +5,10 @@ Pure: records in, index lists out. The same records, ratios and seed always give
   member of a group lands in the same split, so no edited copy of a test record is trained on.
 - with ``stratify`` (a field, e.g. ``label``) each label is split on its own, so every split keeps
   the whole file's label shares as closely as the counts allow.
-Groups are assigned one at a time, largest first, to the split furthest below its target.
+Both at once: groups are assigned one at a time, largest first, to the split furthest below
+its targets (in records) for the group's labels among those where every one of its labels stays within
+``tolerance`` of its expected count (±20 %, ±1 below 5 expected). Where a group is too large
+for that (a label whose paraphrases form one big group), the split report names the label.
 """
 from __future__ import annotations
 
@@ -41,40 +44,63 @@ def split_indices(
     """Indices of the records for each split, each list in original order.
 
     >>> split_indices([{}] * 10, (0.8, 0.1, 0.1), seed=0)
-    [[0, 1, 2, 3, 4, 5, 6, 9], [8], [7]]
+    [[1, 2, 3, 4, 5, 6, 7, 8], [9], [0]]
     """
     units: dict[int, list[int]] = defaultdict(list)  # group id → member indices
     for i in range(len(records)):
         units[groups[i] if groups is not None else i].append(i)
-    by_label: dict[Any, list[list[int]]] = defaultdict(list)
-    for members in units.values():
-        by_label[str(records[members[0]].get(stratify)) if stratify else None].append(members)
-    rng = random.Random(seed)
+    label_of = [str(r.get(stratify)) if stratify else "" for r in records]
+    whole = Counter(label_of)
+    targets = [{label: ratio * n for label, n in whole.items()} for ratio in ratios]
+    counts: list[Counter] = [Counter() for _ in ratios]
+    order = list(units.values())
+    random.Random(seed).shuffle(order)
+    order.sort(key=len, reverse=True)  # stable: equal sizes keep their shuffled order
     splits: list[list[int]] = [[] for _ in ratios]
-    for label in sorted(by_label, key=str):
-        label_units = by_label[label]
-        rng.shuffle(label_units)
-        label_units.sort(key=len, reverse=True)  # stable: equal sizes keep their shuffled order
-        _assign(label_units, ratios, splits)
+    for members in order:
+        unit = Counter(label_of[i] for i in members)
+        chosen = _best_split(unit, targets, counts)
+        splits[chosen].extend(members)
+        counts[chosen].update(unit)
     return [sorted(part) for part in splits]
 
 
-def _assign(units: list[list[int]], ratios: Sequence[float], splits: list[list[int]]) -> None:
-    """Give each unit to the split furthest below its target share, among those it fits (at least
-    half the unit still within quota; else train). Ties go to the later split, so validation and
-    test get their share of a small label before train takes the rest."""
-    targets = [r * sum(len(u) for u in units) for r in ratios]
-    quota = list(targets)
-    for unit in units:
-        fits = [s for s in range(len(ratios)) if quota[s] >= len(unit) / 2] or [0]
-        chosen = max(fits, key=lambda s: (quota[s] / targets[s], s))
-        splits[chosen].extend(unit)
-        quota[chosen] -= len(unit)
+def tolerance(expected: float) -> float:
+    """How far a label's count in a split may stray from its expected count: ±20 %, or ±1 where
+    fewer than 5 are expected.
+
+    >>> tolerance(10), tolerance(100), tolerance(2)
+    (2.0, 20.0, 1.0)
+    """
+    return 1.0 if expected < 5 else 0.2 * expected
+
+
+def _best_split(unit: Counter, targets: list[dict[str, float]], counts: list[Counter]) -> int:
+    """The split for one unit (a near-duplicate group, or one record): among the splits where
+    each of its labels stays within tolerance of its expected count, the one furthest below its
+    targets for those labels (in records, weighted by the unit's members: large groups go to the
+    large split first, and each label's counts end at its targets rounded); ties go to the later
+    split.
+    A unit that fits nowhere goes where it overshoots least — train, for a group too large for
+    the others."""
+    def overshoot(s: int) -> float:
+        return sum(max(0.0, counts[s][label] + n - targets[s][label] - tolerance(targets[s][label]))
+                   for label, n in unit.items())
+
+    def deficit(s: int) -> float:
+        return sum(n * (targets[s][label] - counts[s][label]) for label, n in unit.items())
+
+    fits = [s for s in range(len(targets)) if overshoot(s) == 0]
+    if fits:
+        return max(fits, key=lambda s: (deficit(s), s))
+    return min(range(len(targets)), key=lambda s: (overshoot(s), s))
 
 
 def split_report(records: Sequence[dict[str, Any]], parts: list[list[int]], names: Sequence[str],
-                 stratify: str | None) -> dict[str, Any]:
-    """Counts per split and, with ``stratify``, each split's label shares against the whole file."""
+                 stratify: str | None, ratios: Sequence[float] | None = None) -> dict[str, Any]:
+    """Counts per split and, with ``stratify``, each split's label shares against the whole file,
+    its worst label (relative to the count expected from ``ratios``, default the split's share)
+    and every label outside ``tolerance``."""
     report: dict[str, Any] = {"records": {n: len(p) for n, p in zip(names, parts)}}
     if not stratify:
         return report
@@ -85,5 +111,21 @@ def split_report(records: Sequence[dict[str, Any]], parts: list[list[int]], name
         deviation[name] = max((abs(counts[label] / len(part) - n / len(records)) * 100 for label, n in whole.items()),
                               default=0.0) if part else None
     report["max_label_share_deviation_pp"] = deviation
+    report["worst_label_deviation"] = {}
+    report["labels_off"] = {}
+    shares = list(ratios) if ratios else [len(p) / len(records) for p in parts] if records else []
+    for name, part, ratio in zip(names, parts, shares):
+        counts = Counter(str(records[i].get(stratify)) for i in part)
+        expected = {label: ratio * n for label, n in whole.items()}
+        worst = max(whole, key=lambda label: abs(counts[label] - expected[label]) / max(expected[label], 1e-9),
+                    default=None)
+        if worst is not None:
+            report["worst_label_deviation"][name] = {
+                "label": worst, "count": counts[worst], "expected": round(expected[worst], 2),
+                "relative": round(abs(counts[worst] - expected[worst]) / max(expected[worst], 1e-9), 4)}
+        off = {label: {"count": counts[label], "expected": round(e, 2)} for label, e in expected.items()
+               if abs(counts[label] - e) > tolerance(e) + 1e-9}
+        if off:
+            report["labels_off"][name] = off
     report["rare_labels"] = sorted(label for label, n in whole.items() if n < len(names))
     return report

@@ -34,7 +34,7 @@ def write_split(source: Path, report: ValidationReport, ratios: tuple[float, ...
     card = {"source": str(source), "ratios": list(ratios), "seed": seed, "stratify": stratify,
             "files": {n: str(p) for n, p in files.items()},
             "near_duplicate_groups": sum(1 for g, n in _sizes(groups).items() if n > 1),
-            **split_report(values, parts, names, stratify), "leakage": {}}
+            **split_report(values, parts, names, stratify, ratios), "leakage": {}}
     for (na, pa), (nb, pb) in itertools.combinations(zip(names, parts), 2):
         found = leakage_between(na, [lines[i] for i in pa], [texts[i] for i in pa],
                                 nb, [lines[i] for i in pb], [texts[i] for i in pb],
@@ -56,12 +56,19 @@ def _markdown(card: dict[str, Any]) -> str:
              f"ratios {card['ratios']}, seed {card['seed']}, stratified on `{card['stratify']}`" if card["stratify"]
              else f"ratios {card['ratios']}, seed {card['seed']}", "",
              f"{card['near_duplicate_groups']} near-duplicate group(s), each kept inside one split.", ""]
-    deviation = card.get("max_label_share_deviation_pp", {})
-    lines += markdown_table(["split", "records", "max label-share deviation (pp)"],
-                            [[name, n, "-" if deviation.get(name) is None else f"{deviation[name]:.2f}"]
+    deviation, worst = card.get("max_label_share_deviation_pp", {}), card.get("worst_label_deviation", {})
+    lines += markdown_table(["split", "records", "max label-share deviation (pp)", "worst label: count / expected"],
+                            [[name, n, "-" if deviation.get(name) is None else f"{deviation[name]:.2f}",
+                              "-" if not worst.get(name) else
+                              f"{worst[name]['label']}: {worst[name]['count']} / {worst[name]['expected']:g} "
+                              f"({worst[name]['relative']:.0%} off)"]
                              for name, n in card["records"].items()])
     if card.get("rare_labels"):
         lines += ["", f"Labels too rare to appear in every split: {', '.join(card['rare_labels'])}"]
+    for name, off in card.get("labels_off", {}).items():
+        lines += ["", f"{name}: labels outside ±20 % of their expected count (±1 below 5), because their "
+                      "near-duplicate groups are too large to place: "
+                  + ", ".join(f"{label} ({v['count']} for {v['expected']:g})" for label, v in off.items())]
     lines += ["", *markdown_table(["leakage", "exact", "near"], [[pair, v["exact"], v["near"]]
                                                                  for pair, v in card["leakage"].items()])]
     return "\n".join(lines) + "\n"
