@@ -1,4 +1,5 @@
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -169,3 +170,21 @@ def test_a_pair_the_grouping_missed_but_the_leakage_check_finds_is_joined_and_th
     card = tunesmith.split_data(path, "0.8,0.1,0.1", seed=0, stratify="label", out_dir=tmp_path / "out")
     assert all(v == {"exact": 0, "near": 0} for v in card["leakage"].values()), card["leakage"]
     assert card["near_duplicate_groups"] > 50  # the groups the check's pairs made
+
+
+def test_a_csv_in_gives_csv_splits_out_with_its_columns(tmp_path):
+    import csv
+
+    import tunesmith
+
+    path = tmp_path / "intents.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label", "annotator"])
+        for i in range(60):
+            writer.writerow([f"message number {i} about topic {i % 3}, with a comma", f"l{i % 3}", f"a{i % 2}"])
+    card = tunesmith.split_data(path, "0.8,0.1,0.1", seed=0, stratify="label", out_dir=tmp_path / "out")
+    assert [Path(p).suffix for p in card["files"].values()] == [".csv"] * 3
+    rows = [row for p in card["files"].values() for row in csv.DictReader(open(p))]
+    assert len(rows) == 60 and set(rows[0]) == {"text", "label", "annotator"}
+    assert {r["text"] for r in rows} == {f"message number {i} about topic {i % 3}, with a comma" for i in range(60)}

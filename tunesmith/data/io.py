@@ -119,10 +119,12 @@ def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> int:
 
 
 def write_csv(path: Path, records: Iterable[dict[str, Any]], fields: list[str]) -> int:
+    """Write records as CSV (TSV for a ``.tsv`` path) with a header of ``fields``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     count = 0
     with open(path, "w", encoding="utf-8", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore",
+                                delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
         writer.writeheader()
         for record in records:
             writer.writerow(record)

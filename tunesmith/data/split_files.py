@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from tunesmith.data.dedup import MinHasher, UnionFind, fold, near_duplicate_groups
-from tunesmith.data.io import write_jsonl
+from tunesmith.data.io import is_csv, write_csv, write_jsonl
 from tunesmith.data.leakage import leakage_between
 from tunesmith.data.normalize import dedup_text
 from tunesmith.data.split import SPLIT_NAMES, parse_ratios, split_indices, split_report
@@ -40,9 +40,14 @@ def write_split(source: Path, report: ValidationReport, ratios: tuple[float, ...
             break
         groups = _joined(groups, joined)
     files = {}
+    columns = list(dict.fromkeys(k for v in values for k in v)) if is_csv(source) else None
     for name, part in zip(names, parts):
-        files[name] = out_dir / f"{source.stem}.{name}.jsonl"
-        write_jsonl(files[name], (values[i] for i in part))
+        if columns is not None:  # a CSV in gives CSV splits out, with its columns in its order
+            files[name] = out_dir / f"{source.stem}.{name}{source.suffix.lower()}"
+            write_csv(files[name], (values[i] for i in part), columns)
+        else:
+            files[name] = out_dir / f"{source.stem}.{name}.jsonl"
+            write_jsonl(files[name], (values[i] for i in part))
     card = {"source": str(source), "ratios": list(ratios), "seed": seed, "stratify": stratify,
             "files": {n: str(p) for n, p in files.items()},
             "near_duplicate_groups": sum(1 for g, n in _sizes(groups).items() if n > 1),
