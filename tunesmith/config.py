@@ -29,18 +29,28 @@ class CleanConfig(_Strict):
     format: Literal["chat", "prompt_completion", "instruction", "classification", "preference"] | None = Field(None, description="Data format (default: detect).")
     fix_roles: bool = Field(False, description="Map role aliases (human, gpt, bot, ...) to user/assistant instead of rejecting the record.")
     dedup_exact: bool = Field(True, description="Remove exact duplicates of normalised content (first occurrence kept).")
-    dedup_near: bool = Field(True, description="Remove near-duplicates: case, whitespace, punctuation changes, one-word edits (first kept).")
+    dedup_near: bool = Field(True, description="Remove near-duplicates (first kept); `near_rule` says which.")
+    near_rule: Literal["auto", "edits", "cosmetic"] = Field("auto", description="What a near-duplicate is: `edits` (case, whitespace, punctuation, one-word edits, char 5-gram Jaccard >= 0.8) or `cosmetic` (case, whitespace, punctuation only); `auto`: cosmetic for classification text, where one word apart is often a distinct paraphrase of the intent (measured on BANKING77's test split: edits removes 3.2 % of its clean rows), edits otherwise.")
     label_conflicts: bool = Field(True, description="Set aside classification records whose text has conflicting labels.")
     pii: Literal["redact", "drop", "report", "off"] = Field("redact", description="Personal data: replace with typed placeholders, drop the record, only count it, or skip the check.")
     model: str | None = Field(None, description="Count tokens with this model's tokenizer (default: count words).")
-    min_tokens: int = Field(2, ge=0, description="Records with fewer tokens in all their content are removed as too short.")
-    max_tokens: int | None = Field(None, ge=1, description="Records with more tokens are removed as too long (default: no limit).")
+    min_tokens: int | None = Field(None, ge=0, description="Records with fewer tokens in all their content are removed as too short (default: 2, and none for classification text, where one word is a message: 'terminate').")
+    max_tokens: int | None = Field(None, ge=1, description="Records with more tokens are removed as too long (default: with `model`, its context length; else no limit).")
+    max_chars: int | None = Field(32_000, ge=1, description="Records with more characters in all their content are removed as too long (a pasted log or a whole document where a message belongs).")
     max_char_run: int = Field(30, ge=2, description="Longest run of one repeated character allowed.")
     min_text_ratio: float = Field(0.5, ge=0, le=1, description="Least share of letters, digits and spaces in each text field.")
 
+    def shortest(self, classification: bool) -> int:
+        """The fewest tokens a record may have: ``min_tokens``, else 2 (0 for classification text)."""
+        return self.min_tokens if self.min_tokens is not None else 0 if classification else 2
+
+    def near_edits(self, classification: bool) -> bool:
+        """Whether one-word edits count as near-duplicates (``near_rule``)."""
+        return self.near_rule == "edits" or (self.near_rule == "auto" and not classification)
+
     @model_validator(mode="after")
     def _length_window(self):
-        if self.max_tokens is not None and self.max_tokens < self.min_tokens:
+        if self.max_tokens is not None and self.min_tokens is not None and self.max_tokens < self.min_tokens:
             raise ValueError(f"max_tokens ({self.max_tokens}) is below min_tokens ({self.min_tokens}): "
                              "every record would be removed")
         return self

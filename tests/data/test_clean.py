@@ -138,9 +138,41 @@ def test_near_duplicates_with_other_labels_are_kept_and_chains_do_not_drift(tmp_
             "When will my card be here for me,card_arrival"]                     # two from line 5, one from a removed one: kept
     path = tmp_path / "c.csv"
     path.write_text("\n".join(rows) + "\n")
-    clean_file(path, tmp_path / "out.csv")
+    clean_file(path, tmp_path / "out.csv", CleanOptions(near_rule="edits"))  # classification's default is cosmetic
     rejects = [json.loads(line) for line in (tmp_path / "out.csv.rejects.jsonl").read_text().splitlines()]
     assert {(r["line"], r["duplicate_of"]) for r in rejects} == {(4, 2), (6, 5)}
+
+
+def test_intent_data_keeps_one_word_messages_and_paraphrases_by_default_and_drops_cosmetic_copies(tmp_path):
+    rows = ["text,label",
+            "terminate,terminate_account",                                   # one word: a message, kept
+            "yo,greeting",
+            "How do I add a card to the app?,card_linking",
+            "How do I add a card to my app?,card_linking",                   # a distinct paraphrase: kept
+            "how do i add a card to the app,card_linking",                   # case and punctuation only: removed
+            "I have a pending cash withdrawal,pending_cash_withdrawal",
+            "Why do I have a pending cash withdrawal,pending_cash_withdrawal"]  # kept
+    path = tmp_path / "intents.csv"
+    path.write_text("\n".join(rows) + "\n")
+    summary = clean_file(path, tmp_path / "out.csv")
+    assert summary.kept == 6 and summary.removed_by_step == {"near_duplicate": 1}, summary.removed_by_step
+    rejects = [json.loads(line) for line in (tmp_path / "out.csv.rejects.jsonl").read_text().splitlines()]
+    assert [(r["line"], r["duplicate_of"]) for r in rejects] == [(6, 4)]
+    # asked for, the minimum and the one-word rule still apply
+    strict = clean_file(path, tmp_path / "strict.csv", CleanOptions(min_tokens=2, near_rule="edits"))
+    assert strict.removed_by_step["length"] == 2 and strict.removed_by_step["near_duplicate"] >= 2
+
+
+def test_a_record_past_the_character_bound_is_too_long_by_default(tmp_path):
+    long_text = "This is a pasted log line that goes on. " * 1000  # 40,000 characters
+    records = [chat("Please summarise the attached", long_text), chat("How do I reset my PIN?", "In the app.")]
+    path = tmp_path / "long.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    summary = clean_file(path, tmp_path / "out.jsonl")
+    assert summary.removed_by_step == {"length": 1}
+    rejects = [json.loads(line) for line in (tmp_path / "out.rejects.jsonl").read_text().splitlines()]
+    assert len(rejects) == 1 and "characters, more than 32,000" in json.dumps(rejects[0]), rejects[0].keys()
+    assert clean_file(path, tmp_path / "loose.jsonl", CleanOptions(max_chars=None)).removed_by_step == {}
 
 
 def test_a_length_window_that_removes_everything_is_refused():

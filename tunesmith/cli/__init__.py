@@ -94,13 +94,16 @@ def data_clean(file: Path = typer.Argument(..., help="Data file to clean (any su
                model: Optional[str] = typer.Option(None, help="Count tokens with this model's tokenizer (default: words)."),
                min_tokens: Optional[int] = typer.Option(None, "--min-tokens", help="Remove records shorter than this."),
                max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Remove records longer than this."),
+               max_chars: Optional[int] = typer.Option(None, "--max-chars", help="Remove records with more characters (default 32,000)."),
                near_dedup: Optional[bool] = typer.Option(None, "--near-dedup/--no-near-dedup", help="Near-duplicate removal."),
+               near_rule: Optional[str] = typer.Option(None, "--near-rule", help="auto | edits | cosmetic: what a near-duplicate is (auto: cosmetic for classification text)."),
                fmt: Optional[str] = typer.Option(None, "--format", help="Data format (default: detect)."),
                as_json: bool = typer.Option(False, "--json", help="Machine-readable summary.")):
     """Normalise, deduplicate, scrub personal data and filter a file; nothing is lost (see the rejects file)."""
     with render.counting_progress(err, "cleaning") as progress:
         card = api.clean(file, output, config, progress=progress, fix_roles=fix_roles, pii=pii, model=model,
-                         min_tokens=min_tokens, max_tokens=max_tokens, dedup_near=near_dedup, format=fmt)
+                         min_tokens=min_tokens, max_tokens=max_tokens, max_chars=max_chars, dedup_near=near_dedup,
+                         near_rule=near_rule, format=fmt)
     if as_json:
         out.print_json(data=card)
     else:

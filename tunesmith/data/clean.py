@@ -25,7 +25,7 @@ from typing import Any, BinaryIO, Callable, TextIO
 import numpy as np
 
 from tunesmith.config import CleanConfig
-from tunesmith.data.dedup import NUM_PERM, MinHasher, duplicates_of_kept, exact_key, fold
+from tunesmith.data.dedup import NUM_PERM, MinHasher, duplicates_of_kept, exact_key, fold, is_near_duplicate
 from tunesmith.data.formats import Format
 from tunesmith.data.io import read_rows
 from tunesmith.data.normalize import ROLE_ALIASES, dedup_text, fix_roles, map_texts, normalize_text, text_slots
@@ -244,9 +244,12 @@ def _quality_problem(record: dict, fmt: Format, options: CleanConfig) -> str | N
 
 def _length_problem(record: dict, fmt: Format, options: CleanConfig, count_tokens) -> str | None:
     text = "\n".join(c[k] for c, k, _ in text_slots(record, fmt))
+    if options.max_chars and len(text) > options.max_chars:
+        return f"too_long: {len(text):,} characters, more than {options.max_chars:,}"
     tokens = count_tokens(text) if count_tokens else len(text.split())
-    if tokens < options.min_tokens:
-        return f"too_short: {tokens} tokens, fewer than {options.min_tokens}"
+    shortest = options.shortest(fmt is Format.CLASSIFICATION)
+    if tokens < shortest:
+        return f"too_short: {tokens} tokens, fewer than {shortest}"
     if options.max_tokens and tokens > options.max_tokens:
         return f"too_long: {tokens} tokens, more than {options.max_tokens}"
     return None
@@ -262,7 +265,9 @@ def _resolve_groups(state: _State, spool: BinaryIO, fmt: Format | None, options:
             drop[index] = ("label_conflict", f"the same text has conflicting labels: {', '.join(sorted(labels))}", {})
     if options.dedup_near and len(state.signatures) > 1:
         same_label = (lambda i, j: state.labels[i] == state.labels[j]) if state.labels else None
-        found = duplicates_of_kept(state.signatures.array(), lambda i: _folded_at(spool, state.offsets[i], fmt), same_label)
+        rule = is_near_duplicate if options.near_edits(fmt is Format.CLASSIFICATION) else str.__eq__
+        found = duplicates_of_kept(state.signatures.array(), lambda i: _folded_at(spool, state.offsets[i], fmt),
+                                   same_label, rule)
         for index, kept in found.items():
             if index not in drop:
                 drop[index] = ("near_duplicate", "near-duplicate of an earlier record",

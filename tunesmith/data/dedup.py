@@ -157,13 +157,16 @@ def near_duplicate_groups(signatures: np.ndarray, folded: Callable[[int], str]) 
 
 
 def duplicates_of_kept(signatures: np.ndarray, folded: Callable[[int], str],
-                       compatible: Callable[[int, int], bool] | None = None) -> dict[int, int]:
+                       compatible: Callable[[int, int], bool] | None = None,
+                       rule: Callable[[str, str], bool] | None = None) -> dict[int, int]:
     """Record → the earlier *kept* record it near-duplicates, for every record to remove.
 
     Not transitive, for cleaning: a record goes only when it is itself close to one that stays,
     and ``compatible`` can forbid a match (e.g. different labels: "my card is broken" and "my
-    card is stolen" are one word apart and mean different things).
+    card is stolen" are one word apart and mean different things). ``rule`` decides on two folded
+    texts (default ``is_near_duplicate``; ``str.__eq__`` for cosmetic changes only).
     """
+    rule = rule or is_near_duplicate
     earlier: dict[int, list[int]] = {}
     for i, j in candidate_pairs(signatures):
         earlier.setdefault(j, []).append(i)
@@ -171,7 +174,7 @@ def duplicates_of_kept(signatures: np.ndarray, folded: Callable[[int], str],
     removed: dict[int, int] = {}
     for j in sorted(earlier):
         for i in sorted(earlier[j]):
-            if i not in removed and (compatible is None or compatible(i, j)) and is_near_duplicate(texts[i], texts[j]):
+            if i not in removed and (compatible is None or compatible(i, j)) and rule(texts[i], texts[j]):
                 removed[j] = i
                 break
     return removed

@@ -80,6 +80,18 @@ def token_counter(model: str, workspace: Workspace) -> Callable[[str], int]:
     return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
+def context_length(model: str, workspace: Workspace) -> int | None:
+    """The longest sequence ``model`` reads (its config's ``max_position_embeddings``), if it says."""
+    import json
+
+    config = Path(resolve_model(model, workspace).path) / "config.json"
+    try:
+        value = json.loads(config.read_text()).get("max_position_embeddings")
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, int) and value > 0 else None
+
+
 def clean_data(path: str | Path, out: str | Path, settings: CleanConfig, workspace: Workspace,
                progress=None) -> dict[str, Any]:
     """Clean ``path`` into ``out`` (rejects beside it) and write its card; token limits count under
@@ -87,5 +99,7 @@ def clean_data(path: str | Path, out: str | Path, settings: CleanConfig, workspa
     if not Path(path).is_file():
         raise DataError(f"no such file: {path}")
     count_tokens = token_counter(settings.model, workspace) if settings.model else None
+    if settings.model and settings.max_tokens is None and (context := context_length(settings.model, workspace)):
+        settings = settings.model_copy(update={"max_tokens": context})  # longer than the model reads: too long
     summary = clean_file(path, out, settings, count_tokens, progress)
     return write_card(summary, Path(out), count_tokens)

@@ -11,8 +11,8 @@ from tunesmith import api
 from tunesmith.errors import APIError, ConfigError, DataError
 from tunesmith.jobs.files import FileStore
 
-CLEAN_OPTIONS = {"fix_roles", "dedup_exact", "dedup_near", "label_conflicts", "pii", "min_tokens", "max_tokens",
-                 "max_char_run", "min_text_ratio", "format"}
+CLEAN_OPTIONS = {"fix_roles", "dedup_exact", "dedup_near", "near_rule", "label_conflicts", "pii", "min_tokens",
+                 "max_tokens", "max_chars", "max_char_run", "min_text_ratio", "format"}
 
 
 def clean(files: FileStore, file_id: str, options: dict[str, Any]) -> dict:
