@@ -188,3 +188,9 @@ def test_a_csv_in_gives_csv_splits_out_with_its_columns(tmp_path):
     rows = [row for p in card["files"].values() for row in csv.DictReader(open(p))]
     assert len(rows) == 60 and set(rows[0]) == {"text", "label", "annotator"}
     assert {r["text"] for r in rows} == {f"message number {i} about topic {i % 3}, with a comma" for i in range(60)}
+    assert card["extra_columns"] == {"annotator": 60}  # listed in the card, kept unless asked
+    dropped = tunesmith.split_data(path, "0.8,0.1,0.1", seed=0, stratify="label", out_dir=tmp_path / "lean",
+                                   drop_columns=["annotator"])
+    assert all(set(row) == {"text", "label"} for p in dropped["files"].values() for row in csv.DictReader(open(p)))
+    with pytest.raises(tunesmith.ConfigError, match="no column 'nope'"):
+        tunesmith.split_data(path, "0.8,0.1,0.1", drop_columns=["nope"], out_dir=tmp_path / "x")

@@ -115,10 +115,12 @@ def data_split(file: Path = typer.Argument(..., help="Data file to split."),
                ratios: str = typer.Option("0.8,0.1,0.1", help="train,validation,test shares (or train,test)."),
                stratify: Optional[str] = typer.Option(None, help="Field to stratify on, e.g. label."),
                seed: int = typer.Option(0, help="Random seed; the same seed gives the same split."),
-               output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Where to write (default: beside the file).")):
+               output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Where to write (default: beside the file)."),
+               drop_columns: Optional[str] = typer.Option(None, "--drop-columns", help="Comma-separated CSV columns to leave out of the splits (the card lists the extra ones).")):
     """Split a valid file deterministically into train/validation/test files (near-duplicates kept
     together), check the splits for leakage, and write a split card."""
-    card = api.split_data(file, ratios, seed=seed, stratify=stratify, out_dir=output_dir)
+    dropped = [c.strip() for c in drop_columns.split(",") if c.strip()] if drop_columns else None
+    card = api.split_data(file, ratios, seed=seed, stratify=stratify, out_dir=output_dir, drop_columns=dropped)
     out.print(render.split_table(card))
 
 

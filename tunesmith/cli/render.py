@@ -108,6 +108,9 @@ def split_table(card: dict[str, Any]) -> Table:
     rare += "".join(f"\n{name}: outside ±20 % of the expected count (near-duplicate groups too large to place): "
                     + ", ".join(f"{label} {v['count']} for {v['expected']:g}" for label, v in off.items())
                     for name, off in card.get("labels_off", {}).items())
+    if card.get("extra_columns"):
+        rare += ("\ncolumns beyond the format's, kept (--drop-columns to leave out): "
+                 + ", ".join(f"{c} ({n} rows filled)" for c, n in card["extra_columns"].items()))
     table.caption = (f"{card['near_duplicate_groups']} near-duplicate groups kept whole; leakage {leaks}{rare}"
                      f"\ncard: {card['card']}")
     return table

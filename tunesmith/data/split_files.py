@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from tunesmith.data.dedup import MinHasher, UnionFind, fold, near_duplicate_groups
+from tunesmith.data.formats import Format
 from tunesmith.data.io import is_csv, write_csv, write_jsonl
 from tunesmith.data.leakage import leakage_between
 from tunesmith.data.normalize import dedup_text
@@ -18,8 +19,14 @@ from tunesmith.reports import markdown_table, write_bundle
 
 
 def write_split(source: Path, report: ValidationReport, ratios: tuple[float, ...], seed: int,
-                stratify: str | None, out_dir: Path) -> dict[str, Any]:
+                stratify: str | None, out_dir: Path, drop_columns: list[str] | None = None) -> dict[str, Any]:
     values = [r.value for r in report.records]
+    extra = extra_columns(values, report.format, stratify) if is_csv(source) else {}
+    if drop_columns:
+        unknown = sorted(set(drop_columns) - {k for v in values for k in v})
+        if unknown:
+            raise ConfigError(f"--drop-columns: {source} has no column {', '.join(map(repr, unknown))}")
+        values = [{k: v for k, v in value.items() if k not in drop_columns} for value in values]
     lines = [r.line for r in report.records]
     texts = [fold(dedup_text(v, report.format)) for v in values]
     hasher = MinHasher()
@@ -51,10 +58,24 @@ def write_split(source: Path, report: ValidationReport, ratios: tuple[float, ...
     card = {"source": str(source), "ratios": list(ratios), "seed": seed, "stratify": stratify,
             "files": {n: str(p) for n, p in files.items()},
             "near_duplicate_groups": sum(1 for g, n in _sizes(groups).items() if n > 1),
+            "extra_columns": extra, "dropped_columns": sorted(drop_columns or []),
             **split_report(values, parts, names, stratify, ratios),
             "leakage": {pair: {"exact": found.exact, "near": found.near} for pair, found in leaks.items()}}
     card["card"] = write_bundle(out_dir, f"{source.stem}.split", data=card, markdown=_markdown(card))["json"]
     return card
+
+
+def extra_columns(values: list[dict[str, Any]], fmt: Format | None, stratify: str | None) -> dict[str, int]:
+    """A CSV's columns beyond what its format reads (and the stratify field): each with how many
+    rows fill it — an empty ``Unnamed: 3`` says 0, an annotator id says every row."""
+    known = set(FORMAT_FIELDS.get(fmt, ())) | ({stratify} if stratify else set())
+    columns = dict.fromkeys(k for v in values for k in v)
+    return {c: sum(1 for v in values if str(v.get(c) or "").strip()) for c in columns if c not in known}
+
+
+FORMAT_FIELDS = {Format.CLASSIFICATION: ("text", "label"), Format.PROMPT_COMPLETION: ("prompt", "completion"),
+                 Format.INSTRUCTION: ("instruction", "input", "output"),
+                 Format.PREFERENCE: ("prompt", "chosen", "rejected")}
 
 
 MAX_REGROUPINGS = 25  # each round joins every pair found: a few rounds where the grouping missed a few pairs,
@@ -102,6 +123,9 @@ def _markdown(card: dict[str, Any]) -> str:
                              for name, n in card["records"].items()])
     if card.get("rare_labels"):
         lines += ["", f"Labels too rare to appear in every split: {', '.join(card['rare_labels'])}"]
+    if card.get("extra_columns"):
+        lines += ["", "Columns beyond the format's, kept in the splits (`--drop-columns` leaves them out): "
+                  + ", ".join(f"`{c}` ({n} rows filled)" for c, n in card["extra_columns"].items())]
     for name, off in card.get("labels_off", {}).items():
         lines += ["", f"{name}: labels outside ±20 % of their expected count (±1 below 5), because their "
                       "near-duplicate groups are too large to place: "
@@ -112,7 +136,8 @@ def _markdown(card: dict[str, Any]) -> str:
 
 
 def split_file(path: str | Path, ratios: str | tuple[float, ...] = (0.8, 0.1, 0.1), seed: int = 0,
-               stratify: str | None = None, out_dir: str | Path | None = None, fmt: str | None = None) -> dict[str, Any]:
+               stratify: str | None = None, out_dir: str | Path | None = None, fmt: str | None = None,
+               drop_columns: list[str] | None = None) -> dict[str, Any]:
     """Validate ``path``, split it by ``ratios`` (``"0.8,0.1,0.1"`` or a tuple) and write the split
     files, their leakage check and the split card beside it (or in ``out_dir``)."""
     try:
@@ -125,4 +150,5 @@ def split_file(path: str | Path, ratios: str | tuple[float, ...] = (0.8, 0.1, 0.
     values = [r.value for r in report.records]
     if stratify and not all(stratify in v for v in values):
         raise DataError(f"{path}: cannot stratify on {stratify!r}: not every record has that field")
-    return write_split(Path(path), report, ratios, seed, stratify, Path(out_dir) if out_dir else Path(path).parent)
+    return write_split(Path(path), report, ratios, seed, stratify, Path(out_dir) if out_dir else Path(path).parent,
+                       drop_columns)
