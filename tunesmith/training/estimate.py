@@ -22,9 +22,9 @@ child process, in a scratch directory, for a few real optimizer steps on real ba
   of each size) and stops once the shapes repeat: measured on the quickstart (SmolLM2-135M, LoRA,
   packed rows of varying length), +630 MiB over the first epoch even with the heap trimmed after
   every step, flat in the last steps, and a 4-step probe's high-water 34 % under the run's. So
-  the probe measures the RSS after each step, divides its rise over the measured steps by the new
-  shapes they brought, and adds that per shape × the epoch's distinct shapes it has not run (the
-  Trainer's own batches, collated again: the same count that gives the padded tokens). On CUDA,
+  the probe measures the RSS after each step and scales its rise over the measured steps from the
+  new shapes they brought to the epoch's distinct shapes (the Trainer's own batches, collated
+  again: the same count that gives the padded tokens), sublinearly (``GROWTH_EXPONENT``). On CUDA,
   **GPU memory** is torch's peak reserved;
 - **disk**: the size of the checkpoint the probe wrote × the checkpoints kept
   (``save_total_limit``), plus the final weights.
@@ -209,11 +209,11 @@ def scale(probe: dict[str, Any], config: RecipeConfig) -> Estimate:
               + warmup)
     per_epoch = in_all / epochs
     kept = min(all_saves, t.save_total_limit) if t.save_total_limit else all_saves
-    growth_per_shape, unseen = shape_growth(probe)
+    growth, per_shape, unseen = shape_growth(probe)
     notes = []
-    if unseen and growth_per_shape:
-        notes.append(f"peak RAM includes {_mib(growth_per_shape * unseen)} for the {unseen} batch shapes the probe "
-                     f"did not run ({_mib(growth_per_shape)} each, measured)")
+    if growth:
+        notes.append(f"peak RAM includes {_mib(growth)} for the {unseen} batch shapes the probe did not run "
+                     f"(it measured {_mib(per_shape)} per new shape; the growth slows as shapes repeat)")
     if probe["accumulation"] > 1:
         notes.append(f"{probe['accumulation']} batches per optimizer step")
     return Estimate(
@@ -226,8 +226,8 @@ def scale(probe: dict[str, Any], config: RecipeConfig) -> Estimate:
         train_seconds_per_epoch=round(train_per_epoch, 1), eval_seconds=round(probe["eval_seconds"], 2),
         evals_per_epoch=evals, save_seconds=round(probe["save_seconds"], 2), saves_per_epoch=saves,
         seconds_per_epoch=round(per_epoch, 1), total_seconds=round(in_all, 1), warmup_seconds=round(warmup, 2),
-        peak_rss_bytes=probe["peak_rss_bytes"] + growth_per_shape * unseen, peak_gpu_bytes=probe["peak_gpu_bytes"],
-        probe_peak_rss_bytes=probe["peak_rss_bytes"], bytes_per_new_shape=growth_per_shape,
+        peak_rss_bytes=probe["peak_rss_bytes"] + growth, peak_gpu_bytes=probe["peak_gpu_bytes"],
+        probe_peak_rss_bytes=probe["peak_rss_bytes"], bytes_per_new_shape=per_shape,
         batch_shapes_per_epoch=len(probe.get("epoch_shapes", [])),
         checkpoint_bytes=probe["checkpoint_bytes"], checkpoints_kept=kept,
         final_weights_bytes=probe["weights_bytes"],
@@ -249,15 +249,27 @@ def _every(steps: int, interval: int) -> int:
     return steps // interval + (1 if steps % interval else 0)
 
 
-def shape_growth(probe: dict[str, Any]) -> tuple[int, int]:
-    """(resident bytes each new batch shape adds, the epoch's shapes the probe did not run).
+# How the resident growth scales with the batch shapes seen: as shapes**GROWTH_EXPONENT. Fitted
+# on the quickstart's whole-epoch RSS curve (2 cores, bf16, SmolLM2-135M LoRA, packed rows):
+# +306 MiB after 10 steps, then +455 / +742 / +919 MiB after 20 / 40 / 56 — between a square
+# root (433 / 612 / 724) and a straight line (612 / 1224 / 1714). The heap grows in lumps (one
+# step +200 MiB, the next +10), so a few probe steps give the rate only roughly; scaling it
+# sublinearly keeps one lump from being multiplied by every shape of the epoch.
+GROWTH_EXPONENT = 0.65
+
+
+def shape_growth(probe: dict[str, Any]) -> tuple[int, int, int]:
+    """(resident bytes the epoch's remaining batch shapes add, bytes per new shape in the probe,
+    the epoch's shapes the probe did not run).
 
     The rise of the RSS after each step, from the end of the warm-up step to the end of the last
-    measured one, over the shapes first seen in those steps; none when they brought no new shape
-    or the RSS fell. A GPU keeps its activations on the device: there the RSS does not grow so."""
+    measured one, came with the ``new`` shapes first seen in those steps; the epoch's ``new +
+    unseen`` shapes scale it by ``((new + unseen) / new) ** GROWTH_EXPONENT``. Nothing when the
+    measured steps brought no new shape or the RSS fell; nothing on a GPU, whose activations are
+    not in the RSS."""
     rss, shapes = probe.get("step_rss", []), probe.get("step_shapes", [])
     if len(rss) < 2 or len(shapes) != len(rss) or probe.get("peak_gpu_bytes") is not None:
-        return 0, 0
+        return 0, 0, 0
     seen = {tuple(map(tuple, s)) for s in shapes[0]}
     new = 0
     for step in shapes[1:]:
@@ -266,8 +278,8 @@ def shape_growth(probe: dict[str, Any]) -> tuple[int, int]:
     unseen = len({tuple(map(tuple, s)) for s in probe.get("epoch_shapes", [])} - seen)
     rise = rss[-1] - rss[0]
     if new == 0 or rise <= 0:
-        return 0, unseen
-    return rise // new, unseen
+        return 0, 0, unseen
+    return int(rise * (((new + unseen) / new) ** GROWTH_EXPONENT - 1)), rise // new, unseen
 
 
 def _mib(n: int) -> str:
