@@ -22,7 +22,8 @@ def test_method_trains_saves_and_reloads_identically(method, tiny_model_dir, cha
     reloaded = engine.load(result.run.id, workspace)
     assert engine.generate(reloaded, PROMPT, max_new_tokens=12) == expected
     if method in ("prompt_tuning", "prefix_tuning"):  # virtual tokens start random: the loss says they learned
-        assert result.summary["last_train_loss"] < result.summary["first_train_loss"]
+        # (on the same examples: the first and last training batches hold different ones, and six
+        # steps of a tiny random model leave their losses within noise of each other)
         report = tunesmith.evaluate(result.run.id, chat_file, max_examples=6, baselines=False, few_shot=0,
                                     workspace=workspace, log=lambda m: None)
         base, tuned = report["metrics"]["base"], report["metrics"]["tuned"]  # loss through the lengthened sequences
