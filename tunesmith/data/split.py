@@ -105,27 +105,22 @@ def split_report(records: Sequence[dict[str, Any]], parts: list[list[int]], name
     if not stratify:
         return report
     whole = Counter(str(r.get(stratify)) for r in records)
-    deviation = {}
-    for name, part in zip(names, parts):
+    shares = list(ratios) if ratios else [len(p) / len(records) for p in parts] if records else []
+    deviation, worst, off = {}, {}, {}
+    for name, part, share in zip(names, parts, shares):
         counts = Counter(str(records[i].get(stratify)) for i in part)
         deviation[name] = max((abs(counts[label] / len(part) - n / len(records)) * 100 for label, n in whole.items()),
                               default=0.0) if part else None
-    report["max_label_share_deviation_pp"] = deviation
-    report["worst_label_deviation"] = {}
-    report["labels_off"] = {}
-    shares = list(ratios) if ratios else [len(p) / len(records) for p in parts] if records else []
-    for name, part, ratio in zip(names, parts, shares):
-        counts = Counter(str(records[i].get(stratify)) for i in part)
-        expected = {label: ratio * n for label, n in whole.items()}
-        worst = max(whole, key=lambda label: abs(counts[label] - expected[label]) / max(expected[label], 1e-9),
-                    default=None)
-        if worst is not None:
-            report["worst_label_deviation"][name] = {
-                "label": worst, "count": counts[worst], "expected": round(expected[worst], 2),
-                "relative": round(abs(counts[worst] - expected[worst]) / max(expected[worst], 1e-9), 4)}
-        off = {label: {"count": counts[label], "expected": round(e, 2)} for label, e in expected.items()
-               if abs(counts[label] - e) > tolerance(e) + 1e-9}
-        if off:
-            report["labels_off"][name] = off
+        expected = {label: share * n for label, n in whole.items()}
+        relative = {label: abs(counts[label] - e) / max(e, 1e-9) for label, e in expected.items()}
+        if relative:
+            label = max(relative, key=relative.__getitem__)
+            worst[name] = {"label": label, "count": counts[label], "expected": round(expected[label], 2),
+                           "relative": round(relative[label], 4)}
+        outside = {label: {"count": counts[label], "expected": round(e, 2)} for label, e in expected.items()
+                   if abs(counts[label] - e) > tolerance(e) + 1e-9}
+        if outside:
+            off[name] = outside
+    report |= {"max_label_share_deviation_pp": deviation, "worst_label_deviation": worst, "labels_off": off}
     report["rare_labels"] = sorted(label for label, n in whole.items() if n < len(names))
     return report
