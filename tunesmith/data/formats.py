@@ -29,6 +29,12 @@ class Format(str, Enum):
 
 SFT_FORMATS = (Format.CHAT, Format.PROMPT_COMPLETION, Format.INSTRUCTION)
 
+# The fields each format reads (the table above); anything else in a record is carried along.
+FIELDS: dict[Format, tuple[str, ...]] = {
+    Format.CHAT: ("messages",), Format.PROMPT_COMPLETION: ("prompt", "completion"),
+    Format.INSTRUCTION: ("instruction", "input", "output"), Format.CLASSIFICATION: ("text", "label"),
+    Format.PREFERENCE: ("prompt", "chosen", "rejected")}
+
 # Checked in order: preference before prompt_completion (both have `prompt`).
 _SIGNATURES: list[tuple[Format, frozenset[str]]] = [
     (Format.CHAT, frozenset({"messages"})),

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from tunesmith.data.dedup import MinHasher, UnionFind, fold, near_duplicate_groups
-from tunesmith.data.formats import Format
+from tunesmith.data.formats import FIELDS, Format
 from tunesmith.data.io import is_csv, write_csv, write_jsonl
 from tunesmith.data.leakage import leakage_between
 from tunesmith.data.normalize import dedup_text
@@ -68,14 +68,9 @@ def write_split(source: Path, report: ValidationReport, ratios: tuple[float, ...
 def extra_columns(values: list[dict[str, Any]], fmt: Format | None, stratify: str | None) -> dict[str, int]:
     """A CSV's columns beyond what its format reads (and the stratify field): each with how many
     rows fill it — an empty ``Unnamed: 3`` says 0, an annotator id says every row."""
-    known = set(FORMAT_FIELDS.get(fmt, ())) | ({stratify} if stratify else set())
+    known = set(FIELDS.get(fmt, ())) | ({stratify} if stratify else set())
     columns = dict.fromkeys(k for v in values for k in v)
     return {c: sum(1 for v in values if str(v.get(c) or "").strip()) for c in columns if c not in known}
-
-
-FORMAT_FIELDS = {Format.CLASSIFICATION: ("text", "label"), Format.PROMPT_COMPLETION: ("prompt", "completion"),
-                 Format.INSTRUCTION: ("instruction", "input", "output"),
-                 Format.PREFERENCE: ("prompt", "chosen", "rejected")}
 
 
 MAX_REGROUPINGS = 25  # each round joins every pair found: a few rounds where the grouping missed a few pairs,

@@ -265,7 +265,11 @@ def _seed(seed: int | None) -> None:
 
 def context_length(model) -> int | None:
     """The model's context in tokens, from its config; None when it names none."""
-    config = getattr(model, "config", None)
+    return config_context_length(getattr(model, "config", None))
+
+
+def config_context_length(config) -> int | None:
+    """The context in tokens a model config names (a transformers config); None when it names none."""
     for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
         value = getattr(config, key, None)
         if isinstance(value, int) and value > 0:

@@ -81,15 +81,16 @@ def token_counter(model: str, workspace: Workspace) -> Callable[[str], int]:
 
 
 def context_length(model: str, workspace: Workspace) -> int | None:
-    """The longest sequence ``model`` reads (its config's ``max_position_embeddings``), if it says."""
-    import json
+    """The longest sequence ``model`` reads, from its config (models/generation.py says which keys)."""
+    from transformers import AutoConfig
 
-    config = Path(resolve_model(model, workspace).path) / "config.json"
+    from tunesmith.models.generation import config_context_length
+
     try:
-        value = json.loads(config.read_text()).get("max_position_embeddings")
+        config = AutoConfig.from_pretrained(resolve_model(model, workspace).path)
     except (OSError, ValueError):
         return None
-    return value if isinstance(value, int) and value > 0 else None
+    return config_context_length(config)
 
 
 def clean_data(path: str | Path, out: str | Path, settings: CleanConfig, workspace: Workspace,
