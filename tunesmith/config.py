@@ -193,6 +193,7 @@ class ClassifyConfig(_Strict):
     method: Literal["lora", "full"] = Field("full", description="`full` trains every weight; `lora` trains a low-rank adapter plus the new head.")
     pooling: Literal["auto", "mean", "model"] = Field("auto", description="How a text becomes one vector: `mean` of the token states, or the `model`'s own head input (CLS/pooler for BERT, last token for causal LMs). `auto`: mean for encoders, model for causal LMs.")
     class_weights: Literal["none", "balanced"] = Field("none", description="`balanced` weighs each class's loss by n_examples / (n_classes * n_class), for imbalanced labels.")
+    ensemble: Literal["none", "tfidf"] = Field("none", description="`tfidf`: after training, fit TF-IDF + logistic regression on the same training split and mix its probabilities with the encoder's, the weight chosen on validation (0 when it does not help). Exports carry the encoder alone.")
     run_name: str | None = Field(None, description="Name part of the run id (default: the config file name).")
     data: ClassifyDataConfig
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA settings (method: lora).")

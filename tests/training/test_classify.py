@@ -80,3 +80,26 @@ def test_predict_on_a_chat_run_says_to_use_generate(workspace, tiny_model_dir, c
     result = api.train(tiny_config(tiny_model_dir, chat_file, "training.max_steps=2"), workspace=workspace)
     with pytest.raises(TunesmithError, match="not a classifier.*generate"):
         api.predict(result.run.id, ["hello"], workspace=workspace)
+
+
+def test_tfidf_ensemble_member_is_saved_weighted_on_validation_and_mixed_in(workspace, tiny_encoder_dir, classify_file):
+    import numpy as np
+
+    from tunesmith.models.engine import load_classifier
+
+    config = classify_config(classify_file, tiny_encoder_dir, ensemble="tfidf", **{"training.epochs": 1})
+    result = api.train(config, workspace=workspace)
+    summary, final = result.summary, result.run.final_dir
+    assert (final / "tfidf.json").exists() and (final / "tfidf.safetensors").exists()
+    meta = json.loads((final / "labels.json").read_text())
+    assert meta["lexical_weight"] == summary["lexical_weight"] and 0 <= meta["lexical_weight"] <= 0.8
+    assert summary["validation_accuracy_mixed"] >= summary["validation_accuracy_encoder"]
+
+    loaded = load_classifier(result.run, workspace)
+    texts = ["where is the courier please", "i forgot my password", "give me my money back"]
+    neural, lexical = loaded.neural_proba(texts), loaded.lexical.predict_proba(texts)
+    w = loaded.lexical_weight
+    assert np.allclose(loaded.predict_proba(texts), (1 - w) * neural + w * lexical, atol=1e-6)
+    assert np.allclose(loaded.predict_proba(texts).sum(1), 1, atol=1e-5)
+    # The lexical member alone has learned the words of each intent (a tiny encoder after one epoch has not).
+    assert [loaded.labels[i] for i in lexical.argmax(1)] == ["delivery", "login", "refund"]

@@ -15,6 +15,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from tunesmith.models import lexical
+
 
 @dataclass
 class SystemOutput:
@@ -38,21 +40,14 @@ def majority(train_labels: Sequence[str], labels: list[str], n_test: int) -> Sys
 
 def tfidf_logistic_regression(train_texts: Sequence[str], train_labels: Sequence[str], labels: list[str],
                               test_texts: Sequence[str], seed: int = 0, latency_examples: int = 100) -> SystemOutput:
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline, make_union
-
-    pipeline = make_pipeline(
-        make_union(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1),
-                   TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2)),
-        LogisticRegression(C=10.0, max_iter=2000, random_state=seed))
+    """The lexical classifier (models/lexical.py: the same one ``ensemble: tfidf`` mixes in)."""
     started = time.time()
-    pipeline.fit(list(train_texts), list(train_labels))
+    model = lexical.fit(train_texts, train_labels, labels, seed=seed)
     fit_seconds = time.time() - started
     started = time.time()
-    probabilities = _reorder(pipeline.predict_proba(list(test_texts)), list(pipeline.classes_), labels)
+    probabilities = model.predict_proba(list(test_texts))
     seconds = time.time() - started
-    latencies = time_one_at_a_time(lambda text: pipeline.predict_proba([text]), test_texts, latency_examples)
+    latencies = time_one_at_a_time(lambda text: model.predict_proba([text]), test_texts, latency_examples)
     return SystemOutput("TF-IDF + logistic regression", "baseline", probabilities.argmax(1).tolist(), probabilities,
                         seconds, latencies, {"fit_seconds": round(fit_seconds, 1)})
 
@@ -65,12 +60,3 @@ def time_one_at_a_time(predict_one: Callable[[str], Any], texts: Sequence[str], 
         predict_one(text)
         latencies.append(time.perf_counter() - started)
     return latencies
-
-
-def _reorder(probabilities: np.ndarray, classes: list[str], labels: list[str]) -> np.ndarray:
-    """Columns in the run's label order (labels the baseline never saw get probability 0)."""
-    out = np.zeros((probabilities.shape[0], len(labels)), dtype=np.float32)
-    position = {label: i for i, label in enumerate(labels)}
-    for j, label in enumerate(classes):
-        out[:, position[label]] = probabilities[:, j]
-    return out

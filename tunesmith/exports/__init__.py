@@ -287,7 +287,10 @@ def _classifier_parity(plan: _Plan, loaded, dest: Path, log: Log, predict=None, 
 
     texts, gold, data = _classifier_texts(plan)
     log(f"parity: {len(texts)} texts through the trained classifier and the export")
-    trained_p = loaded.predict_proba(texts)
+    if loaded.lexical is not None and loaded.lexical_weight:
+        log(f"note: this run mixes a TF-IDF member (weight {loaded.lexical_weight}) into its probabilities; "
+            "the export carries the encoder alone, so parity compares the encoder")
+    trained_p = loaded.neural_proba(texts)  # what the export computes (the encoder alone)
     export_p, labels = predict(texts) if predict else parity.labels_from_merged(dest, texts, loaded.max_length)
     trained = [loaded.labels[i] for i in trained_p.argmax(1)]
     exported = [labels[i] for i in export_p.argmax(1)]

@@ -24,11 +24,13 @@ import numpy as np
 
 from tunesmith.config import load_config
 from tunesmith.errors import TunesmithError
+from tunesmith.models import lexical
 from tunesmith.models.chat import ensure_chat_template, prompt_ids
 from tunesmith.models.classifier import load_trained_classifier, read_labels
 from tunesmith.models.collate import PadCollator, supports_loss_positions
 from tunesmith.models.generation import Completion, Engine, Sampling, TextStream, TransformersEngine
 from tunesmith.models.hardware import inference_dtype
+from tunesmith.models.lexical import LexicalClassifier
 from tunesmith.models.loading import load_causal_lm, load_tokenizer, quiet_transformers
 from tunesmith.models.store import ModelRef, resolve_model
 from tunesmith.runs import Run, find_run, is_run_ref
@@ -116,9 +118,20 @@ class LoadedClassifier:
     tokenizer: Any
     labels: list[str]
     max_length: int
+    lexical: LexicalClassifier | None = None  # the TF-IDF member of an ``ensemble: tfidf`` run
+    lexical_weight: float = 0.0                # its share of the mixture, chosen on validation
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """Label probabilities, one row per text. Texts are batched by length (less padding)."""
+        """Label probabilities, one row per text: the encoder's, mixed with the lexical member's
+        where the run has one."""
+        neural = self.neural_proba(texts, batch_size)
+        if self.lexical is None or not self.lexical_weight or not len(texts):
+            return neural
+        return (1 - self.lexical_weight) * neural + self.lexical_weight * self.lexical.predict_proba(texts)
+
+    def neural_proba(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """The encoder's label probabilities alone (what an exported model computes). Texts are
+        batched by length (less padding)."""
         import torch
 
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
@@ -146,7 +159,8 @@ def load_classifier(run: Run, workspace: Workspace) -> LoadedClassifier:
     model = load_trained_classifier(final, info["base_model_path"], meta["labels"], meta.get("pooling", "model"),
                                     is_adapter=final.name == "adapter", pad_token_id=tokenizer.pad_token_id)
     return LoadedClassifier(run.id, _eval_mode(model), tokenizer, meta["labels"],
-                            load_config(run.config_path).data.max_length)
+                            load_config(run.config_path).data.max_length, lexical.load(final),
+                            float(meta.get("lexical_weight", 0.0)))
 
 
 def _final_dir(run: Run):

@@ -25,6 +25,7 @@ from tunesmith.data.split import split_indices
 from tunesmith.data.validate import validate_file
 from tunesmith.errors import DataError
 from tunesmith.files import sha256_file, write_json_atomic
+from tunesmith.models import lexical
 from tunesmith.models.classifier import LABELS_FILE, load_sequence_classifier
 from tunesmith.models.hardware import resolve_precision
 from tunesmith.models.loading import count_parameters, load_tokenizer
@@ -103,8 +104,12 @@ def run_classify(config: ClassifyConfig, workspace: Workspace, run: Run | None =
     final_dir = save_final(trainer, tokenizer, run, config.method)
     if not is_main_process():  # rank 0 reports
         return ClassifyResult(run, {})
-    write_json_atomic(final_dir / LABELS_FILE, {"labels": splits.labels, "pooling": resolved_pooling(config, model_ref)})
+    meta = {"labels": splits.labels, "pooling": resolved_pooling(config, model_ref)}
+    lexical_figures = add_lexical_member(trainer, eval_set, splits, final_dir, config, console) \
+        if config.ensemble == "tfidf" else {}
+    write_json_atomic(final_dir / LABELS_FILE, meta | {k: v for k, v in lexical_figures.items() if k == "lexical_weight"})
     summary = summarize(run, config, trainer, output, splits, time.time() - started, final_dir, precision)
+    summary |= lexical_figures
     summary |= {"trainable_parameters": trainable, "total_parameters": total}
     finish_run(trainer, run, summary, final_dir)
     return ClassifyResult(run, summary)
@@ -234,6 +239,33 @@ def build_trainer(config: ClassifyConfig, model, tokenizer, train_set, eval_set,
                       callbacks=standard_callbacks(run, config.training, has_eval, console) + (callbacks or []))
     trainer.remove_callback(PrinterCallback)
     return trainer
+
+
+def add_lexical_member(trainer, eval_set, splits: ClassificationSplits, final_dir: Path, config: ClassifyConfig,
+                       console: Console) -> dict[str, Any]:
+    """``ensemble: tfidf``: fit TF-IDF + logistic regression on the training split, save it beside
+    the weights and choose its mixture weight on the validation split (models/lexical.py)."""
+    import numpy as np
+    import torch
+
+    started = time.time()
+    member = lexical.fit([e.text for e in splits.train], [e.label for e in splits.train], splits.labels,
+                         seed=config.training.seed)
+    member.save(final_dir)
+    figures: dict[str, Any] = {"lexical_fit_seconds": round(time.time() - started, 1)}
+    if not eval_set:
+        console.print("[yellow]ensemble: tfidf without a validation split: the lexical member is saved with weight 0 "
+                      "(set data.validation_fraction to choose a weight)[/]")
+        return figures | {"lexical_weight": 0.0}
+    logits = trainer.predict(eval_set).predictions
+    logits = logits[0] if isinstance(logits, tuple) else logits
+    neural = torch.softmax(torch.as_tensor(np.asarray(logits), dtype=torch.float32), dim=-1).numpy()
+    y = [e["labels"] for e in eval_set]
+    weight, curve = lexical.mixture_weight(neural, member.predict_proba([e.text for e in splits.validation]), y)
+    console.print(f"ensemble: TF-IDF member weight {weight} (validation accuracy {curve[0.0]:.2%} alone, "
+                  f"{curve[weight]:.2%} mixed)")
+    return figures | {"lexical_weight": weight, "validation_accuracy_encoder": curve[0.0],
+                      "validation_accuracy_mixed": curve[weight]}
 
 
 def class_weighted_loss(splits: ClassificationSplits):
