@@ -65,14 +65,16 @@ def check_data(path: str | Path, model: str | None = DEFAULT_MODEL, max_length: 
 
 def split_data(path: str | Path, ratios: str | tuple[float, ...] = (0.8, 0.1, 0.1), seed: int = 0,
                stratify: str | None = None, out_dir: str | Path | None = None,
-               fmt: str | None = None, drop_columns: list[str] | None = None) -> dict[str, Any]:
+               fmt: str | None = None, drop_columns: list[str] | None = None,
+               max_group_share: float | None = None) -> dict[str, Any]:
     """Split a valid file deterministically into train/validation(/test) files beside it (or in
     ``out_dir``; CSV for a CSV, else JSONL), near-duplicate groups kept whole; checks the splits for
     leakage and writes a split card, which lists a CSV's columns beyond its format's
-    (``drop_columns`` leaves them out)."""
+    (``drop_columns`` leaves them out). ``max_group_share``: cut groups larger than that share of
+    their label so every label stays stratified, the leak reported."""
     from tunesmith.data.split_files import split_file
 
-    return split_file(path, ratios, seed, stratify, out_dir, fmt, drop_columns)
+    return split_file(path, ratios, seed, stratify, out_dir, fmt, drop_columns, max_group_share)
 
 
 split = split_data  # the name the data-preparation docs use: tunesmith.split(...)

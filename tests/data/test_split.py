@@ -3,7 +3,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import write_jsonl
 from tunesmith.data.split import parse_ratios, split_indices
+from tunesmith.errors import ConfigError
 
 
 def test_split_is_deterministic_complete_and_disjoint():
@@ -151,6 +153,38 @@ def test_labels_a_split_cannot_hold_within_tolerance_are_named():
     assert set(report["labels_off"]) >= {"validation", "test"}
     assert report["labels_off"]["test"]["a"]["count"] == 0
     assert report["worst_label_deviation"]["test"]["label"] == "a"
+
+
+def test_max_group_share_cuts_a_group_too_large_to_place_so_the_label_is_stratified():
+    from tunesmith.data.split import split_indices, split_report
+
+    records = [{"label": "a"} for _ in range(20)] + [{"label": "b"} for _ in range(80)]
+    groups = [0] * 20 + list(range(1, 81))
+    parts = split_indices(records, (0.8, 0.1, 0.1), seed=0, stratify="label", groups=groups, max_group_share=0.1)
+    report = split_report(records, parts, ("train", "validation", "test"), "label")
+    assert report["labels_off"] == {}
+    assert [sum(i < 20 for i in part) for part in parts] == [16, 2, 2]
+    assert sorted(i for part in parts for i in part) == list(range(100))
+
+
+def test_max_group_share_through_the_file_reports_the_cut_groups_as_leakage(tmp_path):
+    from tunesmith.data.split_files import split_file
+
+    rows = [{"text": f"please cancel my card number {i} today", "label": "cancel"} for i in range(20)]
+    words = [(w, v) for w in ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel")
+             for v in ("kilo", "lima", "mike", "oscar", "papa", "quebec", "romeo", "sierra", "tango", "zulu")]
+    rows += [{"text": f"{w} {v} {w[::-1]}{v[::-1]}", "label": "other"} for w, v in words]
+    source = write_jsonl(tmp_path / "intents.jsonl", rows)
+    whole = split_file(source, stratify="label", out_dir=tmp_path / "whole")
+    assert any("cancel" in off for off in whole["labels_off"].values())  # one group of 20 cannot be split 16/2/2
+    assert whole["groups_split_across"] == 0
+    cut = split_file(source, stratify="label", out_dir=tmp_path / "cut", max_group_share=0.1)
+    assert not any("cancel" in off for off in cut["labels_off"].values())
+    assert cut["groups_split_across"] >= 1
+    assert cut["leakage"]["train-test"]["near"] > 0  # the leak the trade-off costs, reported
+    assert "--max-group-share 0.1" in (tmp_path / "cut" / "intents.split.md").read_text()
+    with pytest.raises(ConfigError, match="max-group-share"):
+        split_file(source, stratify="label", out_dir=tmp_path / "bad", max_group_share=1.5)
 
 
 def test_a_pair_the_grouping_missed_but_the_leakage_check_finds_is_joined_and_the_split_made_again(tmp_path,

@@ -116,11 +116,13 @@ def data_split(file: Path = typer.Argument(..., help="Data file to split."),
                stratify: Optional[str] = typer.Option(None, help="Field to stratify on, e.g. label."),
                seed: int = typer.Option(0, help="Random seed; the same seed gives the same split."),
                output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Where to write (default: beside the file)."),
-               drop_columns: Optional[str] = typer.Option(None, "--drop-columns", help="Comma-separated CSV columns to leave out of the splits (the card lists the extra ones).")):
+               drop_columns: Optional[str] = typer.Option(None, "--drop-columns", help="Comma-separated CSV columns to leave out of the splits (the card lists the extra ones)."),
+               max_group_share: Optional[float] = typer.Option(None, "--max-group-share", help="Cut near-duplicate groups larger than this share of their label's records (0-1), so every label stays within ±20 %; the pieces that land in different splits are reported as leakage.")):
     """Split a valid file deterministically into train/validation/test files (near-duplicates kept
     together), check the splits for leakage, and write a split card."""
     dropped = [c.strip() for c in drop_columns.split(",") if c.strip()] if drop_columns else None
-    card = api.split_data(file, ratios, seed=seed, stratify=stratify, out_dir=output_dir, drop_columns=dropped)
+    card = api.split_data(file, ratios, seed=seed, stratify=stratify, out_dir=output_dir, drop_columns=dropped,
+                          max_group_share=max_group_share)
     out.print(render.split_table(card))
 
 

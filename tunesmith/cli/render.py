@@ -111,7 +111,10 @@ def split_table(card: dict[str, Any]) -> Table:
     if card.get("extra_columns"):
         rare += ("\ncolumns beyond the format's, kept (--drop-columns to leave out): "
                  + ", ".join(f"{c} ({n} rows filled)" for c, n in card["extra_columns"].items()))
-    table.caption = (f"{card['near_duplicate_groups']} near-duplicate groups kept whole; leakage {leaks}{rare}"
+    kept = (f"{card['near_duplicate_groups']} near-duplicate groups kept whole" if not card.get("groups_split_across")
+            else f"{card['near_duplicate_groups']} near-duplicate groups, {card['groups_split_across']} cut across "
+                 f"splits by --max-group-share")
+    table.caption = (f"{kept}; leakage {leaks}{rare}"
                      f"\ncard: {card['card']}")
     return table
 

@@ -40,8 +40,12 @@ def split_indices(
     seed: int = 0,
     stratify: str | None = None,
     groups: Sequence[int] | None = None,
+    max_group_share: float | None = None,
 ) -> list[list[int]]:
-    """Indices of the records for each split, each list in original order.
+    """Indices of the records for each split, each list in original order. ``max_group_share``
+    (0-1): a group holding more than that share of its main label's records is cut into pieces
+    no larger, so the label can be stratified; the pieces may land in different splits (a leak
+    the caller reports).
 
     >>> split_indices([{}] * 10, (0.8, 0.1, 0.1), seed=0)
     [[1, 2, 3, 4, 5, 6, 7, 8], [9], [0]]
@@ -54,7 +58,10 @@ def split_indices(
     targets = [{label: ratio * n for label, n in whole.items()} for ratio in ratios]
     counts: list[Counter] = [Counter() for _ in ratios]
     order = list(units.values())
-    random.Random(seed).shuffle(order)
+    rng = random.Random(seed)
+    rng.shuffle(order)
+    if max_group_share is not None:
+        order = [piece for members in order for piece in cut_group(members, label_of, whole, max_group_share, rng)]
     order.sort(key=len, reverse=True)  # stable: equal sizes keep their shuffled order
     splits: list[list[int]] = [[] for _ in ratios]
     for members in order:
@@ -63,6 +70,22 @@ def split_indices(
         splits[chosen].extend(members)
         counts[chosen].update(unit)
     return [sorted(part) for part in splits]
+
+
+def cut_group(members: list[int], label_of: list[str], whole: Counter, max_share: float,
+              rng: random.Random) -> list[list[int]]:
+    """``members`` whole, or in shuffled pieces of at most ``max_share`` of its main label's records.
+
+    >>> cut_group([0, 1, 2, 3, 4], ["a"] * 10, Counter(a=10), 0.2, random.Random(0))
+    [[2, 1], [0, 4], [3]]
+    """
+    label = Counter(label_of[i] for i in members).most_common(1)[0][0]
+    cap = max(1, int(max_share * whole[label]))
+    if len(members) <= cap:
+        return [members]
+    shuffled = members[:]
+    rng.shuffle(shuffled)
+    return [shuffled[i:i + cap] for i in range(0, len(shuffled), cap)]
 
 
 def tolerance(expected: float) -> float:

@@ -19,7 +19,8 @@ from tunesmith.reports import markdown_table, write_bundle
 
 
 def write_split(source: Path, report: ValidationReport, ratios: tuple[float, ...], seed: int,
-                stratify: str | None, out_dir: Path, drop_columns: list[str] | None = None) -> dict[str, Any]:
+                stratify: str | None, out_dir: Path, drop_columns: list[str] | None = None,
+                max_group_share: float | None = None) -> dict[str, Any]:
     values = [r.value for r in report.records]
     extra = extra_columns(values, report.format, stratify) if is_csv(source) else {}
     if drop_columns:
@@ -46,6 +47,12 @@ def write_split(source: Path, report: ValidationReport, ratios: tuple[float, ...
         if not joined:
             break
         groups = _joined(groups, joined)
+    cut = 0
+    if max_group_share is not None:  # the trade-off asked for: labels stratified, large groups cut, the leak reported
+        whole_parts = parts
+        parts = split_indices(values, ratios, seed, stratify, groups, max_group_share)
+        cut = _groups_cut(groups, whole_parts, parts)
+        leaks = _leaks(names, parts, lines, texts, signatures)
     files = {}
     columns = list(dict.fromkeys(k for v in values for k in v)) if is_csv(source) else None
     for name, part in zip(names, parts):
@@ -58,6 +65,7 @@ def write_split(source: Path, report: ValidationReport, ratios: tuple[float, ...
     card = {"source": str(source), "ratios": list(ratios), "seed": seed, "stratify": stratify,
             "files": {n: str(p) for n, p in files.items()},
             "near_duplicate_groups": sum(1 for g, n in _sizes(groups).items() if n > 1),
+            "max_group_share": max_group_share, "groups_split_across": cut,
             "extra_columns": extra, "dropped_columns": sorted(drop_columns or []),
             **split_report(values, parts, names, stratify, ratios),
             "leakage": {pair: {"exact": found.exact, "near": found.near} for pair, found in leaks.items()}}
@@ -87,6 +95,15 @@ def _leaks(names, parts, lines, texts, signatures) -> dict[str, Any]:
     return leaks
 
 
+def _groups_cut(groups: list[int], before: list[list[int]], after: list[list[int]]) -> int:
+    """How many groups have members in more than one split ``after`` (none had ``before``)."""
+    where: dict[int, set[int]] = {}
+    for s, part in enumerate(after):
+        for i in part:
+            where.setdefault(groups[i], set()).add(s)
+    return sum(1 for splits in where.values() if len(splits) > 1)
+
+
 def _joined(groups: list[int], pairs: list[tuple[int, int]]) -> list[int]:
     """``groups`` with the groups of each pair's two records made one."""
     joined = UnionFind(len(groups))
@@ -108,7 +125,9 @@ def _markdown(card: dict[str, Any]) -> str:
     lines = [f"# Split of `{card['source']}`", "",
              f"ratios {card['ratios']}, seed {card['seed']}, stratified on `{card['stratify']}`" if card["stratify"]
              else f"ratios {card['ratios']}, seed {card['seed']}", "",
-             f"{card['near_duplicate_groups']} near-duplicate group(s), each kept inside one split.", ""]
+             f"{card['near_duplicate_groups']} near-duplicate group(s), each kept inside one split." if not card.get("max_group_share")
+             else f"{card['near_duplicate_groups']} near-duplicate group(s); --max-group-share {card['max_group_share']:g} "
+                  f"cut {card['groups_split_across']} of them across splits (their pairs are the leakage below).", ""]
     deviation, worst = card.get("max_label_share_deviation_pp", {}), card.get("worst_label_deviation", {})
     lines += markdown_table(["split", "records", "max label-share deviation (pp)", "worst label: count / expected"],
                             [[name, n, "-" if deviation.get(name) is None else f"{deviation[name]:.2f}",
@@ -132,7 +151,7 @@ def _markdown(card: dict[str, Any]) -> str:
 
 def split_file(path: str | Path, ratios: str | tuple[float, ...] = (0.8, 0.1, 0.1), seed: int = 0,
                stratify: str | None = None, out_dir: str | Path | None = None, fmt: str | None = None,
-               drop_columns: list[str] | None = None) -> dict[str, Any]:
+               drop_columns: list[str] | None = None, max_group_share: float | None = None) -> dict[str, Any]:
     """Validate ``path``, split it by ``ratios`` (``"0.8,0.1,0.1"`` or a tuple) and write the split
     files, their leakage check and the split card beside it (or in ``out_dir``)."""
     try:
@@ -143,7 +162,9 @@ def split_file(path: str | Path, ratios: str | tuple[float, ...] = (0.8, 0.1, 0.
     if not report.ok:
         raise DataError(report.summary(), report)
     values = [r.value for r in report.records]
+    if max_group_share is not None and not 0 < max_group_share <= 1:
+        raise ConfigError(f"--max-group-share: a share of a label's records in (0, 1], got {max_group_share}")
     if stratify and not all(stratify in v for v in values):
         raise DataError(f"{path}: cannot stratify on {stratify!r}: not every record has that field")
     return write_split(Path(path), report, ratios, seed, stratify, Path(out_dir) if out_dir else Path(path).parent,
-                       drop_columns)
+                       drop_columns, max_group_share)
