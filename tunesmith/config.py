@@ -165,6 +165,7 @@ class ClassifyDataConfig(_Strict):
     validation_fraction: float = Field(0.1, ge=0.0, lt=0.5, description="Share of `train` held out for validation when no `validation` file is given (0 disables).")
     test: str | None = Field(None, description="Held-out test file; `tunesmith eval RUN` uses it when no --data is given.")
     max_length: int = Field(128, ge=8, le=131072, description="Longest text in tokens; longer texts are truncated (and counted).")
+    out_of_scope_label: str | None = Field(None, description="The label meaning \"none of these\" (e.g. CLINC150's `oos`), when the data has one: `tunesmith eval` chooses a confidence threshold on validation below which the answer is this label, and reports in-scope accuracy and out-of-scope recall.")
     min_examples: int = Field(10, ge=1, description="Fewest valid training examples accepted.")
     clean: bool | CleanConfig = Field(False, description="Clean the data first (`true` for the defaults of `tunesmith data clean`, or its settings); removed records go to a rejects file.")
 

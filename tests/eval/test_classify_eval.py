@@ -98,3 +98,34 @@ def test_prompted_classifier_only_ever_answers_a_label(tiny_model_dir):
         batched = classifier.predict(texts, batch_size=4)
         assert all(0 <= p < len(labels) for p in batched)
         assert batched == classifier.predict(texts, batch_size=1)  # padding and the shared cache change nothing
+
+
+def test_an_out_of_scope_label_gets_a_threshold_chosen_on_validation_and_both_figures_on_test(tiny_encoder_dir,
+                                                                                               tmp_path, workspace):
+    from tunesmith.eval.classify_report import to_markdown
+
+    train = write_jsonl(tmp_path / "train.jsonl", classification_records(120))
+    test = write_jsonl(tmp_path / "test.jsonl", classification_records(45, seed=3))
+    config = classify_config(train, tiny_encoder_dir, **{"data.test": str(test), "data.out_of_scope_label": "refund",
+                                                         "data.validation_fraction": 0.25})
+    run = api.train(config, workspace=workspace).run
+    report = api.evaluate(run.id, baselines=False, workspace=workspace, log=lambda m: None)
+    section = report["out_of_scope"]
+    assert section["label"] == "refund" and section["chosen_on"] == "validation (30 examples)"
+    assert 0 <= section["threshold"] < 1
+    for figures in (section["test"], section["argmax"]):
+        assert figures["in_scope_examples"] == 30 and figures["out_of_scope_examples"] == 15
+        assert 0 <= figures["in_scope_accuracy"] <= 1 and 0 <= figures["out_of_scope_recall"] <= 1
+    # A higher threshold can only flag more: recall at the chosen one is at least the argmax's.
+    assert section["test"]["out_of_scope_recall"] >= section["argmax"]["out_of_scope_recall"]
+    assert "## Out of scope (`refund`)" in to_markdown(report)
+
+
+def test_an_out_of_scope_label_the_run_does_not_have_is_a_note(trained):
+    from tunesmith.config import load_config
+
+    run, workspace, _ = trained
+    config = load_config(run.config_path)
+    assert config.data.out_of_scope_label is None
+    report = api.evaluate(run.id, baselines=False, workspace=workspace, log=lambda m: None)
+    assert report["out_of_scope"] is None

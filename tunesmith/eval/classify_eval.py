@@ -23,7 +23,7 @@ import numpy as np
 from tunesmith import confusion as cm
 from tunesmith.config import load_config
 from tunesmith.errors import ConfigError, DataError, TunesmithError
-from tunesmith.eval import paired
+from tunesmith.eval import out_of_scope, paired
 from tunesmith.eval.baselines import SystemOutput, majority, tfidf_logistic_regression, time_one_at_a_time
 from tunesmith.eval.prompted import pick_shots, prompted_baseline
 from tunesmith.files import sha256_file
@@ -76,10 +76,26 @@ def evaluate_classifier(run: Run, data: str | Path, workspace: Workspace, max_ex
         "errors": _errors(test, tuned, labels),
         "per_example": {s.name: {"predicted": [labels[p] for p in s.predictions]} for s in systems},
         "paired": paired_section(test, y_true, labels, systems, sample, run.info().get("base_model")),
+        "out_of_scope": _out_of_scope(run, classifier, labels, probabilities, y_true, batch_size, notes),
         "notes": notes,
         "created_at": time.time(),
     }
     return report
+
+
+def _out_of_scope(run: Run, classifier, labels: list[str], test_p: np.ndarray, y_true: list[int], batch_size: int,
+                  notes: list[str]) -> dict[str, Any] | None:
+    """With ``data.out_of_scope_label``: the threshold chosen on the run's validation split (re-derived
+    as training split it) and the test figures at it (eval/out_of_scope.py)."""
+    label = load_config(run.config_path).data.out_of_scope_label
+    if not label:
+        return None
+    if label not in labels:
+        notes.append(f"data.out_of_scope_label {label!r} is not one of the run's labels: no out-of-scope section")
+        return None
+    validation = read_splits(load_config(run.config_path)).validation
+    validation_p = classifier.predict_proba([e.text for e in validation], batch_size) if validation else np.zeros((0, len(labels)))
+    return out_of_scope.section(labels, label, validation_p, [labels.index(e.label) for e in validation], test_p, y_true)
 
 
 def paired_section(test: list[Example], y_true: list[int], labels: list[str], systems: list[SystemOutput],

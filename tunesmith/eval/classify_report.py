@@ -65,8 +65,29 @@ def to_markdown(report: dict[str, Any]) -> str:
               "## Top confusions", "", *markdown_table(CONFUSION_HEADER, confusion_rows(fine)),
               "", "## Per class (fine-tuned)", "", *markdown_table(PER_CLASS_HEADER, per_class_rows(fine))]
     lines += paired_report.markdown_lines(report.get("paired"))
+    lines += out_of_scope_lines(report.get("out_of_scope"))
     lines += ["", "Files: report.html (plots embedded), confusion.csv, confusion.png, reliability.png."]
     return "\n".join(lines)
+
+
+def out_of_scope_lines(section: dict[str, Any] | None) -> list[str]:
+    if not section:
+        return []
+    lines = ["", f"## Out of scope (`{section['label']}`)", ""]
+    if section.get("threshold") is None:
+        return lines + [section.get("note", "")]
+    rows = [[name, f"{f['threshold']:g}", _pct(f["in_scope_accuracy"]), _pct(f["out_of_scope_recall"]),
+             _pct(f["out_of_scope_precision"])]
+            for name, f in (("test, threshold chosen on validation", section["test"]), ("test, plain argmax", section["argmax"]),
+                            ("validation", section["validation"]))]
+    return lines + [f"Below a top in-scope probability of {section['threshold']:g} (chosen on {section['chosen_on']}) "
+                    f"the answer is `{section['label']}`.", "",
+                    *markdown_table(["", "threshold", "in-scope accuracy", "out-of-scope recall",
+                                     "out-of-scope precision"], rows)]
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
 
 
 def to_html(report: dict[str, Any], figures: dict[str, bytes]) -> str:
