@@ -87,13 +87,14 @@ def _out_of_scope(run: Run, classifier, labels: list[str], test_p: np.ndarray, y
                   notes: list[str]) -> dict[str, Any] | None:
     """With ``data.out_of_scope_label``: the threshold chosen on the run's validation split (re-derived
     as training split it) and the test figures at it (eval/out_of_scope.py)."""
-    label = load_config(run.config_path).data.out_of_scope_label
+    config = load_config(run.config_path)
+    label = config.data.out_of_scope_label
     if not label:
         return None
     if label not in labels:
         notes.append(f"data.out_of_scope_label {label!r} is not one of the run's labels: no out-of-scope section")
         return None
-    validation = read_splits(load_config(run.config_path)).validation
+    validation = read_splits(config).validation
     validation_p = classifier.predict_proba([e.text for e in validation], batch_size) if validation else np.zeros((0, len(labels)))
     return out_of_scope.section(labels, label, validation_p, [labels.index(e.label) for e in validation], test_p, y_true)
 

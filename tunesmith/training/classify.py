@@ -105,9 +105,11 @@ def run_classify(config: ClassifyConfig, workspace: Workspace, run: Run | None =
     if not is_main_process():  # rank 0 reports
         return ClassifyResult(run, {})
     meta = {"labels": splits.labels, "pooling": resolved_pooling(config, model_ref)}
-    lexical_figures = add_lexical_member(trainer, eval_set, splits, final_dir, config, console) \
-        if config.ensemble == "tfidf" else {}
-    write_json_atomic(final_dir / LABELS_FILE, meta | {k: v for k, v in lexical_figures.items() if k == "lexical_weight"})
+    lexical_figures = {}
+    if config.ensemble == "tfidf":
+        lexical_figures = add_lexical_member(trainer, eval_set, splits, final_dir, config, console)
+        meta["lexical_weight"] = lexical_figures["lexical_weight"]
+    write_json_atomic(final_dir / LABELS_FILE, meta)
     summary = summarize(run, config, trainer, output, splits, time.time() - started, final_dir, precision)
     summary |= lexical_figures
     summary |= {"trainable_parameters": trainable, "total_parameters": total}
